@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Benchmark: logtide's MySQL/MariaDB binlog source (binlog -> decoded JSONL file) against
+# `mariadb-binlog --read-from-remote-server --base64-output=decode-rows -v` on the same
+# binlog range, on a private mariadbd (protocol-notes.md, "Measuring fairly").
+#
+# Workloads (~200-byte rows):
+#   bulk    ROWS inserts in 1000-row transactions
+#   update  one transaction updating ROWS rows
+#   single  SINGLE single-row transactions
+# For each: FLUSH BINARY LOGS, note file:pos, run the workload, note the end, FLUSH again.
+# Every timed run reads exactly that range: logtide from a checkpoint seeded at the start
+# (a copy of a template state dir) with `--until file:end`, mariadb-binlog with
+# --start-position/--stop-position. A run counts only if it produced exactly the expected
+# number of row changes. Runs are interleaved (A B A B ...); medians are reported, with the
+# peak RSS from /usr/bin/time -v.
+#
+# Usage: scripts/bench_mysql.sh            (ROWS=1000000 SINGLE=100000 RUNS=3)
+#        ROWS=200000 SINGLE=20000 RUNS=1 scripts/bench_mysql.sh
+# LOGTIDE_BIN=path skips the release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS=${ROWS:-1000000}
+SINGLE=${SINGLE:-100000}
+RUNS=${RUNS:-3}
+WORKLOADS=${WORKLOADS:-"bulk update single"}
+
+if [ -z "${LOGTIDE_BIN:-}" ]; then
+  cargo build --release --bin logtide >&2
+  LOGTIDE_BIN=target/release/logtide
+fi
+BIN=$(realpath "$LOGTIDE_BIN")
+for t in mariadbd mariadb mariadb-install-db mariadb-binlog /usr/bin/time; do
+  command -v "$t" >/dev/null || { echo "missing $t (apt-get install mariadb-server mariadb-client time)" >&2; exit 1; }
+done
+
+ROOT=$(mktemp -d /tmp/logtide-bench-mysql.XXXXXX)
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+SOCK=$ROOT/sock
+export LOGTIDE_BENCH_PW=bench-pw
+cleanup() {
+  [ -f "$ROOT/pid" ] && kill -9 "$(cat "$ROOT/pid")" 2>/dev/null || true
+  [ -n "${KEEP:-}" ] || rm -rf "$ROOT"
+}
+trap cleanup EXIT
+
+mkdir -p "$ROOT/tmp"
+mariadb-install-db --no-defaults --datadir="$ROOT/data" --tmpdir="$ROOT/tmp" \
+  --auth-root-authentication-method=normal --user=root --skip-test-db >"$ROOT/install.log" 2>&1
+mariadbd --no-defaults --datadir="$ROOT/data" --tmpdir="$ROOT/tmp" --port="$PORT" --socket="$SOCK" \
+  --pid-file="$ROOT/pid" --log-bin="$ROOT/data/mysql-bin" --log-error="$ROOT/err.log" \
+  --server-id=1 --user=root --bind-address=127.0.0.1 --skip-name-resolve --binlog-format=ROW --binlog-row-image=FULL \
+  --binlog-row-metadata=FULL --max-allowed-packet=256M --max-binlog-size=1G \
+  --innodb-buffer-pool-size=512M --innodb-log-file-size=512M --innodb-flush-log-at-trx-commit=2 \
+  --sync-binlog=0 --character-set-server=utf8mb4 >/dev/null 2>&1 &
+for _ in $(seq 1 300); do
+  mariadb --no-defaults --socket="$SOCK" -uroot -e 'SELECT 1' >/dev/null 2>&1 && break
+  sleep 0.1
+done
+sql() { mariadb --no-defaults --socket="$SOCK" -uroot --batch --skip-column-names "$@"; }
+sql -e "CREATE USER 'logtide'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('$LOGTIDE_BENCH_PW');
+        GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT ON *.* TO 'logtide'@'%';
+        CREATE DATABASE bench CHARACTER SET utf8mb4;
+        CREATE TABLE bench.t (id BIGINT PRIMARY KEY, a INT, b VARCHAR(100), c DOUBLE, d DATETIME(6), e VARCHAR(40));
+        CREATE TABLE bench.s (id BIGINT PRIMARY KEY, a INT, b VARCHAR(100), c DOUBLE, d DATETIME(6), e VARCHAR(40));"
+binlog_pos() { sql -e 'SHOW MASTER STATUS' | awk '{print $1" "$2}'; }
+
+config() { # $1 = dir
+  cat >"$1/logtide.toml" <<EOF
+[state]
+path = "$1/state"
+
+[pipeline]
+max_batch_events = ${BATCH:-4096}
+
+[[sources]]
+kind = "mysql"
+name = "bench"
+host = "127.0.0.1"
+port = $PORT
+user = "logtide"
+password_env = "LOGTIDE_BENCH_PW"
+heartbeat = "1s"
+backfill = "never"
+tables = { include = ["bench.*"] }
+
+[[sinks]]
+kind = "file"
+name = "out"
+path = "$1/out.jsonl"
+fsync = false
+EOF
+}
+
+workload() { # $1 = name
+  case $1 in
+    bulk)
+      for ((i = 0; i < ROWS / 1000; i++)); do
+        echo "INSERT INTO bench.t SELECT seq, seq % 1000, REPEAT('x', 90), seq * 1.5, '2024-01-01 00:00:00.123456', MD5(seq) FROM seq_$((i * 1000 + 1))_to_$((i * 1000 + 1000));"
+      done | sql -D bench
+      echo "$ROWS" ;;
+    update)
+      sql -D bench -e "UPDATE t SET a = a + 1"
+      echo "$ROWS" ;;
+    single)
+      for ((i = 1; i <= SINGLE; i++)); do
+        echo "INSERT INTO bench.s VALUES ($i, $i, REPEAT('y', 90), $i.5, '2024-01-01 00:00:00.5', MD5($i));"
+      done | sql -D bench
+      echo "$SINGLE" ;;
+  esac
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+# /usr/bin/time -v output -> "seconds kb"
+timing() {
+  awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,p,":"); s=(n==3)?p[1]*3600+p[2]*60+p[3]:p[1]*60+p[2]}
+              /Maximum resident set size/ {kb=$2} END {print s, kb}' "$1"
+}
+
+printf '%-8s %10s %14s %10s %14s %10s %7s\n' workload events "logtide ev/s" "RSS MB" "binlog ev/s" "RSS MB" ratio
+for w in $WORKLOADS; do
+  sql -e 'FLUSH BINARY LOGS'
+  read -r FILE START < <(binlog_pos)
+  # Seed a checkpoint at the start: a fresh source checkpoints the current end at once.
+  TPL=$ROOT/tpl-$w
+  mkdir -p "$TPL"
+  config "$TPL"
+  "$BIN" run --config "$TPL/logtide.toml" --until "$FILE:$START" >"$TPL/log" 2>&1
+  EXPECTED=$(workload "$w")
+  read -r _ END < <(binlog_pos)
+  sql -e 'FLUSH BINARY LOGS'
+  LT=() LR=() MT=() MR=()
+  for r in $(seq 1 "$RUNS"); do
+    D=$ROOT/run-$w-$r
+    mkdir -p "$D"
+    config "$D"
+    cp -r "$TPL/state" "$D/state"
+    /usr/bin/time -v "$BIN" run --config "$D/logtide.toml" --until "$FILE:$END" >"$D/log" 2>"$D/time"
+    GOT=$(wc -l <"$D/out.jsonl")
+    if [ "$GOT" = "$EXPECTED" ]; then
+      read -r s kb < <(timing "$D/time")
+      LT+=("$s") LR+=("$kb")
+    else
+      echo "logtide run $w/$r: $GOT events, expected $EXPECTED (rejected); log: $(tail -3 "$D/log")" >&2
+    fi
+    rm -f "$D/out.jsonl"
+    /usr/bin/time -v mariadb-binlog --no-defaults --read-from-remote-server --host=127.0.0.1 --port="$PORT" \
+      --user=logtide --password="$LOGTIDE_BENCH_PW" --base64-output=decode-rows -v \
+      --start-position="$START" --stop-position="$END" "$FILE" >"$D/binlog.txt" 2>"$D/time2"
+    GOT=$(grep -cE '^### (INSERT INTO|UPDATE|DELETE FROM)' "$D/binlog.txt" || true)
+    if [ "$GOT" = "$EXPECTED" ]; then
+      read -r s kb < <(timing "$D/time2")
+      MT+=("$s") MR+=("$kb")
+    else
+      echo "mariadb-binlog run $w/$r: $GOT events, expected $EXPECTED (rejected)" >&2
+    fi
+    rm -f "$D/binlog.txt"
+  done
+  lt=$(printf '%s\n' "${LT[@]:-}" | grep . | median)
+  mt=$(printf '%s\n' "${MT[@]:-}" | grep . | median)
+  lr=$(printf '%s\n' "${LR[@]:-}" | grep . | median)
+  mr=$(printf '%s\n' "${MR[@]:-}" | grep . | median)
+  awk -v w="$w" -v n="$EXPECTED" -v lt="$lt" -v mt="$mt" -v lr="$lr" -v mr="$mr" 'BEGIN {
+    le = (lt > 0) ? n / lt : 0; me = (mt > 0) ? n / mt : 0;
+    printf "%-8s %10d %14.0f %10.1f %14.0f %10.1f %7.2f\n", w, n, le, lr / 1024, me, mr / 1024, (me > 0) ? le / me : 0 }'
+done

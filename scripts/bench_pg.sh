@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# PostgreSQL benchmark: logtide (slot -> decoded JSONL file) vs pg_recvlogical (pgoutput ->
+# file) on exactly the same WAL range, in one run. Method (protocol-notes "Measuring
+# fairly"): a template slot is created before each workload; every timed run decodes a fresh
+# copy of it up to the same end LSN; each run's row count must equal the workload's; runs
+# are interleaved and the median is reported with peak RSS.
+#
+#   scripts/bench_pg.sh [rows=1000000] [single_txns=100000] [runs=3]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS=${1:-1000000}
+SINGLE=${2:-100000}
+RUNS=${3:-3}
+PORT=${BENCH_PG_PORT:-55990}
+BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+W=${BENCH_DIR:-/tmp/logtide-bench-pg}
+cargo build --release --quiet
+LOGTIDE=$PWD/target/release/logtide
+
+rm -rf "$W"; mkdir -p "$W"; chmod 777 "$W"
+runuser -u postgres -- "$BIN/initdb" -D "$W/data" -A trust -U postgres >/dev/null
+cat >> "$W/data/postgresql.conf" <<CONF
+port = $PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$W'
+wal_level = logical
+max_replication_slots = 20
+max_wal_senders = 20
+shared_buffers = 512MB
+max_wal_size = 8GB
+synchronous_commit = off
+autovacuum = off
+CONF
+runuser -u postgres -- "$BIN/pg_ctl" -D "$W/data" -l "$W/pg.log" -w start >/dev/null
+trap 'runuser -u postgres -- "$BIN/pg_ctl" -D "$W/data" -m immediate stop >/dev/null 2>&1 || true' EXIT
+PSQL=(psql -X -q -h 127.0.0.1 -p "$PORT" -U postgres -v ON_ERROR_STOP=1)
+"${PSQL[@]}" -d postgres -c "CREATE DATABASE bench"
+"${PSQL[@]}" -d bench <<SQL
+CREATE TABLE t (id bigint PRIMARY KEY, a int NOT NULL, b text NOT NULL, c timestamptz NOT NULL) WITH (autovacuum_enabled = off);
+CREATE PUBLICATION bench_pub FOR TABLE t;
+SQL
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# run_tool <tool> <slot> <endlsn> <out> -> prints "seconds rss_kb"
+run_tool() {
+  local tool=$1 slot=$2 end=$3 out=$4
+  rm -f "$out"
+  local t0 t1
+  t0=$(date +%s.%N)
+  if [ "$tool" = logtide ]; then
+    cat > "$W/logtide.toml" <<CFG
+[state]
+path = "$W/state-$slot"
+[[sources]]
+kind = "postgres"
+name = "bench"
+port = $PORT
+user = "postgres"
+database = "bench"
+sslmode = "disable"
+slot = "$slot"
+publication = "bench_pub"
+create_publication = false
+backfill = "never"
+[[sinks]]
+kind = "file"
+path = "$out"
+CFG
+    /usr/bin/time -f "%M" -o "$W/rss" "$LOGTIDE" --log-level warn run --config "$W/logtide.toml" --until "$end"
+  else
+    /usr/bin/time -f "%M" -o "$W/rss" pg_recvlogical -h 127.0.0.1 -p "$PORT" -U postgres -d bench -S "$slot" \
+      --start -E "$end" -o proto_version=1 -o publication_names=bench_pub -f "$out" --no-loop
+  fi
+  t1=$(date +%s.%N)
+  echo "$(echo "$t1 - $t0" | bc -l) $(tail -1 "$W/rss")"
+}
+
+count() {
+  if [ "$1" = logtide ]; then wc -l < "$2"; else python3 scripts/count_pgoutput.py "$2"; fi
+}
+
+bench() {
+  local name=$1 expect=$2 sql=$3
+  "${PSQL[@]}" -d bench -c "SELECT pg_create_logical_replication_slot('tmpl', 'pgoutput')" >/dev/null
+  eval "$sql"
+  local end
+  end=$("${PSQL[@]}" -d bench -At -c "SELECT pg_current_wal_insert_lsn()")
+  "${PSQL[@]}" -d bench -c "CHECKPOINT" >/dev/null
+  declare -A rates rss
+  for i in $(seq 1 "$RUNS"); do
+    for tool in logtide pg_recvlogical; do
+      local slot="run_${tool//_/}_$i"
+      "${PSQL[@]}" -d bench -c "SELECT pg_copy_logical_replication_slot('tmpl', '$slot', false, 'pgoutput')" >/dev/null
+      read -r secs kb < <(run_tool "$tool" "$slot" "$end" "$W/out-$tool.bin")
+      local n; n=$(count "$tool" "$W/out-$tool.bin")
+      if [ "$n" != "$expect" ]; then echo "$name: $tool produced $n row changes, expected $expect: run rejected" >&2; exit 1; fi
+      rates[$tool]+="$(echo "$n / $secs" | bc -l) "
+      rss[$tool]+="$kb "
+      "${PSQL[@]}" -d bench -c "SELECT pg_drop_replication_slot('$slot')" >/dev/null
+    done
+  done
+  "${PSQL[@]}" -d bench -c "SELECT pg_drop_replication_slot('tmpl')" >/dev/null
+  local lt pr lr prr
+  lt=$(echo "${rates[logtide]}" | tr ' ' '\n' | grep . | median)
+  pr=$(echo "${rates[pg_recvlogical]}" | tr ' ' '\n' | grep . | median)
+  lr=$(echo "${rss[logtide]}" | tr ' ' '\n' | grep . | sort -g | tail -1)
+  prr=$(echo "${rss[pg_recvlogical]}" | tr ' ' '\n' | grep . | sort -g | tail -1)
+  printf "%-28s logtide %9.0f ev/s (peak RSS %6.1f MB)   pg_recvlogical %9.0f ev/s (peak RSS %5.1f MB)   ratio %.2f\n" \
+    "$name" "$lt" "$(echo "$lr/1024" | bc -l)" "$pr" "$(echo "$prr/1024" | bc -l)" "$(echo "$lt / $pr" | bc -l)"
+}
+
+PAD="repeat('x', 150)"
+bench "a) ${ROWS} inserts, 1k/tx" "$ROWS" \
+  "for s in \$(seq 0 1000 $((ROWS - 1))); do echo \"INSERT INTO t SELECT g, g % 1000, $PAD || g, now() FROM generate_series(\$s + 1, \$s + 1000) g;\"; done | \"\${PSQL[@]}\" -d bench"
+bench "b) 1 tx updating ${ROWS}" "$ROWS" \
+  "\"\${PSQL[@]}\" -d bench -c 'UPDATE t SET a = a + 1'"
+bench "c) ${SINGLE} single-row txs" "$SINGLE" \
+  "for s in \$(seq 1 $SINGLE); do echo \"INSERT INTO t VALUES ($ROWS + \$s, 1, $PAD, now());\"; done | \"\${PSQL[@]}\" -d bench"
+
+# Latency: 200 single-row inserts at 20/s into a table that a live logtide streams to a file.
+# Commits must be durable here: with synchronous_commit=off the walsender only sees a commit
+# after the WAL writer's next flush (wal_writer_delay, 200 ms).
+"${PSQL[@]}" -d postgres -c "ALTER SYSTEM SET synchronous_commit = on" -c "SELECT pg_reload_conf()" >/dev/null
+"${PSQL[@]}" -d bench -c "CREATE TABLE lat (id bigint PRIMARY KEY, note text); CREATE PUBLICATION lat_pub FOR TABLE lat"
+cat > "$W/lat.toml" <<CFG
+[state]
+path = "$W/state-lat"
+[[sources]]
+kind = "postgres"
+name = "lat"
+port = $PORT
+user = "postgres"
+database = "bench"
+sslmode = "disable"
+slot = "lat_slot"
+publication = "lat_pub"
+[[sinks]]
+kind = "file"
+path = "$W/lat.jsonl"
+CFG
+: > "$W/lat.jsonl"
+"$LOGTIDE" --log-level warn run --config "$W/lat.toml" &
+LT=$!
+# Ready when the slot exists and is active.
+for _ in $(seq 1 200); do
+  [ "$("${PSQL[@]}" -d bench -At -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'lat_slot' AND active")" = 1 ] && break
+  sleep 0.05
+done
+cargo bench --quiet --bench pg_latency -- "host=127.0.0.1 port=$PORT user=postgres dbname=bench" lat "$W/lat.jsonl" 200 20
+kill -TERM $LT; wait $LT || true

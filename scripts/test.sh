@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests and behaviour tests against private PostgreSQL and
+# MariaDB instances that the tests start themselves (installed here if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+# Behaviour tests start one private database server per test binary; two at a time fit
+# 2 cores comfortably.
+cargo test --release -- --test-threads="${LOGTIDE_TEST_THREADS:-4}"

@@ -1,0 +1,492 @@
+//! PostgreSQL backfill: fixes the slot's start position, lists the published tables, and
+//! reads them in keyset chunks with `COPY (SELECT …) TO STDOUT` (text format), decoding
+//! values with the same decoder as the stream (`source::postgres::types`).
+//!
+//! Owns the SQL of the backfill; the hand-over rule is in the parent module's docs.
+
+use super::{BackfillError, Chunk, TableProgress};
+use crate::config::{BackfillMode, BackfillSettings, PostgresSourceConfig};
+use crate::event::{ChangeEvent, Op, SourceInfo, TableSchema};
+use crate::filter::Filter;
+use crate::position::{Lsn, PgPosition, Position};
+use crate::source::postgres::conn::{quote_ident, quote_literal};
+use crate::source::postgres::tls::connect_sql;
+use crate::source::postgres::types::{decode_text, PgType, TypeCache};
+use crate::value::Value;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_postgres::Client;
+
+fn setup_err<E: std::error::Error + Send + Sync + 'static>(
+    what: &'static str,
+) -> impl FnOnce(E) -> BackfillError {
+    move |e| BackfillError::Setup {
+        what,
+        source: Box::new(e),
+    }
+}
+
+fn table_err<E: std::error::Error + Send + Sync + 'static>(
+    table: &str,
+    what: &'static str,
+) -> impl FnOnce(E) -> BackfillError {
+    let table = table.to_owned();
+    move |e| BackfillError::Postgres {
+        table,
+        what,
+        source: Box::new(e),
+    }
+}
+
+/// A table to copy: its columns after the filter, their types, and the key.
+#[derive(Debug, Clone)]
+pub struct TablePlan {
+    pub schema: String,
+    pub name: String,
+    /// (name, type OID, SQL type for casting a key literal).
+    pub columns: Vec<(String, u32, String)>,
+    /// Indices into `columns` of the primary key (else the replica identity index, like the
+    /// stream), in key order; empty: neither.
+    pub key: Vec<usize>,
+    pub estimated_rows: u64,
+}
+
+impl TablePlan {
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+/// Opens the SQL connection; its driver runs on a task owned by the returned handle.
+pub async fn connect(
+    cfg: &PostgresSourceConfig,
+) -> Result<(Client, tokio::task::JoinHandle<()>), BackfillError> {
+    let (client, conn) = connect_sql(cfg).await.map_err(setup_err("connect"))?;
+    let driver = tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "backfill sql connection ended");
+        }
+    });
+    // The text forms the shared decoder expects.
+    client
+        .batch_execute("SET standard_conforming_strings = on; SET datestyle = 'ISO, YMD'; SET intervalstyle = 'postgres'; SET extra_float_digits = 3")
+        .await
+        .map_err(setup_err("set session options"))?;
+    Ok((client, driver))
+}
+
+/// Creates the slot if missing and returns the position the stream will start from.
+pub async fn fix_start(client: &Client, cfg: &PostgresSourceConfig) -> Result<Lsn, BackfillError> {
+    let slot = cfg.slot_name();
+    let row = client
+        .query_opt(
+            "SELECT coalesce(confirmed_flush_lsn, restart_lsn)::text FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(setup_err("look up the replication slot"))?;
+    let lsn: String = match row {
+        Some(r) => r
+            .try_get(0)
+            .map_err(setup_err("read the replication slot"))?,
+        None => {
+            let r = client
+                .query_one("SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot])
+                .await
+                .map_err(setup_err("create the replication slot (the role needs REPLICATION)"))?;
+            tracing::info!(slot = %slot, "created replication slot for backfill hand-over");
+            r.try_get(0)
+                .map_err(setup_err("read the new slot's position"))?
+        }
+    };
+    lsn.parse::<Lsn>()
+        .map_err(setup_err("parse the slot's position"))
+}
+
+/// The published tables the filter selects and the backfill settings include, with columns
+/// and keys.
+pub async fn plan(
+    client: &Client,
+    cfg: &PostgresSourceConfig,
+    filter: &Filter,
+    settings: &BackfillSettings,
+    only: Option<&str>,
+) -> Result<Vec<TablePlan>, BackfillError> {
+    let rows = client
+        .query(
+            "SELECT c.oid, n.nspname::text, c.relname::text, greatest(c.reltuples, 0)::int8 \
+             FROM pg_catalog.pg_publication_tables p \
+             JOIN pg_catalog.pg_namespace n ON n.nspname = p.schemaname \
+             JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename \
+             WHERE p.pubname = $1 ORDER BY 2, 3",
+            &[&cfg.publication_name()],
+        )
+        .await
+        .map_err(setup_err("list the publication's tables"))?;
+    let mut plans = Vec::new();
+    for r in rows {
+        let oid: u32 = r.try_get(0).map_err(setup_err("read table list"))?;
+        let schema: String = r.try_get(1).map_err(setup_err("read table list"))?;
+        let name: String = r.try_get(2).map_err(setup_err("read table list"))?;
+        let est: i64 = r.try_get(3).map_err(setup_err("read table list"))?;
+        let qualified = format!("{schema}.{name}");
+        if !filter.table_selected(&schema, &name) {
+            continue;
+        }
+        match only {
+            Some(t) if t != qualified => continue,
+            None if settings.mode_for(&qualified) == BackfillMode::Never => continue,
+            _ => {}
+        }
+        let cols = client
+            .query(
+                "SELECT a.attname::text, a.atttypid, pg_catalog.format_type(a.atttypid, a.atttypmod), \
+                        coalesce(array_position(i.indkey::int2[], a.attnum) - array_lower(i.indkey::int2[], 1) + 1, 0)::int4 \
+                 FROM pg_catalog.pg_attribute a \
+                 LEFT JOIN LATERAL (SELECT x.indkey FROM pg_catalog.pg_index x WHERE x.indrelid = a.attrelid AND (x.indisprimary OR x.indisreplident) ORDER BY x.indisprimary DESC LIMIT 1) i ON true \
+                 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
+                   AND a.attgenerated = '' ORDER BY a.attnum",
+                &[&oid],
+            )
+            .await
+            .map_err(table_err(&qualified, "read its columns"))?;
+        let mut all = Vec::new();
+        let mut key_pos: Vec<(i32, usize)> = Vec::new();
+        for (i, c) in cols.iter().enumerate() {
+            let cname: String = c
+                .try_get(0)
+                .map_err(table_err(&qualified, "read its columns"))?;
+            let typ: u32 = c
+                .try_get(1)
+                .map_err(table_err(&qualified, "read its columns"))?;
+            let tname: String = c
+                .try_get(2)
+                .map_err(table_err(&qualified, "read its columns"))?;
+            let kp: i32 = c
+                .try_get(3)
+                .map_err(table_err(&qualified, "read its columns"))?;
+            if kp > 0 {
+                key_pos.push((kp, i));
+            }
+            all.push((cname, typ, tname));
+        }
+        key_pos.sort();
+        let key_idx: Vec<usize> = key_pos.iter().map(|(_, i)| *i).collect();
+        let names: Vec<&str> = all.iter().map(|c| c.0.as_str()).collect();
+        let proj = filter
+            .project(&schema, &name, &names, &key_idx)
+            .map_err(|e| BackfillError::Setup {
+                what: "apply the column filter",
+                source: Box::new(e),
+            })?;
+        let columns: Vec<(String, u32, String)> =
+            proj.keep.iter().map(|&i| all[i].clone()).collect();
+        // Key in key order, as indices into the projected columns.
+        let key: Vec<usize> = key_idx
+            .iter()
+            .filter_map(|k| proj.keep.iter().position(|x| x == k))
+            .collect();
+        if key.is_empty() {
+            tracing::warn!(table = %qualified, "table has no primary key: backfilled in one pass, restarted from the beginning if interrupted, and its events have key = null");
+        }
+        plans.push(TablePlan {
+            schema,
+            name,
+            columns,
+            key,
+            estimated_rows: est as u64,
+        });
+    }
+    Ok(plans)
+}
+
+/// The chunk query for `plan` after `last` (text forms of the key).
+fn chunk_sql(plan: &TablePlan, last: Option<&[String]>, limit: usize) -> String {
+    let cols: Vec<String> = plan.columns.iter().map(|c| quote_ident(&c.0)).collect();
+    let table = format!("{}.{}", quote_ident(&plan.schema), quote_ident(&plan.name));
+    let mut sql = format!("SELECT {} FROM {table}", cols.join(", "));
+    if plan.key.is_empty() {
+        return format!("COPY ({sql}) TO STDOUT");
+    }
+    let key_cols: Vec<String> = plan
+        .key
+        .iter()
+        .map(|&i| quote_ident(&plan.columns[i].0))
+        .collect();
+    if let Some(last) = last {
+        let lits: Vec<String> = plan
+            .key
+            .iter()
+            .zip(last)
+            .map(|(&i, v)| format!("{}::{}", quote_literal(v), plan.columns[i].2))
+            .collect();
+        sql.push_str(&format!(
+            " WHERE ({}) > ({})",
+            key_cols.join(", "),
+            lits.join(", ")
+        ));
+    }
+    sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", key_cols.join(", ")));
+    format!("COPY ({sql}) TO STDOUT")
+}
+
+/// Splits one COPY text row into its fields, undoing COPY's escapes; `None` is `\N`.
+pub fn parse_copy_row(line: &[u8]) -> Result<Vec<Option<Vec<u8>>>, &'static str> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let mut out = Vec::new();
+    for field in line.split(|&b| b == b'\t') {
+        if field == b"\\N" {
+            out.push(None);
+            continue;
+        }
+        if !field.contains(&b'\\') {
+            out.push(Some(field.to_vec()));
+            continue;
+        }
+        let mut v = Vec::with_capacity(field.len());
+        let mut i = 0;
+        while i < field.len() {
+            let b = field[i];
+            if b != b'\\' {
+                v.push(b);
+                i += 1;
+                continue;
+            }
+            let Some(&e) = field.get(i + 1) else {
+                return Err("dangling backslash");
+            };
+            i += 2;
+            match e {
+                b'b' => v.push(8),
+                b'f' => v.push(12),
+                b'n' => v.push(b'\n'),
+                b'r' => v.push(b'\r'),
+                b't' => v.push(b'\t'),
+                b'v' => v.push(11),
+                b'0'..=b'7' => {
+                    let mut n = u32::from(e - b'0');
+                    let mut k = 0;
+                    while k < 2 {
+                        match field.get(i) {
+                            Some(&d @ b'0'..=b'7') => {
+                                n = n * 8 + u32::from(d - b'0');
+                                i += 1;
+                                k += 1;
+                            }
+                            _ => break,
+                        }
+                    }
+                    v.push((n & 0xFF) as u8);
+                }
+                b'x' => {
+                    let mut n = 0u32;
+                    let mut k = 0;
+                    while k < 2 {
+                        match field.get(i).and_then(|d| (*d as char).to_digit(16)) {
+                            Some(d) => {
+                                n = n * 16 + d;
+                                i += 1;
+                                k += 1;
+                            }
+                            None => break,
+                        }
+                    }
+                    if k == 0 {
+                        return Err("\\x without hex digits");
+                    }
+                    v.push(n as u8);
+                }
+                other => v.push(other),
+            }
+        }
+        out.push(Some(v));
+    }
+    Ok(out)
+}
+
+/// Reads every planned table, sending chunks in order. `start` is the stream's start LSN.
+#[allow(clippy::too_many_arguments)]
+pub async fn read_tables(
+    client: &Client,
+    cfg: &PostgresSourceConfig,
+    info: &Arc<SourceInfo>,
+    plans: &[TablePlan],
+    all_tables: &[String],
+    start: Lsn,
+    resume: Vec<TableProgress>,
+    chunk_rows: usize,
+    tx: mpsc::Sender<Chunk>,
+) -> Result<(), BackfillError> {
+    let mut types = TypeCache::new();
+    for (plan, progress) in plans.iter().zip(resume) {
+        if progress.done {
+            continue;
+        }
+        let qualified = plan.qualified();
+        let oids: Vec<u32> = plan.columns.iter().map(|c| c.1).collect();
+        types
+            .resolve(client, &oids)
+            .await
+            .map_err(table_err(&qualified, "resolve column types"))?;
+        let tys: Vec<PgType> = oids.iter().map(|o| types.get(*o)).collect();
+        let schema = Arc::new(TableSchema {
+            source: info.clone(),
+            db: cfg.database.clone(),
+            schema: plan.schema.clone(),
+            name: plan.name.clone(),
+            columns: plan.columns.iter().map(|c| c.0.clone()).collect(),
+            key: plan.key.clone(),
+        });
+        // Ordinals are stable across restarts: table index in the sorted list of tables.
+        let tindex = all_tables.iter().position(|t| *t == qualified).unwrap_or(0) as u64 + 1;
+        let lsn = Lsn(start.0.saturating_sub(1));
+        let mut progress = if plan.key.is_empty() {
+            TableProgress::default()
+        } else {
+            progress
+        };
+        loop {
+            let sql = chunk_sql(plan, progress.last_key.as_deref(), chunk_rows);
+            let stream = client
+                .copy_out(sql.as_str())
+                .await
+                .map_err(table_err(&qualified, "start COPY"))?;
+            futures_util::pin_mut!(stream);
+            let mut events = Vec::with_capacity(chunk_rows.min(65_536));
+            let mut last_key: Option<Vec<String>> = None;
+            let mut pending: Vec<u8> = Vec::new();
+            let mut in_chunk = 0usize;
+            while let Some(data) = stream.next().await {
+                let data: Bytes = data.map_err(table_err(&qualified, "read COPY data"))?;
+                pending.extend_from_slice(&data);
+                let mut consumed = 0;
+                while let Some(nl) = pending[consumed..].iter().position(|&b| b == b'\n') {
+                    let line = &pending[consumed..consumed + nl];
+                    consumed += nl + 1;
+                    let fields = parse_copy_row(line).map_err(|e| BackfillError::Postgres {
+                        table: qualified.clone(),
+                        what: "parse COPY row",
+                        source: e.into(),
+                    })?;
+                    if fields.len() != tys.len() {
+                        return Err(BackfillError::Postgres {
+                            table: qualified.clone(),
+                            what: "parse COPY row",
+                            source: format!("{} fields for {} columns", fields.len(), tys.len())
+                                .into(),
+                        });
+                    }
+                    let mut row = Vec::with_capacity(tys.len());
+                    for (f, ty) in fields.iter().zip(&tys) {
+                        row.push(Some(match f {
+                            None => Value::Null,
+                            Some(b) => decode_text(ty, b)
+                                .map_err(table_err(&qualified, "decode a value"))?,
+                        }));
+                    }
+                    if !plan.key.is_empty() {
+                        let mut k = Vec::with_capacity(plan.key.len());
+                        for &i in &plan.key {
+                            let text = fields[i].as_deref().unwrap_or_default();
+                            k.push(String::from_utf8_lossy(text).into_owned());
+                        }
+                        last_key = Some(k);
+                    }
+                    progress.rows += 1;
+                    in_chunk += 1;
+                    events.push(ChangeEvent {
+                        op: Op::Read,
+                        table: schema.clone(),
+                        before: None,
+                        after: Some(row),
+                        position: Position::Postgres(PgPosition {
+                            lsn,
+                            ordinal: (tindex << 40) | progress.rows,
+                        }),
+                        txid: None,
+                        commit_ts_ms: None,
+                    });
+                    // Keyless tables come in one COPY: hand them over in chunk-sized pieces.
+                    if plan.key.is_empty() && events.len() >= chunk_rows {
+                        let evs = std::mem::replace(&mut events, Vec::with_capacity(chunk_rows));
+                        send(&tx, &qualified, evs, progress.clone()).await?;
+                    }
+                }
+                pending.drain(..consumed);
+            }
+            let finished = plan.key.is_empty() || in_chunk < chunk_rows;
+            if last_key.is_some() {
+                progress.last_key = last_key;
+            }
+            progress.done = finished;
+            send(&tx, &qualified, events, progress.clone()).await?;
+            if finished {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn send(
+    tx: &mpsc::Sender<Chunk>,
+    table: &str,
+    events: Vec<ChangeEvent>,
+    progress: TableProgress,
+) -> Result<(), BackfillError> {
+    tx.send(Chunk {
+        table: table.to_owned(),
+        events,
+        progress,
+    })
+    .await
+    .map_err(|_| BackfillError::ReaderGone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_rows_unescape() {
+        let r = parse_copy_row(b"1\ta\\tb\\nc\\\\d\t\\N\t\\101\\x42\n").expect("parse");
+        assert_eq!(
+            r,
+            vec![
+                Some(b"1".to_vec()),
+                Some(b"a\tb\nc\\d".to_vec()),
+                None,
+                Some(b"AB".to_vec())
+            ]
+        );
+        assert!(parse_copy_row(b"x\\").is_err());
+        assert_eq!(parse_copy_row(b"").expect("empty"), vec![Some(vec![])]);
+    }
+
+    #[test]
+    fn chunk_sql_uses_row_comparison_and_casts() {
+        let plan = TablePlan {
+            schema: "public".into(),
+            name: "t".into(),
+            columns: vec![
+                ("a".into(), 23, "integer".into()),
+                ("b".into(), 25, "text".into()),
+                ("c".into(), 25, "text".into()),
+            ],
+            key: vec![0, 1],
+            estimated_rows: 0,
+        };
+        let sql = chunk_sql(&plan, Some(&["5".to_string(), "it's".to_string()]), 100);
+        assert_eq!(
+            sql,
+            "COPY (SELECT \"a\", \"b\", \"c\" FROM \"public\".\"t\" WHERE (\"a\", \"b\") > ('5'::integer, 'it''s'::text) ORDER BY \"a\", \"b\" LIMIT 100) TO STDOUT"
+        );
+        let first = chunk_sql(&plan, None, 10);
+        assert!(
+            first.ends_with("ORDER BY \"a\", \"b\" LIMIT 10) TO STDOUT"),
+            "{first}"
+        );
+    }
+}

@@ -1,0 +1,1256 @@
+//! The TOML configuration: serde structs validated at load, with secrets from environment
+//! variables.
+//!
+//! Every struct denies unknown keys, so a typo fails at load with the key's name and the
+//! file. Secrets are never in the file: a source names the environment variable that holds
+//! its password (`password_env`), and [`Secret`] never prints its content.
+
+use crate::filter::{ColumnFilterConfig, Filter, TableFilterConfig};
+use serde::{Deserialize, Deserializer};
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration problem, always naming the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config file {path}: `{key}` {problem}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        problem: String,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub state: StateConfig,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    #[serde(default, rename = "sources")]
+    pub sources: Vec<SourceConfig>,
+    #[serde(default, rename = "sinks")]
+    pub sinks: Vec<SinkConfig>,
+}
+
+/// `[state]`: where checkpoints live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Directory of the embedded checkpoint store. Default `./logtide-state`.
+    #[serde(default = "default_state_path")]
+    pub path: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            path: default_state_path(),
+        }
+    }
+}
+
+fn default_state_path() -> PathBuf {
+    PathBuf::from("logtide-state")
+}
+
+/// `[pipeline]`: batching between source and sinks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Most events handed to the sinks in one batch. Default 4096.
+    #[serde(default = "default_max_batch")]
+    pub max_batch_events: usize,
+    /// Capacity of the bounded source → pipeline channel, in messages. Default 16384.
+    #[serde(default = "default_channel")]
+    pub channel_capacity: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            max_batch_events: default_max_batch(),
+            channel_capacity: default_channel(),
+        }
+    }
+}
+
+fn default_max_batch() -> usize {
+    4096
+}
+fn default_channel() -> usize {
+    16384
+}
+
+/// One `[[sources]]` entry; `kind` picks the connector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceConfig {
+    Postgres(PostgresSourceConfig),
+    Mysql(MysqlSourceConfig),
+    Query(QuerySourceConfig),
+}
+
+impl SourceConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            SourceConfig::Postgres(c) => &c.name,
+            SourceConfig::Mysql(c) => &c.name,
+            SourceConfig::Query(c) => &c.name,
+        }
+    }
+
+    pub fn filter(&self) -> Filter {
+        let (t, c) = match self {
+            SourceConfig::Postgres(c) => (&c.tables, &c.columns),
+            SourceConfig::Mysql(c) => (&c.tables, &c.columns),
+            SourceConfig::Query(_) => {
+                return Filter::new(TableFilterConfig::default(), BTreeMap::new())
+            }
+        };
+        Filter::new(t.clone(), c.clone())
+    }
+}
+
+/// TLS mode, as libpq names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+    VerifyFull,
+}
+
+/// `kind = "postgres"`: a logical replication slot with pgoutput.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSourceConfig {
+    pub name: String,
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    pub user: String,
+    /// Name of the environment variable holding the password (none: trust/peer auth).
+    #[serde(default)]
+    pub password_env: Option<String>,
+    pub database: String,
+    #[serde(default)]
+    pub sslmode: SslMode,
+    /// PEM file of CA certificates for `verify-full` (default: the Mozilla root store).
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
+    /// Replication slot name. Default `logtide_<name>`.
+    #[serde(default)]
+    pub slot: Option<String>,
+    /// Publication name. Default `logtide_<name>`.
+    #[serde(default)]
+    pub publication: Option<String>,
+    /// Create the publication (FOR ALL TABLES, or the `tables.include` exact names) if it
+    /// does not exist. Default true.
+    #[serde(default = "yes")]
+    pub create_publication: bool,
+    /// How often to send a standby status update. Default "10s".
+    #[serde(default = "default_status_interval", deserialize_with = "de_duration")]
+    pub status_interval: Duration,
+    /// Connect timeout. Default "10s".
+    #[serde(default = "default_connect_timeout", deserialize_with = "de_duration")]
+    pub connect_timeout: Duration,
+    /// Initial backfill of existing rows: "initial" (first start only) or "never".
+    #[serde(default)]
+    pub backfill: BackfillMode,
+    /// Per-table override of `backfill` (exact name or glob → mode).
+    #[serde(default)]
+    pub backfill_tables: BTreeMap<String, BackfillMode>,
+    /// Rows per backfill chunk (one keyset SELECT). Default 20000.
+    #[serde(default = "default_chunk_rows")]
+    pub backfill_chunk_rows: usize,
+    #[serde(default)]
+    pub tables: TableFilterConfig,
+    #[serde(default)]
+    pub columns: BTreeMap<String, ColumnFilterConfig>,
+}
+
+impl PostgresSourceConfig {
+    pub fn slot_name(&self) -> String {
+        self.slot
+            .clone()
+            .unwrap_or_else(|| format!("logtide_{}", self.name))
+    }
+    pub fn publication_name(&self) -> String {
+        self.publication
+            .clone()
+            .unwrap_or_else(|| format!("logtide_{}", self.name))
+    }
+    pub fn password(&self) -> Result<Option<Secret>, ConfigError> {
+        read_secret(self.password_env.as_deref(), &self.name)
+    }
+}
+
+/// `kind = "mysql"`: a MySQL/MariaDB binary log in ROW format.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlSourceConfig {
+    pub name: String,
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default = "default_mysql_port")]
+    pub port: u16,
+    pub user: String,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Database used for metadata queries (optional).
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Replica server id this reader registers with; must be unique among replicas.
+    /// Default 0x4C54 + a hash of the source name.
+    #[serde(default)]
+    pub server_id: Option<u32>,
+    /// Heartbeat the server sends when idle; bounds shutdown latency. Default "5s".
+    #[serde(default = "default_heartbeat", deserialize_with = "de_duration")]
+    pub heartbeat: Duration,
+    #[serde(default = "default_connect_timeout", deserialize_with = "de_duration")]
+    pub connect_timeout: Duration,
+    /// Initial backfill of existing rows: "initial" (first start only) or "never".
+    #[serde(default)]
+    pub backfill: BackfillMode,
+    /// Per-table override of `backfill` (exact name or glob → mode).
+    #[serde(default)]
+    pub backfill_tables: BTreeMap<String, BackfillMode>,
+    /// Rows per backfill chunk (one keyset SELECT). Default 20000.
+    #[serde(default = "default_chunk_rows")]
+    pub backfill_chunk_rows: usize,
+    #[serde(default)]
+    pub tables: TableFilterConfig,
+    #[serde(default)]
+    pub columns: BTreeMap<String, ColumnFilterConfig>,
+}
+
+impl MysqlSourceConfig {
+    pub fn password(&self) -> Result<Option<Secret>, ConfigError> {
+        read_secret(self.password_env.as_deref(), &self.name)
+    }
+    pub fn server_id(&self) -> u32 {
+        self.server_id.unwrap_or_else(|| {
+            let h = self.name.bytes().fold(2166136261u32, |h, b| {
+                (h ^ u32::from(b)).wrapping_mul(16777619)
+            });
+            0x4C54_0000 | (h & 0xFFFF)
+        })
+    }
+}
+
+/// Whether existing rows are copied before streaming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackfillMode {
+    /// On the first start of the source (no stored position), then stream.
+    #[default]
+    Initial,
+    /// Never; stream changes only.
+    Never,
+}
+
+/// `kind = "query"`: scheduled incremental SELECTs over the PostgreSQL wire protocol (also
+/// Redshift) for databases whose log logtide cannot read. See `src/source/query.rs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuerySourceConfig {
+    pub name: String,
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    pub user: String,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    pub database: String,
+    #[serde(default)]
+    pub sslmode: SslMode,
+    /// A SELECT using `{{cursor}}` and/or `{{last_sync_time}}`; both become bind parameters.
+    pub query: String,
+    /// Result column that only grows for new rows (id, updated_at).
+    pub cursor_column: String,
+    /// Result columns that, with the cursor, identify a row (ties at the boundary).
+    #[serde(default)]
+    pub key_columns: Vec<String>,
+    /// Table name used in events, `schema.name` (e.g. "public.orders").
+    pub table: String,
+    /// Rows per SELECT. Default 10000.
+    #[serde(default = "default_query_batch")]
+    pub batch_size: usize,
+    /// Most rows one run reads. Default 50000.
+    #[serde(default = "default_query_max_rows")]
+    pub max_rows_per_run: usize,
+    /// Time between run starts. Default "1m".
+    #[serde(default = "default_query_interval", deserialize_with = "de_duration")]
+    pub interval: Duration,
+    /// Value bound to `{{cursor}}` before anything was delivered (required when the query
+    /// uses `{{cursor}}`).
+    #[serde(default)]
+    pub initial_cursor: Option<String>,
+    #[serde(default = "default_connect_timeout", deserialize_with = "de_duration")]
+    pub connect_timeout: Duration,
+}
+
+impl QuerySourceConfig {
+    pub fn password(&self) -> Result<Option<Secret>, ConfigError> {
+        read_secret(self.password_env.as_deref(), &self.name)
+    }
+}
+
+fn default_query_batch() -> usize {
+    10_000
+}
+fn default_query_max_rows() -> usize {
+    50_000
+}
+fn default_query_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Backfill settings shared by the log-based sources.
+#[derive(Debug, Clone)]
+pub struct BackfillSettings {
+    pub mode: BackfillMode,
+    pub tables: BTreeMap<String, BackfillMode>,
+    pub chunk_rows: usize,
+}
+
+impl BackfillSettings {
+    /// The mode for `schema.table` (the first matching override, else the source's).
+    pub fn mode_for(&self, table: &str) -> BackfillMode {
+        self.tables
+            .iter()
+            .find(|(p, _)| crate::filter::glob(p, table))
+            .map(|(_, m)| *m)
+            .unwrap_or(self.mode)
+    }
+}
+
+impl SourceConfig {
+    pub fn backfill(&self) -> BackfillSettings {
+        let (mode, tables, chunk_rows) = match self {
+            SourceConfig::Postgres(c) => (c.backfill, &c.backfill_tables, c.backfill_chunk_rows),
+            SourceConfig::Mysql(c) => (c.backfill, &c.backfill_tables, c.backfill_chunk_rows),
+            SourceConfig::Query(_) => {
+                return BackfillSettings {
+                    mode: BackfillMode::Never,
+                    tables: BTreeMap::new(),
+                    chunk_rows: default_chunk_rows(),
+                }
+            }
+        };
+        BackfillSettings {
+            mode,
+            tables: tables.clone(),
+            chunk_rows,
+        }
+    }
+}
+
+/// One `[[sinks]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SinkConfig {
+    Stdout(StdoutSinkConfig),
+    File(FileSinkConfig),
+    Http(HttpSinkConfig),
+    Segment(SegmentSinkConfig),
+    Nats(NatsSinkConfig),
+}
+
+impl SinkConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            SinkConfig::Stdout(c) => &c.name,
+            SinkConfig::File(c) => &c.name,
+            SinkConfig::Http(c) => &c.name,
+            SinkConfig::Segment(c) => &c.name,
+            SinkConfig::Nats(c) => &c.name,
+        }
+    }
+    /// Source names this sink is fed from (empty: all).
+    pub fn sources(&self) -> &[String] {
+        match self {
+            SinkConfig::Stdout(c) => &c.sources,
+            SinkConfig::File(c) => &c.sources,
+            SinkConfig::Http(c) => &c.sources,
+            SinkConfig::Segment(c) => &c.sources,
+            SinkConfig::Nats(c) => &c.sources,
+        }
+    }
+    /// The per-sink table filter (`tables = { include, exclude }`), for the sinks that have
+    /// one (http, segment, nats); `None` means every table of the routed sources.
+    pub fn tables(&self) -> Option<&TableFilterConfig> {
+        match self {
+            SinkConfig::Stdout(_) | SinkConfig::File(_) => None,
+            SinkConfig::Http(c) => Some(&c.tables),
+            SinkConfig::Segment(c) => Some(&c.tables),
+            SinkConfig::Nats(c) => Some(&c.tables),
+        }
+    }
+    /// Checks what serde cannot (sizes, mappings, templates); the message says what to fix.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            SinkConfig::Stdout(_) | SinkConfig::File(_) => Ok(()),
+            SinkConfig::Http(c) => {
+                c.batch.check()?;
+                if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
+                    return Err(format!(
+                        "url {:?} must start with http:// or https://",
+                        c.url
+                    ));
+                }
+                Ok(())
+            }
+            SinkConfig::Segment(c) => {
+                c.batch.check()?;
+                if c.mappings.is_empty() {
+                    return Err(
+                        "has no [[sinks.mappings]]: map at least one table to a call".into(),
+                    );
+                }
+                for m in &c.mappings {
+                    m.check()?;
+                }
+                Ok(())
+            }
+            SinkConfig::Nats(c) => {
+                c.batch.check()?;
+                if c.subject.is_empty() {
+                    return Err("subject must not be empty".into());
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `kind = "stdout"`: JSON lines on standard output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutSinkConfig {
+    #[serde(default = "default_sink_name")]
+    pub name: String,
+    #[serde(default)]
+    pub sources: Vec<String>,
+}
+
+/// `kind = "file"`: JSON lines appended to a file, fsynced before a batch is accepted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    #[serde(default = "default_sink_name")]
+    pub name: String,
+    pub path: PathBuf,
+    /// fsync after every batch (default true). false trades durability for speed.
+    #[serde(default = "yes")]
+    pub fsync: bool,
+    #[serde(default)]
+    pub sources: Vec<String>,
+}
+
+fn default_chunk_rows() -> usize {
+    20_000
+}
+/// `batch = { ... }` of a network sink: how a delivered batch is split into requests.
+///
+/// The pipeline hands a sink whatever is waiting in the channel (up to
+/// `pipeline.max_batch_events`); the sink sends it in chunks that close at `max_events` or
+/// `max_bytes`, whichever comes first. There is no `max_wait`: see [`crate::sink::batch`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Most events in one request (default per sink: http 1000, segment 500, nats 4096).
+    #[serde(default)]
+    pub max_events: Option<usize>,
+    /// Most payload bytes in one request (default per sink: http 1 MiB, segment 490 000 —
+    /// under Segment's 500 KB batch limit —, nats 8 MiB of messages awaiting acks).
+    #[serde(default)]
+    pub max_bytes: Option<usize>,
+}
+
+impl BatchConfig {
+    fn check(&self) -> Result<(), String> {
+        if self.max_events == Some(0) {
+            return Err("batch.max_events must be at least 1".into());
+        }
+        if self.max_bytes == Some(0) {
+            return Err("batch.max_bytes must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// `retry = { ... }` of a network sink: transient failures (connection errors, timeouts,
+/// 5xx, 429) are retried in the sink, per request, with exponential backoff and jitter; a
+/// `Retry-After` header is honoured.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Retries of one request after its first attempt before the sink gives up and stops
+    /// the pipeline (nothing is checkpointed; a restart resumes). Default 20 (with the
+    /// default backoff: about 8 minutes of outage).
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// First backoff. Default "200ms".
+    #[serde(default = "default_initial_backoff", deserialize_with = "de_duration")]
+    pub initial_backoff: Duration,
+    /// Backoff cap (also caps a `Retry-After` hint). Default "30s".
+    #[serde(default = "default_max_backoff", deserialize_with = "de_duration")]
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_retries: default_max_retries(),
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_max_backoff(),
+        }
+    }
+}
+
+fn default_max_retries() -> u32 {
+    20
+}
+fn default_initial_backoff() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// What a sink does with an event the receiver rejects for good (HTTP 4xx for that one
+/// event, a Segment row lacking a required field, a message over the NATS size limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnPermanentFailure {
+    /// Append it to the dead-letter file (fsynced before the batch is accepted) and go on.
+    #[default]
+    DeadLetter,
+    /// Stop the pipeline with an error naming the event; nothing after it is checkpointed.
+    Stop,
+}
+
+/// `format` of the HTTP sink body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpFormat {
+    /// `[event, event, ...]`, `Content-Type: application/json`.
+    #[default]
+    JsonArray,
+    /// One event per line, `Content-Type: application/x-ndjson`.
+    Ndjson,
+}
+
+/// `auth = { kind = "bearer", token_env = "..." }` or
+/// `auth = { kind = "basic", username = "...", password_env = "..." }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum HttpAuth {
+    Bearer(BearerAuth),
+    Basic(BasicAuth),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BearerAuth {
+    /// Environment variable holding the token (`Authorization: Bearer <token>`).
+    pub token_env: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: String,
+    /// Environment variable holding the password (unset: empty password).
+    #[serde(default)]
+    pub password_env: Option<String>,
+}
+
+/// `kind = "http"`: POST batches of events to a webhook.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSinkConfig {
+    #[serde(default = "default_sink_name")]
+    pub name: String,
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Tables this sink receives (globs on `schema.table`); default every table.
+    #[serde(default)]
+    pub tables: TableFilterConfig,
+    /// The webhook URL (http:// or https://; TLS certificates are always verified).
+    pub url: String,
+    /// `json_array` (default) or `ndjson`.
+    #[serde(default)]
+    pub format: HttpFormat,
+    /// Extra request headers (not secret: they may be logged).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub auth: Option<HttpAuth>,
+    /// Environment variable holding the HMAC-SHA256 signing secret; unset: no signature.
+    #[serde(default)]
+    pub signing_secret_env: Option<String>,
+    /// Default "X-Logtide-Signature" (value `v1=<hex>`).
+    #[serde(default = "default_signature_header")]
+    pub signature_header: String,
+    /// Default "X-Logtide-Timestamp" (Unix seconds, part of the signed text).
+    #[serde(default = "default_timestamp_header")]
+    pub timestamp_header: String,
+    /// Default "Idempotency-Key" (`<first cursor>..<last cursor>` of the request).
+    #[serde(default = "default_idempotency_header")]
+    pub idempotency_header: String,
+    /// Whole-request timeout. Default "30s".
+    #[serde(default = "default_request_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// Default "10s".
+    #[serde(default = "default_connect_timeout", deserialize_with = "de_duration")]
+    pub connect_timeout: Duration,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub on_permanent_failure: OnPermanentFailure,
+    /// Dead-letter JSONL file. Default "<name>.dead-letters.jsonl".
+    #[serde(default)]
+    pub dead_letter_path: Option<PathBuf>,
+}
+
+/// The Segment-spec call a table maps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SegmentCall {
+    Identify,
+    Track,
+    Group,
+    Page,
+    Screen,
+    Alias,
+}
+
+impl SegmentCall {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SegmentCall::Identify => "identify",
+            SegmentCall::Track => "track",
+            SegmentCall::Group => "group",
+            SegmentCall::Page => "page",
+            SegmentCall::Screen => "screen",
+            SegmentCall::Alias => "alias",
+        }
+    }
+}
+
+/// What a Segment mapping does with a delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDelete {
+    /// Send nothing (default).
+    #[default]
+    Skip,
+    /// Send a `track` call named `delete_event` with the old row as properties.
+    Track,
+}
+
+/// One `[[sinks.mappings]]` entry of a Segment sink: the events of `table` become `call`s.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentMapping {
+    /// `schema.table` (exact or glob). The first matching mapping wins.
+    pub table: String,
+    pub call: SegmentCall,
+    #[serde(default)]
+    pub user_id_column: Option<String>,
+    #[serde(default)]
+    pub anonymous_id_column: Option<String>,
+    /// group: the group's id.
+    #[serde(default)]
+    pub group_id_column: Option<String>,
+    /// alias: the id merged into `userId`.
+    #[serde(default)]
+    pub previous_id_column: Option<String>,
+    /// track: a fixed event name...
+    #[serde(default)]
+    pub event: Option<String>,
+    /// ...or the column holding it.
+    #[serde(default)]
+    pub event_column: Option<String>,
+    /// page/screen: a fixed name...
+    #[serde(default)]
+    pub name: Option<String>,
+    /// ...or the column holding it.
+    #[serde(default)]
+    pub name_column: Option<String>,
+    /// Column with the time of the call; default the transaction's commit time.
+    #[serde(default)]
+    pub timestamp_column: Option<String>,
+    /// Columns sent as traits (identify, group) or properties (track, page, screen);
+    /// default every column not used above.
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
+    /// Renames of fields: `{ column = "traitName" }`.
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+    /// `skip` (default) or `track`.
+    #[serde(default)]
+    pub on_delete: OnDelete,
+    /// Event name of the `track` call a delete becomes. Default "<table> Deleted".
+    #[serde(default)]
+    pub delete_event: Option<String>,
+}
+
+impl SegmentMapping {
+    fn check(&self) -> Result<(), String> {
+        let t = &self.table;
+        let need = |what: &str| {
+            Err(format!(
+                "mappings for {t:?}: a {} call needs {what}",
+                self.call.as_str()
+            ))
+        };
+        match self.call {
+            SegmentCall::Identify | SegmentCall::Track
+                if self.user_id_column.is_none() && self.anonymous_id_column.is_none() =>
+            {
+                return need("user_id_column or anonymous_id_column");
+            }
+            SegmentCall::Track if self.event.is_none() && self.event_column.is_none() => {
+                return need("event or event_column");
+            }
+            SegmentCall::Group if self.group_id_column.is_none() => {
+                return need("group_id_column");
+            }
+            SegmentCall::Page | SegmentCall::Screen
+                if self.user_id_column.is_none()
+                    || (self.name.is_none() && self.name_column.is_none()) =>
+            {
+                return need("user_id_column and name or name_column");
+            }
+            SegmentCall::Alias
+                if self.user_id_column.is_none() || self.previous_id_column.is_none() =>
+            {
+                return need("user_id_column and previous_id_column");
+            }
+            _ => {}
+        }
+        if self.event.is_some() && self.event_column.is_some() {
+            return Err(format!(
+                "mappings for {t:?}: set event or event_column, not both"
+            ));
+        }
+        if self.name.is_some() && self.name_column.is_some() {
+            return Err(format!(
+                "mappings for {t:?}: set name or name_column, not both"
+            ));
+        }
+        if self.on_delete == OnDelete::Track && self.user_id_column.is_none() {
+            return Err(format!(
+                "mappings for {t:?}: on_delete = \"track\" needs user_id_column"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `kind = "segment"`: Segment-spec `/v1/batch` calls (Segment, Customer.io, RudderStack).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentSinkConfig {
+    #[serde(default = "default_sink_name")]
+    pub name: String,
+    #[serde(default)]
+    pub sources: Vec<String>,
+    #[serde(default)]
+    pub tables: TableFilterConfig,
+    /// Full URL of the batch endpoint. Default "https://api.segment.io/v1/batch"
+    /// (Customer.io: "https://cdp.customer.io/v1/batch").
+    #[serde(default = "default_segment_endpoint")]
+    pub endpoint: String,
+    /// Environment variable holding the write key (HTTP basic auth user, empty password).
+    pub write_key_env: String,
+    #[serde(default = "default_request_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    #[serde(default = "default_connect_timeout", deserialize_with = "de_duration")]
+    pub connect_timeout: Duration,
+    /// Largest single call; a bigger one is dead-lettered. Default 32768 (Segment's limit).
+    #[serde(default = "default_max_call_bytes")]
+    pub max_call_bytes: usize,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub on_permanent_failure: OnPermanentFailure,
+    #[serde(default)]
+    pub dead_letter_path: Option<PathBuf>,
+    #[serde(default)]
+    pub mappings: Vec<SegmentMapping>,
+}
+
+/// Storage of a stream the NATS sink creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NatsStorage {
+    #[default]
+    File,
+    Memory,
+}
+
+/// `stream = { ... }` of the NATS sink: create the stream if it does not exist.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsStreamConfig {
+    pub name: String,
+    /// Subjects the stream captures. Default `["logtide.>"]`.
+    #[serde(default = "default_nats_stream_subjects")]
+    pub subjects: Vec<String>,
+    /// JetStream's de-duplication window for `Nats-Msg-Id`. Default "2m".
+    #[serde(default = "default_duplicate_window", deserialize_with = "de_duration")]
+    pub duplicate_window: Duration,
+    /// `file` (default) or `memory`.
+    #[serde(default)]
+    pub storage: NatsStorage,
+}
+
+/// `kind = "nats"`: publish each event to NATS JetStream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSinkConfig {
+    #[serde(default = "default_sink_name")]
+    pub name: String,
+    #[serde(default)]
+    pub sources: Vec<String>,
+    #[serde(default)]
+    pub tables: TableFilterConfig,
+    /// Server URL(s), comma-separated. Default "nats://127.0.0.1:4222".
+    #[serde(default = "default_nats_url")]
+    pub url: String,
+    /// Subject template; `{source}`, `{db}`, `{schema}`, `{table}`, `{op}` are replaced by
+    /// the event's values with `.`, `*`, `>` and whitespace turned into `_`.
+    /// Default "logtide.{source}.{schema}.{table}".
+    #[serde(default = "default_nats_subject")]
+    pub subject: String,
+    /// Environment variable holding a token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// User for user/password auth; the password comes from `password_env`.
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// How long to wait for a publish ack (or a request). Default "10s".
+    #[serde(default = "default_ack_timeout", deserialize_with = "de_duration")]
+    pub ack_timeout: Duration,
+    #[serde(default = "default_connect_timeout", deserialize_with = "de_duration")]
+    pub connect_timeout: Duration,
+    /// Create this stream when missing; unset: the stream must exist.
+    #[serde(default)]
+    pub stream: Option<NatsStreamConfig>,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub on_permanent_failure: OnPermanentFailure,
+    #[serde(default)]
+    pub dead_letter_path: Option<PathBuf>,
+}
+
+fn default_signature_header() -> String {
+    "X-Logtide-Signature".into()
+}
+fn default_timestamp_header() -> String {
+    "X-Logtide-Timestamp".into()
+}
+fn default_idempotency_header() -> String {
+    "Idempotency-Key".into()
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_segment_endpoint() -> String {
+    "https://api.segment.io/v1/batch".into()
+}
+fn default_max_call_bytes() -> usize {
+    32 * 1024
+}
+fn default_nats_url() -> String {
+    "nats://127.0.0.1:4222".into()
+}
+fn default_nats_subject() -> String {
+    "logtide.{source}.{schema}.{table}".into()
+}
+fn default_nats_stream_subjects() -> Vec<String> {
+    vec!["logtide.>".into()]
+}
+fn default_duplicate_window() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_ack_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_sink_name() -> String {
+    "default".into()
+}
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_pg_port() -> u16 {
+    5432
+}
+fn default_mysql_port() -> u16 {
+    3306
+}
+fn yes() -> bool {
+    true
+}
+fn default_status_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// A password or token. `Debug` and `Display` print `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Self {
+        Secret(s)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+fn read_secret(var: Option<&str>, source: &str) -> Result<Option<Secret>, ConfigError> {
+    let Some(var) = var else { return Ok(None) };
+    match std::env::var(var) {
+        Ok(v) => Ok(Some(Secret(v))),
+        Err(_) => Err(ConfigError::Invalid {
+            path: PathBuf::from("<environment>"),
+            key: format!("sources.{source}.password_env"),
+            problem: format!("names environment variable {var}, which is not set: export it before starting logtide"),
+        }),
+    }
+}
+
+/// Parses `"500ms"`, `"5s"`, `"2m"`, `"1h"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .ok_or_else(|| format!("{s:?} has no unit: write e.g. \"5s\", \"500ms\", \"2m\""))?;
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration: write e.g. \"5s\", \"500ms\", \"2m\""))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "{s:?} has unknown unit {unit:?}: use ms, s, m or h"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// Serde adapter for duration strings.
+pub fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, problem: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            problem: problem.to_owned(),
+        };
+        if self.sources.is_empty() {
+            return Err(invalid(
+                "sources".into(),
+                "is empty: add at least one [[sources]] table",
+            ));
+        }
+        if self.sinks.is_empty() {
+            return Err(invalid(
+                "sinks".into(),
+                "is empty: add at least one [[sinks]] table (e.g. kind = \"stdout\")",
+            ));
+        }
+        if self.pipeline.max_batch_events == 0 {
+            return Err(invalid(
+                "pipeline.max_batch_events".into(),
+                "must be at least 1",
+            ));
+        }
+        for s in &self.sources {
+            if s.backfill().chunk_rows == 0 {
+                return Err(invalid(
+                    format!("sources.{}.backfill_chunk_rows", s.name()),
+                    "must be at least 1",
+                ));
+            }
+        }
+        if self.pipeline.channel_capacity == 0 {
+            return Err(invalid(
+                "pipeline.channel_capacity".into(),
+                "must be at least 1",
+            ));
+        }
+        let mut names = HashSet::new();
+        for s in &self.sources {
+            let n = s.name();
+            if n.is_empty()
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(invalid(
+                    format!("sources.name = {n:?}"),
+                    "must be non-empty and use only letters, digits, '_' and '-'",
+                ));
+            }
+            if !names.insert(n.to_owned()) {
+                return Err(invalid(
+                    format!("sources.name = {n:?}"),
+                    "is used twice: source names must be unique",
+                ));
+            }
+            if let SourceConfig::Query(q) = s {
+                let key = |k: &str| format!("sources.{n}.{k}");
+                if q.batch_size == 0 {
+                    return Err(invalid(key("batch_size"), "must be at least 1"));
+                }
+                if q.max_rows_per_run == 0 {
+                    return Err(invalid(key("max_rows_per_run"), "must be at least 1"));
+                }
+                if q.interval.is_zero() {
+                    return Err(invalid(key("interval"), "must be more than 0"));
+                }
+                if q.cursor_column.is_empty() {
+                    return Err(invalid(key("cursor_column"), "must name a result column"));
+                }
+                if q.query.contains("{{cursor}}") && q.initial_cursor.is_none() {
+                    return Err(invalid(
+                        key("initial_cursor"),
+                        "is required when the query uses {{cursor}}: set the value the first run binds (e.g. \"0\" or \"1970-01-01\")",
+                    ));
+                }
+                if q.table
+                    .split_once('.')
+                    .is_none_or(|(a, b)| a.is_empty() || b.is_empty())
+                {
+                    return Err(invalid(
+                        key("table"),
+                        "must be schema.name, e.g. \"public.orders\"",
+                    ));
+                }
+            }
+            if let SourceConfig::Postgres(p) = s {
+                let slot = p.slot_name();
+                if slot.is_empty()
+                    || slot.len() > 63
+                    || !slot
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                {
+                    return Err(invalid(
+                        format!("sources.{n}.slot"),
+                        "must be 1-63 characters of lower-case letters, digits and '_' (PostgreSQL's rule for slot names; the default is logtide_<name>)",
+                    ));
+                }
+            }
+        }
+        let mut sink_names = HashSet::new();
+        for k in &self.sinks {
+            if !sink_names.insert(k.name().to_owned()) {
+                return Err(invalid(
+                    format!("sinks.name = {:?}", k.name()),
+                    "is used twice: give each sink its own name",
+                ));
+            }
+            if let Err(problem) = k.check() {
+                return Err(invalid(format!("sinks.{}", k.name()), &problem));
+            }
+            for s in k.sources() {
+                if !names.contains(s) {
+                    return Err(invalid(
+                        format!("sinks.{}.sources", k.name()),
+                        &format!("names source {s:?}, which is not defined in [[sources]]"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn source(&self, name: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.name() == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [state]
+        path = "/tmp/x"
+        [[sources]]
+        kind = "postgres"
+        name = "app"
+        user = "u"
+        database = "d"
+        status_interval = "2s"
+        tables = { include = ["public.*"] }
+        columns = { "public.users" = { exclude = ["secret"] } }
+        [[sinks]]
+        kind = "file"
+        path = "/tmp/out.jsonl"
+    "#;
+
+    fn parse(t: &str) -> Result<Config, ConfigError> {
+        Config::parse(t, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn good_config_loads_with_defaults() {
+        let c = parse(GOOD).expect("valid");
+        let SourceConfig::Postgres(p) = &c.sources[0] else {
+            panic!("postgres")
+        };
+        assert_eq!(p.port, 5432);
+        assert_eq!(p.slot_name(), "logtide_app");
+        assert_eq!(p.status_interval, Duration::from_secs(2));
+        assert_eq!(p.sslmode, SslMode::Prefer);
+        assert_eq!(c.pipeline.max_batch_events, 4096);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse(&GOOD.replace("user = \"u\"", "user = \"u\"\nhots = 1"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hots") && e.contains("test.toml"), "{e}");
+    }
+
+    #[test]
+    fn missing_key_is_named() {
+        let e = parse(&GOOD.replace("database = \"d\"", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("database"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_is_named() {
+        let e = parse(&GOOD.replace("\"2s\"", "\"2 parsecs\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("status_interval") || e.contains("parsecs"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_sink_source_is_named() {
+        let e = parse(&format!("{GOOD}\nsources = [\"nope\"]"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("500ms").expect("ok"),
+            Duration::from_millis(500)
+        );
+        assert_eq!(parse_duration("2m").expect("ok"), Duration::from_secs(120));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("hunter2".into());
+        assert_eq!(format!("{s:?} {s}"), "*** ***");
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    #[test]
+    fn example_config_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+        super::Config::load(&path).expect("config/example.toml must stay valid");
+    }
+
+    #[test]
+    fn docker_config_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/logtide.toml");
+        super::Config::load(&path).expect("docker/logtide.toml must stay valid");
+    }
+}

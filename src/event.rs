@@ -1,0 +1,380 @@
+//! The change event (op, before, after, key, source) and its JSON encoding.
+//!
+//! The envelope follows Debezium's so that existing consumers read it without glue:
+//!
+//! ```json
+//! {"op":"u","before":{...},"after":{...},"key":{"id":1},"unchanged":["doc"],
+//!  "source":{"connector":"postgres","name":"app","db":"shop","schema":"public",
+//!            "table":"orders","cursor":"...","lsn":"0/16B3748","txid":731,
+//!            "ts_ms":1700000000123,"snapshot":false},
+//!  "ts_ms":1700000000456}
+//! ```
+//!
+//! * `before`/`after` hold only the columns the filter keeps, in table order. A column whose
+//!   value the source did not send (an unchanged TOAST value in PostgreSQL, a column missing
+//!   from a MySQL MINIMAL/NOBLOB image) is *absent* from the object, never `null`; absent
+//!   columns of `after` are listed in `unchanged` (the consumer keeps its current value).
+//! * `key` holds the primary-key (PostgreSQL: replica identity) columns, taken from `after`,
+//!   or from `before` for deletes; `null` when the table has no key.
+//! * `source.cursor` sorts like the replication position; see [`crate::position`].
+
+use crate::position::Position;
+use crate::value::{write_json_str, Value};
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The kind of change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Create,
+    Update,
+    Delete,
+    /// A row read by a backfill.
+    Read,
+    Truncate,
+}
+
+impl Op {
+    /// The one-letter Debezium code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Read => "r",
+            Op::Truncate => "t",
+        }
+    }
+}
+
+/// Which connector a source is; decides the native position fields in `source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connector {
+    Postgres,
+    Mysql,
+    Query,
+}
+
+impl Connector {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Connector::Postgres => "postgres",
+            Connector::Mysql => "mysql",
+            Connector::Query => "query",
+        }
+    }
+}
+
+/// Identity of the configured source that produced an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceInfo {
+    pub connector: Connector,
+    /// The source's `name` in the config.
+    pub name: String,
+}
+
+/// A table as seen by the events of one schema version: the columns the filter keeps and
+/// which of them form the key. A schema change produces a new `TableSchema`; events keep the
+/// one they were decoded with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSchema {
+    pub source: Arc<SourceInfo>,
+    /// Database name.
+    pub db: String,
+    /// PostgreSQL schema; for MySQL the database name again.
+    pub schema: String,
+    pub name: String,
+    /// Column names after column filtering, in table order.
+    pub columns: Vec<String>,
+    /// Indices into `columns` of the key columns; empty when the table has no key.
+    pub key: Vec<usize>,
+}
+
+impl TableSchema {
+    /// `schema.table`, the name filters and routes match on.
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+/// One row image: a cell per entry of [`TableSchema::columns`]. `None` means the column is
+/// absent from this image (not sent by the source), which is different from SQL NULL.
+pub type Row = Vec<Option<Value>>;
+
+/// One row change (or a truncate) with its replication position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeEvent {
+    pub op: Op,
+    pub table: Arc<TableSchema>,
+    pub before: Option<Row>,
+    pub after: Option<Row>,
+    pub position: Position,
+    /// Transaction id (PostgreSQL xid), when the source has one.
+    pub txid: Option<u64>,
+    /// Commit time of the transaction in ms since the epoch, when known.
+    pub commit_ts_ms: Option<i64>,
+}
+
+impl ChangeEvent {
+    /// The image the key is taken from: `after`, or `before` for deletes.
+    fn key_image(&self) -> Option<&Row> {
+        match (&self.after, &self.before) {
+            (Some(a), _) if self.op != Op::Delete => Some(a),
+            (_, Some(b)) => Some(b),
+            (Some(a), None) => Some(a),
+            (None, None) => None,
+        }
+    }
+
+    /// The key columns and values, `None` when the table has no key or no image holds it.
+    pub fn key(&self) -> Option<Vec<(&str, &Value)>> {
+        if self.table.key.is_empty() {
+            return None;
+        }
+        let img = self.key_image()?;
+        let mut out = Vec::with_capacity(self.table.key.len());
+        for &i in &self.table.key {
+            let name = self.table.columns.get(i)?;
+            let v = img.get(i)?.as_ref()?;
+            out.push((name.as_str(), v));
+        }
+        Some(out)
+    }
+
+    /// Names of the `after` columns the source did not send (unchanged values).
+    pub fn unchanged(&self) -> Vec<&str> {
+        match &self.after {
+            Some(a) => a
+                .iter()
+                .zip(&self.table.columns)
+                .filter(|(v, _)| v.is_none())
+                .map(|(_, n)| n.as_str())
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Appends the event as one line of JSON (with the trailing newline) to `out`.
+    pub fn write_json_line(&self, out: &mut Vec<u8>, now_ms: i64) -> io::Result<()> {
+        self.write_json(out, now_ms)?;
+        out.push(b'\n');
+        Ok(())
+    }
+
+    /// Writes the event as a JSON object.
+    pub fn write_json<W: Write + ?Sized>(&self, out: &mut W, now_ms: i64) -> io::Result<()> {
+        let t = &*self.table;
+        out.write_all(b"{\"op\":\"")?;
+        out.write_all(self.op.code().as_bytes())?;
+        out.write_all(b"\",\"before\":")?;
+        write_row(out, &t.columns, self.before.as_ref())?;
+        out.write_all(b",\"after\":")?;
+        write_row(out, &t.columns, self.after.as_ref())?;
+        out.write_all(b",\"key\":")?;
+        match self.key() {
+            Some(k) => {
+                out.write_all(b"{")?;
+                for (i, (n, v)) in k.iter().enumerate() {
+                    if i > 0 {
+                        out.write_all(b",")?;
+                    }
+                    write_json_str(out, n)?;
+                    out.write_all(b":")?;
+                    v.write_json(out)?;
+                }
+                out.write_all(b"}")?;
+            }
+            None => out.write_all(b"null")?,
+        }
+        if let Some(a) = &self.after {
+            if a.iter().any(Option::is_none) {
+                out.write_all(b",\"unchanged\":[")?;
+                for (i, n) in self.unchanged().iter().enumerate() {
+                    if i > 0 {
+                        out.write_all(b",")?;
+                    }
+                    write_json_str(out, n)?;
+                }
+                out.write_all(b"]")?;
+            }
+        }
+        out.write_all(b",\"source\":{\"connector\":\"")?;
+        out.write_all(t.source.connector.as_str().as_bytes())?;
+        out.write_all(b"\",\"name\":")?;
+        write_json_str(out, &t.source.name)?;
+        out.write_all(b",\"db\":")?;
+        write_json_str(out, &t.db)?;
+        out.write_all(b",\"schema\":")?;
+        write_json_str(out, &t.schema)?;
+        out.write_all(b",\"table\":")?;
+        write_json_str(out, &t.name)?;
+        out.write_all(b",\"cursor\":")?;
+        match &self.position {
+            // A query cursor is user data: escape it.
+            Position::Query(q) => write_json_str(out, &q.cursor)?,
+            p => {
+                out.write_all(b"\"")?;
+                p.write_cursor(out)?;
+                out.write_all(b"\"")?;
+            }
+        }
+        match &self.position {
+            Position::Postgres(p) => write!(out, ",\"lsn\":\"{}\"", p.lsn)?,
+            Position::Mysql(m) => {
+                out.write_all(b",\"file\":")?;
+                write_json_str(out, &m.file)?;
+                write!(out, ",\"pos\":{}", m.pos)?;
+                out.write_all(b",\"gtid\":")?;
+                match &m.gtid {
+                    Some(g) => write_json_str(out, g)?,
+                    None => out.write_all(b"null")?,
+                }
+            }
+            Position::Query(_) => {}
+        }
+        match self.txid {
+            Some(x) => write!(out, ",\"txid\":{x}")?,
+            None => out.write_all(b",\"txid\":null")?,
+        }
+        match self.commit_ts_ms {
+            Some(x) => write!(out, ",\"ts_ms\":{x}")?,
+            None => out.write_all(b",\"ts_ms\":null")?,
+        }
+        out.write_all(if self.op == Op::Read {
+            b",\"snapshot\":true}"
+        } else {
+            b",\"snapshot\":false}"
+        })?;
+        write!(out, ",\"ts_ms\":{now_ms}}}")
+    }
+
+    /// The event as a `serde_json::Value` (for mapping sinks; not the hot path).
+    pub fn to_json(&self, now_ms: i64) -> serde_json::Value {
+        let mut buf = Vec::with_capacity(256);
+        if self.write_json(&mut buf, now_ms).is_err() {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_slice(&buf).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+fn write_row<W: Write + ?Sized>(
+    out: &mut W,
+    columns: &[String],
+    row: Option<&Row>,
+) -> io::Result<()> {
+    let Some(row) = row else {
+        return out.write_all(b"null");
+    };
+    out.write_all(b"{")?;
+    let mut first = true;
+    for (name, cell) in columns.iter().zip(row) {
+        let Some(v) = cell else { continue };
+        if !first {
+            out.write_all(b",")?;
+        }
+        first = false;
+        write_json_str(out, name)?;
+        out.write_all(b":")?;
+        v.write_json(out)?;
+    }
+    out.write_all(b"}")
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::position::{Lsn, PgPosition};
+
+    fn table() -> Arc<TableSchema> {
+        Arc::new(TableSchema {
+            source: Arc::new(SourceInfo {
+                connector: Connector::Postgres,
+                name: "app".into(),
+            }),
+            db: "shop".into(),
+            schema: "public".into(),
+            name: "users".into(),
+            columns: vec!["id".into(), "name".into(), "doc".into()],
+            key: vec![0],
+        })
+    }
+
+    fn ev(op: Op, before: Option<Row>, after: Option<Row>) -> ChangeEvent {
+        ChangeEvent {
+            op,
+            table: table(),
+            before,
+            after,
+            position: Position::Postgres(PgPosition {
+                lsn: Lsn(0x16B3748),
+                ordinal: 1,
+            }),
+            txid: Some(731),
+            commit_ts_ms: Some(1_700_000_000_123),
+        }
+    }
+
+    #[test]
+    fn insert_envelope() {
+        let e = ev(
+            Op::Create,
+            None,
+            Some(vec![
+                Some(Value::Int(1)),
+                Some(Value::Text("ann".into())),
+                Some(Value::Null),
+            ]),
+        );
+        let j = e.to_json(5);
+        assert_eq!(j["op"], "c");
+        assert_eq!(j["before"], serde_json::Value::Null);
+        assert_eq!(j["after"]["name"], "ann");
+        assert_eq!(j["after"]["doc"], serde_json::Value::Null);
+        assert_eq!(j["key"], serde_json::json!({"id": 1}));
+        assert_eq!(j["source"]["lsn"], "0/16B3748");
+        assert_eq!(j["source"]["cursor"], "00000000016B3748:0000000000000001");
+        assert_eq!(j["source"]["txid"], 731);
+        assert_eq!(j["source"]["snapshot"], false);
+        assert_eq!(j["ts_ms"], 5);
+        assert!(j.get("unchanged").is_none());
+    }
+
+    #[test]
+    fn unchanged_columns_are_absent_not_null() {
+        let e = ev(
+            Op::Update,
+            None,
+            Some(vec![
+                Some(Value::Int(1)),
+                Some(Value::Text("b".into())),
+                None,
+            ]),
+        );
+        let j = e.to_json(5);
+        assert!(j["after"].get("doc").is_none());
+        assert_eq!(j["unchanged"], serde_json::json!(["doc"]));
+    }
+
+    #[test]
+    fn delete_key_from_before() {
+        let e = ev(
+            Op::Delete,
+            Some(vec![Some(Value::Int(9)), None, None]),
+            None,
+        );
+        let j = e.to_json(5);
+        assert_eq!(j["key"], serde_json::json!({"id": 9}));
+        assert_eq!(j["before"], serde_json::json!({"id": 9}));
+        assert_eq!(j["after"], serde_json::Value::Null);
+    }
+}

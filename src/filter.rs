@@ -1,0 +1,202 @@
+//! Table and column selection: pure functions over names, unit-tested here.
+//!
+//! Sources consult the filter once per table schema version (PostgreSQL Relation message,
+//! MySQL table map) and cache the answer, so a change to an excluded table is dropped before
+//! its values are decoded, and an excluded column is never decoded into an event.
+//!
+//! Names are `schema.table` (MySQL: `database.table`). Patterns are globs (`*`, `?`, `[..]`).
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Table selection as written in the config (`tables = { include = [...], exclude = [...] }`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableFilterConfig {
+    /// Globs of tables to capture; empty means every table.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Globs of tables to drop, applied after `include`.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// Column selection for one table: either `include` (keep only these) or `exclude`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnFilterConfig {
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// A compiled filter.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    tables: TableFilterConfig,
+    /// Column rules keyed by table pattern (exact `schema.table` or a glob).
+    columns: BTreeMap<String, ColumnFilterConfig>,
+}
+
+/// The filter would drop a key column: the events could not be keyed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the column filter for {table} removes key column {column:?}: keep key columns (edit `columns.\"{table}\"` in the source's config)")]
+pub struct KeyColumnExcluded {
+    pub table: String,
+    pub column: String,
+}
+
+/// Which columns of a table to keep, and where the key columns land after projection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Projection {
+    /// Indices of kept columns in the source's column order (ascending).
+    pub keep: Vec<usize>,
+    /// Key column indices into `keep` order.
+    pub key: Vec<usize>,
+}
+
+impl Projection {
+    /// Whether every column is kept (the decoder can skip the index lookup).
+    pub fn is_identity(&self, ncols: usize) -> bool {
+        self.keep.len() == ncols
+    }
+}
+
+impl Filter {
+    /// Builds a filter; `columns` keys are table names or globs.
+    pub fn new(tables: TableFilterConfig, columns: BTreeMap<String, ColumnFilterConfig>) -> Self {
+        Filter { tables, columns }
+    }
+
+    /// Whether changes to `schema.table` are captured.
+    pub fn table_selected(&self, schema: &str, table: &str) -> bool {
+        let name = format!("{schema}.{table}");
+        let included =
+            self.tables.include.is_empty() || self.tables.include.iter().any(|p| glob(p, &name));
+        included && !self.tables.exclude.iter().any(|p| glob(p, &name))
+    }
+
+    /// Decides which of `columns` to keep for `schema.table`, given the key column indices
+    /// (into `columns`). Errors when a key column would be dropped.
+    pub fn project(
+        &self,
+        schema: &str,
+        table: &str,
+        columns: &[&str],
+        key: &[usize],
+    ) -> Result<Projection, KeyColumnExcluded> {
+        let name = format!("{schema}.{table}");
+        let rules: Vec<&ColumnFilterConfig> = self
+            .columns
+            .iter()
+            .filter(|(p, _)| glob(p, &name))
+            .map(|(_, r)| r)
+            .collect();
+        let mut keep = Vec::with_capacity(columns.len());
+        for (i, c) in columns.iter().enumerate() {
+            let kept = rules.iter().all(|r| {
+                (r.include.is_empty() || r.include.iter().any(|x| x == c))
+                    && !r.exclude.iter().any(|x| x == c)
+            });
+            if kept {
+                keep.push(i);
+            } else if key.contains(&i) {
+                return Err(KeyColumnExcluded {
+                    table: name,
+                    column: (*c).to_owned(),
+                });
+            }
+        }
+        let key = key
+            .iter()
+            .filter_map(|k| keep.iter().position(|x| x == k))
+            .collect();
+        Ok(Projection { keep, key })
+    }
+
+    /// The column patterns configured, for validation messages.
+    pub fn column_rules(&self) -> impl Iterator<Item = (&String, &ColumnFilterConfig)> {
+        self.columns.iter()
+    }
+}
+
+/// Glob match with `*`, `?` and `[...]`; exact names match themselves.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    if !pattern.contains(['*', '?', '[']) {
+        return pattern == name;
+    }
+    glob_match::glob_match(pattern, name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(include: &[&str], exclude: &[&str]) -> Filter {
+        Filter::new(
+            TableFilterConfig {
+                include: include.iter().map(|s| s.to_string()).collect(),
+                exclude: exclude.iter().map(|s| s.to_string()).collect(),
+            },
+            BTreeMap::new(),
+        )
+    }
+
+    #[test]
+    fn tables_by_name_and_glob() {
+        let all = f(&[], &[]);
+        assert!(all.table_selected("public", "x"));
+        let g = f(&["public.*", "app.order_*"], &["public.audit_*"]);
+        assert!(g.table_selected("public", "users"));
+        assert!(g.table_selected("app", "order_items"));
+        assert!(!g.table_selected("app", "orders"));
+        assert!(!g.table_selected("public", "audit_log"));
+        assert!(!g.table_selected("other", "users"));
+        let exact = f(&["public.users"], &[]);
+        assert!(exact.table_selected("public", "users"));
+        assert!(!exact.table_selected("public", "users2"));
+    }
+
+    #[test]
+    fn dots_are_not_wildcards() {
+        let g = f(&["public.*"], &[]);
+        assert!(!g.table_selected("publicx", "t"));
+    }
+
+    #[test]
+    fn columns_include_exclude_and_key() {
+        let mut cols = BTreeMap::new();
+        cols.insert(
+            "public.users".to_string(),
+            ColumnFilterConfig {
+                include: vec![],
+                exclude: vec!["secret".into()],
+            },
+        );
+        cols.insert(
+            "app.*".to_string(),
+            ColumnFilterConfig {
+                include: vec!["id".into(), "b".into()],
+                exclude: vec![],
+            },
+        );
+        let flt = Filter::new(TableFilterConfig::default(), cols);
+        let p = flt
+            .project("public", "users", &["id", "secret", "name"], &[0])
+            .expect("ok");
+        assert_eq!(p.keep, vec![0, 2]);
+        assert_eq!(p.key, vec![0]);
+        let p = flt
+            .project("app", "t", &["a", "b", "id"], &[2])
+            .expect("ok");
+        assert_eq!(p.keep, vec![1, 2]);
+        assert_eq!(p.key, vec![1]);
+        let err = flt
+            .project("public", "users", &["secret", "id"], &[0])
+            .unwrap_err();
+        assert_eq!(err.column, "secret");
+        let p = flt.project("other", "t", &["a", "b"], &[]).expect("ok");
+        assert!(p.is_identity(2));
+    }
+}

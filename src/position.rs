@@ -1,0 +1,347 @@
+//! Typed, totally ordered replication positions and the cursor string.
+//!
+//! Every event carries a [`Position`]; the pipeline checkpoints positions; sources resume
+//! from them. Two rules make resuming exact without buffering whole transactions:
+//!
+//! * **Event positions** have `ordinal >= 1` (the event's 1-based index inside its
+//!   transaction), and the transaction part is known when the first change arrives:
+//!   PostgreSQL's commit LSN (pgoutput's Begin carries it), MySQL's binlog file and the
+//!   offset where the transaction starts.
+//! * **Checkpoint positions** ("everything before this is delivered") have `ordinal == 0`
+//!   and point at the *end* of the last delivered transaction: PostgreSQL's commit end LSN,
+//!   MySQL's offset of the next event. Every event of a delivered transaction sorts below
+//!   the checkpoint, every event of a later transaction sorts above it, so a source skips
+//!   exactly the events `<= checkpoint` after a restart.
+//!
+//! The cursor string of a position sorts, as a plain string, in the same order as the
+//! position (fixed-width upper-case hex), and is a pure function of the position, so a
+//! replayed change gets the same cursor.
+
+use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
+use std::fmt;
+use std::str::FromStr;
+
+/// A PostgreSQL WAL location.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct Lsn(pub u64);
+
+impl fmt::Display for Lsn {
+    /// PostgreSQL's own notation, `16/B374D848`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+    }
+}
+
+impl FromStr for Lsn {
+    type Err = PositionParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || PositionParseError::new(s, "an LSN like 16/B374D848");
+        let (hi, lo) = s.split_once('/').ok_or_else(bad)?;
+        let hi = u32::from_str_radix(hi, 16).map_err(|_| bad())?;
+        let lo = u32::from_str_radix(lo, 16).map_err(|_| bad())?;
+        Ok(Lsn((u64::from(hi) << 32) | u64::from(lo)))
+    }
+}
+
+/// A position in a PostgreSQL logical replication stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PgPosition {
+    /// Event: commit LSN of its transaction. Checkpoint: end LSN of the last delivered
+    /// transaction (the LSN confirmed to the server).
+    pub lsn: Lsn,
+    /// Event: 1-based index in its transaction. Checkpoint: 0.
+    pub ordinal: u64,
+}
+
+impl PgPosition {
+    /// A checkpoint position: everything before `lsn` is delivered.
+    pub fn checkpoint(lsn: Lsn) -> Self {
+        PgPosition { lsn, ordinal: 0 }
+    }
+}
+
+/// A position in a MySQL/MariaDB binary log.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MysqlPosition {
+    /// Binlog file name, e.g. `mysql-bin.000012`.
+    pub file: String,
+    /// Event: offset where its transaction starts. Checkpoint: offset of the first event
+    /// after the last delivered transaction (where a resumed dump starts).
+    pub pos: u64,
+    /// Event: 1-based index in its transaction. Checkpoint: 0.
+    pub ordinal: u64,
+    /// GTID of the transaction (MariaDB `d-s-n`) or executed GTID set (MySQL), if known.
+    /// Informational: not part of the ordering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid: Option<String>,
+}
+
+impl MysqlPosition {
+    /// The numeric suffix of the binlog file name (`mysql-bin.000012` → 12); files sort by it.
+    pub fn file_seq(&self) -> u64 {
+        binlog_file_seq(&self.file)
+    }
+}
+
+/// The numeric suffix of a binlog file name, 0 when it has none.
+pub fn binlog_file_seq(file: &str) -> u64 {
+    file.rsplit_once('.')
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(0)
+}
+
+impl Ord for MysqlPosition {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.file_seq(), self.pos, self.ordinal).cmp(&(other.file_seq(), other.pos, other.ordinal))
+    }
+}
+
+impl PartialOrd for MysqlPosition {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A position of the query-based mode: the last delivered (cursor value, key) pair, as the
+/// sortable text the query source builds.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct QueryPosition {
+    pub cursor: String,
+}
+
+/// A position in one source's change stream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Position {
+    Postgres(PgPosition),
+    Mysql(MysqlPosition),
+    Query(QueryPosition),
+}
+
+impl PartialOrd for Position {
+    /// Positions of different source kinds are not comparable.
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        match (self, other) {
+            (Position::Postgres(a), Position::Postgres(b)) => Some(a.cmp(b)),
+            (Position::Mysql(a), Position::Mysql(b)) => Some(a.cmp(b)),
+            (Position::Query(a), Position::Query(b)) => Some(a.cmp(b)),
+            _ => None,
+        }
+    }
+}
+
+impl Position {
+    /// The cursor string: sorts like the position, identical on replay.
+    pub fn cursor(&self) -> String {
+        match self {
+            Position::Postgres(p) => format!("{:016X}:{:016X}", p.lsn.0, p.ordinal),
+            Position::Mysql(m) => format!("{:010}:{:016X}:{:016X}", m.file_seq(), m.pos, m.ordinal),
+            Position::Query(q) => q.cursor.clone(),
+        }
+    }
+
+    /// Writes the cursor string (as [`Position::cursor`]) without allocating.
+    pub fn write_cursor<W: std::io::Write + ?Sized>(&self, out: &mut W) -> std::io::Result<()> {
+        fn hex16(v: u64) -> [u8; 16] {
+            const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+            let mut b = [0u8; 16];
+            for (i, slot) in b.iter_mut().enumerate() {
+                *slot = DIGITS[((v >> (60 - 4 * i)) & 0xF) as usize];
+            }
+            b
+        }
+        match self {
+            Position::Postgres(p) => {
+                out.write_all(&hex16(p.lsn.0))?;
+                out.write_all(b":")?;
+                out.write_all(&hex16(p.ordinal))
+            }
+            Position::Mysql(m) => {
+                write!(out, "{:010}:", m.file_seq())?;
+                out.write_all(&hex16(m.pos))?;
+                out.write_all(b":")?;
+                out.write_all(&hex16(m.ordinal))
+            }
+            Position::Query(q) => out.write_all(q.cursor.as_bytes()),
+        }
+    }
+
+    /// `true` when `self` is at or after `other` (false for different kinds).
+    pub fn reached(&self, other: &Position) -> bool {
+        matches!(
+            self.partial_cmp(other),
+            Some(Ordering::Greater | Ordering::Equal)
+        )
+    }
+
+    /// Whether this is a checkpoint position (ordinal 0) rather than an event's.
+    pub fn is_checkpoint(&self) -> bool {
+        match self {
+            Position::Postgres(p) => p.ordinal == 0,
+            Position::Mysql(m) => m.ordinal == 0,
+            Position::Query(_) => true,
+        }
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Position::Postgres(p) => write!(f, "{}#{}", p.lsn, p.ordinal),
+            Position::Mysql(m) => {
+                write!(f, "{}:{}#{}", m.file, m.pos, m.ordinal)?;
+                if let Some(g) = &m.gtid {
+                    write!(f, " gtid {g}")?;
+                }
+                Ok(())
+            }
+            Position::Query(q) => write!(f, "{}", q.cursor),
+        }
+    }
+}
+
+/// Parses a PostgreSQL cursor string back into its position.
+pub fn parse_pg_cursor(s: &str) -> Result<PgPosition, PositionParseError> {
+    let bad = || {
+        PositionParseError::new(
+            s,
+            "a PostgreSQL cursor like 0000000001A2B3C4:0000000000000001",
+        )
+    };
+    let (l, o) = s.split_once(':').ok_or_else(bad)?;
+    if l.len() != 16 || o.len() != 16 {
+        return Err(bad());
+    }
+    Ok(PgPosition {
+        lsn: Lsn(u64::from_str_radix(l, 16).map_err(|_| bad())?),
+        ordinal: u64::from_str_radix(o, 16).map_err(|_| bad())?,
+    })
+}
+
+/// A position given on the command line or in a cursor could not be parsed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot parse {input:?}: expected {expected}")]
+pub struct PositionParseError {
+    pub input: String,
+    pub expected: &'static str,
+}
+
+impl PositionParseError {
+    pub fn new(input: &str, expected: &'static str) -> Self {
+        PositionParseError {
+            input: input.to_owned(),
+            expected,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pg(lsn: u64, ordinal: u64) -> Position {
+        Position::Postgres(PgPosition {
+            lsn: Lsn(lsn),
+            ordinal,
+        })
+    }
+
+    fn my(file: &str, pos: u64, ordinal: u64) -> Position {
+        Position::Mysql(MysqlPosition {
+            file: file.into(),
+            pos,
+            ordinal,
+            gtid: None,
+        })
+    }
+
+    #[test]
+    fn lsn_round_trips() {
+        let l: Lsn = "16/B374D848".parse().expect("parse");
+        assert_eq!(l.0, 0x16_B374_D848);
+        assert_eq!(l.to_string(), "16/B374D848");
+        assert!("16B374D848".parse::<Lsn>().is_err());
+        assert!("x/1".parse::<Lsn>().is_err());
+    }
+
+    #[test]
+    fn cursor_sorts_like_position() {
+        let ps = [
+            pg(0x10, 1),
+            pg(0x10, 2),
+            pg(0x10, 0xA),
+            pg(0x11, 0),
+            pg(0x11, 1),
+            pg(0x1_0000_0000, 1),
+            pg(u64::MAX, u64::MAX),
+        ];
+        for w in ps.windows(2) {
+            assert!(w[0] < w[1]);
+            assert!(
+                w[0].cursor() < w[1].cursor(),
+                "{} vs {}",
+                w[0].cursor(),
+                w[1].cursor()
+            );
+        }
+        let ms = [
+            my("bin.000009", 4, 1),
+            my("bin.000009", 4000, 0),
+            my("bin.000009", 4000, 1),
+            my("bin.000010", 4, 1),
+            my("bin.1000000", 4, 1),
+        ];
+        for w in ms.windows(2) {
+            assert!(w[0] < w[1]);
+            assert!(w[0].cursor() < w[1].cursor());
+        }
+    }
+
+    #[test]
+    fn checkpoint_separates_transactions() {
+        // tx A: commit lsn 0x100, end 0x130; tx B commits at 0x130 exactly.
+        let ck = pg(0x130, 0);
+        assert!(pg(0x100, 1) < ck && pg(0x100, 999) < ck);
+        assert!(pg(0x130, 1) > ck);
+    }
+
+    #[test]
+    fn write_cursor_matches_cursor() {
+        for p in [
+            pg(0x16B3748, 1),
+            pg(u64::MAX, 0),
+            my("bin.000012", 0xABC, 7),
+        ] {
+            let mut b = Vec::new();
+            p.write_cursor(&mut b).expect("write");
+            assert_eq!(String::from_utf8(b).expect("utf8"), p.cursor());
+        }
+    }
+
+    #[test]
+    fn pg_cursor_round_trips() {
+        let p = PgPosition {
+            lsn: Lsn(0xABCDEF),
+            ordinal: 42,
+        };
+        let c = Position::Postgres(p).cursor();
+        assert_eq!(parse_pg_cursor(&c).expect("parse"), p);
+        assert!(parse_pg_cursor("zz").is_err());
+    }
+
+    #[test]
+    fn positions_of_different_kinds_do_not_compare() {
+        assert_eq!(pg(1, 1).partial_cmp(&my("b.1", 1, 1)), None);
+        assert!(!pg(1, 1).reached(&my("b.1", 1, 1)));
+    }
+
+    #[test]
+    fn serde_round_trip() {
+        let p = my("mysql-bin.000003", 1234, 0);
+        let s = serde_json::to_string(&p).expect("ser");
+        assert_eq!(serde_json::from_str::<Position>(&s).expect("de"), p);
+    }
+}

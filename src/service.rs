@@ -1,0 +1,298 @@
+//! The service: wires each configured source to its pipeline and sinks, owns every task,
+//! reconnects sources after transient failures, and shuts down cleanly on a signal.
+//!
+//! Each source runs as a pair: the source task (protocol and decoding) and its pipeline
+//! (delivery and checkpoint), joined by a bounded channel. When the source fails
+//! transiently, the pair is rebuilt and resumes from the stored checkpoint: events still in
+//! the old channel are dropped (they were never checkpointed, so the new connection sends
+//! them again).
+
+use crate::checkpoint::{CheckpointError, CheckpointStore};
+use crate::config::{Config, SourceConfig};
+use crate::event::{Connector, SourceInfo};
+use crate::pipeline::{Bounds, Finish, Pipeline, PipelineError, RetryPolicy, Stats};
+use crate::sink::{AnySink, SinkError};
+use crate::source::{self, ErrorClass, SourceContext, SourceError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// What can stop the service.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("source {name} failed")]
+    Source {
+        name: String,
+        #[source]
+        source: SourceError,
+    },
+    #[error("sink setup failed")]
+    Sink(#[from] SinkError),
+    #[error("pipeline of source {name} failed")]
+    Pipeline {
+        name: String,
+        #[source]
+        source: PipelineError,
+    },
+    #[error("backfill of source {name} failed")]
+    Backfill {
+        name: String,
+        #[source]
+        source: crate::backfill::BackfillError,
+    },
+    #[error("no source named {0:?} in the config")]
+    UnknownSource(String),
+    #[error("internal task failed")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Options of one `logtide run`.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Run only this source.
+    pub only_source: Option<String>,
+    pub bounds: Bounds,
+}
+
+/// Runs every selected source until shutdown, a bound, or a permanent failure.
+pub async fn run(
+    cfg: Config,
+    opts: RunOptions,
+    cancel: CancellationToken,
+) -> Result<Vec<(String, Stats)>, ServiceError> {
+    let store = CheckpointStore::open(&cfg.state.path)?;
+    let selected: Vec<SourceConfig> = match &opts.only_source {
+        Some(n) => vec![cfg
+            .source(n)
+            .cloned()
+            .ok_or_else(|| ServiceError::UnknownSource(n.clone()))?],
+        None => cfg.sources.clone(),
+    };
+    let mut tasks = JoinSet::new();
+    for scfg in selected {
+        let mut sinks = Vec::new();
+        for k in &cfg.sinks {
+            if k.sources().is_empty() || k.sources().iter().any(|s| s == scfg.name()) {
+                sinks.push(AnySink::build(k).await?);
+            }
+        }
+        let pair = SourcePair {
+            cfg: scfg,
+            sinks,
+            store: store.clone(),
+            bounds: opts.bounds.clone(),
+            max_batch_events: cfg.pipeline.max_batch_events,
+            channel_capacity: cfg.pipeline.channel_capacity,
+            cancel: cancel.child_token(),
+        };
+        tasks.spawn(pair.run());
+    }
+    let mut results = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined? {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                cancel.cancel();
+                while tasks.join_next().await.is_some() {}
+                return Err(e);
+            }
+        }
+    }
+    Ok(results)
+}
+
+struct SourcePair {
+    cfg: SourceConfig,
+    sinks: Vec<AnySink>,
+    store: CheckpointStore,
+    bounds: Bounds,
+    max_batch_events: usize,
+    channel_capacity: usize,
+    cancel: CancellationToken,
+}
+
+impl SourcePair {
+    async fn run(mut self) -> Result<(String, Stats), ServiceError> {
+        let name = self.cfg.name().to_owned();
+        let info = Arc::new(SourceInfo {
+            connector: match self.cfg {
+                SourceConfig::Postgres(_) => Connector::Postgres,
+                SourceConfig::Mysql(_) => Connector::Mysql,
+                SourceConfig::Query(_) => Connector::Query,
+            },
+            name: name.clone(),
+        });
+        let filter = Arc::new(self.cfg.filter());
+        let mut backoff = Duration::from_secs(1);
+        let mut total = Stats::default();
+        // The initial backfill runs before streaming, retried like the source on failure.
+        loop {
+            match crate::backfill::run_initial(
+                &self.cfg,
+                &info,
+                &filter,
+                &self.store,
+                &mut self.sinks,
+                &self.cancel,
+                self.bounds.max_events,
+            )
+            .await
+            {
+                Ok(rows) => {
+                    total.events += rows;
+                    if let Some(m) = self.bounds.max_events.as_mut() {
+                        *m = m.saturating_sub(rows);
+                        if *m == 0 {
+                            return Ok((name, total));
+                        }
+                    }
+                    break;
+                }
+                Err(e) if backfill_transient(&e) => {
+                    tracing::warn!(source = %name, error = %ErrorChain(&e), retry_in_ms = backoff.as_millis() as u64, "backfill failed, retrying");
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return Ok((name, total)),
+                        _ = tokio::time::sleep(crate::pipeline::jitter(backoff)) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+                Err(e) => return Err(ServiceError::Backfill { name, source: e }),
+            }
+        }
+        if self.cancel.is_cancelled() {
+            return Ok((name, total));
+        }
+        loop {
+            let resume = self.store.load(&name)?;
+            tracing::info!(source = %name, resume = ?resume.as_ref().map(ToString::to_string), "starting source");
+            let (tx, rx) = mpsc::channel(self.channel_capacity);
+            let (wtx, wrx) = watch::channel(resume.clone());
+            let src_cancel = self.cancel.child_token();
+            let ctx = SourceContext {
+                tx,
+                checkpointed: wrx,
+                resume_from: resume,
+                filter: filter.clone(),
+                cancel: src_cancel.clone(),
+            };
+            let mut pipeline = Pipeline {
+                source: name.clone(),
+                rx,
+                sinks: std::mem::take(&mut self.sinks),
+                store: self.store.clone(),
+                checkpointed: wtx,
+                bounds: self.bounds.clone(),
+                max_batch_events: self.max_batch_events,
+                retry: RetryPolicy::default(),
+                cancel: self.cancel.clone(),
+            };
+            let started = Instant::now();
+            let mut src_task = JoinSet::new();
+            let cfg = self.cfg.clone();
+            let info2 = info.clone();
+            src_task.spawn(async move { source::run(&cfg, info2, ctx).await });
+            let outcome = pipeline.run().await;
+            self.sinks = std::mem::take(&mut pipeline.sinks);
+            drop(pipeline);
+            // The pipeline is done with this connection: stop the source and collect it.
+            src_cancel.cancel();
+            let src_result = match src_task.join_next().await {
+                Some(r) => r?,
+                None => Ok(()),
+            };
+            let (finish, stats) = outcome.map_err(|source| ServiceError::Pipeline {
+                name: name.clone(),
+                source,
+            })?;
+            total.events += stats.events;
+            total.batches += stats.batches;
+            total.checkpoints += stats.checkpoints;
+            if stats.last_checkpoint.is_some() {
+                total.last_checkpoint = stats.last_checkpoint;
+            }
+            match (finish, src_result) {
+                (Finish::BoundReached | Finish::Cancelled, _) | (Finish::SourceEnded, Ok(())) => {
+                    tracing::info!(source = %name, events = total.events, "source stopped");
+                    return Ok((name, total));
+                }
+                (Finish::SourceEnded, Err(e)) if e.class() == ErrorClass::Transient => {
+                    if started.elapsed() > Duration::from_secs(60) {
+                        backoff = Duration::from_secs(1);
+                    }
+                    tracing::warn!(source = %name, error = %ErrorChain(&e), retry_in_ms = backoff.as_millis() as u64, "source failed, reconnecting");
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return Ok((name, total)),
+                        _ = tokio::time::sleep(crate::pipeline::jitter(backoff)) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+                (Finish::SourceEnded, Err(e)) => {
+                    return Err(ServiceError::Source { name, source: e });
+                }
+            }
+        }
+    }
+}
+
+/// Whether a backfill failure may succeed on retry (connection trouble, not SQL errors of
+/// ours or a permanent sink failure).
+fn backfill_transient(e: &crate::backfill::BackfillError) -> bool {
+    use crate::backfill::BackfillError as B;
+    match e {
+        B::Deliver(_) | B::Checkpoint(_) => false,
+        B::ReaderGone => true,
+        B::Setup { source, .. } | B::Postgres { source, .. } => {
+            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+            while let Some(err) = cur {
+                if let Some(pg) = err.downcast_ref::<tokio_postgres::Error>() {
+                    return pg.is_closed() || pg.code().is_none();
+                }
+                if let Some(my) = err.downcast_ref::<crate::source::mysql::MysqlError>() {
+                    return my.class() == ErrorClass::Transient;
+                }
+                cur = err.source();
+            }
+            false
+        }
+    }
+}
+
+/// Displays an error with its whole `source()` chain: `outer: inner: innermost`.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cur = self.0.source();
+        while let Some(e) = cur {
+            write!(f, ": {e}")?;
+            cur = e.source();
+        }
+        Ok(())
+    }
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::warn!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("sigterm received, finishing the batch in flight"),
+            _ = int.recv() => tracing::info!("sigint received, finishing the batch in flight"),
+            _ = token.cancelled() => return,
+        }
+        token.cancel();
+    }
+}

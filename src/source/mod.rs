@@ -1,0 +1,130 @@
+//! Sources: the `Source` contract and dispatch to PostgreSQL, MySQL and query mode.
+//!
+//! A source owns its protocol and its type decoding; the pipeline knows neither. A source
+//! sends [`SourceMessage`]s over a bounded channel (the backpressure: when the pipeline is
+//! slow, the source stops reading from the server) and learns what has been durably
+//! checkpointed from a `watch` channel, which is the only thing it may confirm upstream.
+//!
+//! Contract for every source:
+//! * Events arrive in commit order; inside a transaction in log order.
+//! * After the last event of a transaction, the source sends `Boundary` with the checkpoint
+//!   position of that transaction (ordinal 0, see [`crate::position`]). Only boundaries are
+//!   checkpointed. When idle with nothing in flight, a source may send a `Boundary` to move
+//!   the checkpoint past WAL/binlog that held no captured change.
+//! * On start, a source resumes from `SourceContext::resume_from` (a checkpoint) and skips
+//!   every event whose position is `<=` it.
+//! * Anything the source cannot decode is an error that stops the source; never a skip.
+
+pub mod mysql;
+pub mod postgres;
+pub mod query;
+
+use crate::event::ChangeEvent;
+use crate::filter::Filter;
+use crate::position::Position;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// What a source sends to the pipeline.
+#[derive(Debug)]
+pub enum SourceMessage {
+    /// A row change (or truncate) that passed the table filter.
+    Change(ChangeEvent),
+    /// Everything up to here is complete: a transaction boundary (or an idle advance).
+    /// The position is a checkpoint position (ordinal 0).
+    Boundary(Position),
+}
+
+/// Everything a running source gets from the service.
+pub struct SourceContext {
+    /// Bounded channel to the pipeline.
+    pub tx: mpsc::Sender<SourceMessage>,
+    /// The last position the pipeline stored durably; the only position a source may
+    /// confirm to the server (PostgreSQL `flush_lsn`).
+    pub checkpointed: watch::Receiver<Option<Position>>,
+    /// Where to resume: the stored checkpoint, or a replay start given by the operator.
+    pub resume_from: Option<Position>,
+    pub filter: Arc<Filter>,
+    /// Cancelled on shutdown; the source returns `Ok(())` promptly.
+    pub cancel: CancellationToken,
+}
+
+/// Whether retrying can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Connection loss, timeouts, server restart: retry with backoff from the checkpoint.
+    Transient,
+    /// Configuration, privileges, server settings, undecodable data: stop and say what to fix.
+    Permanent,
+}
+
+/// A source failure, classified by [`SourceError::class`].
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Postgres(#[from] postgres::PgError),
+    #[error(transparent)]
+    Mysql(#[from] mysql::MysqlError),
+    #[error(transparent)]
+    Query(#[from] query::QueryError),
+}
+
+impl SourceError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            SourceError::Postgres(e) => e.class(),
+            SourceError::Mysql(e) => e.class(),
+            SourceError::Query(e) => e.class(),
+        }
+    }
+}
+
+/// Runs the configured source until it fails or `ctx.cancel` fires.
+pub async fn run(
+    cfg: &crate::config::SourceConfig,
+    info: Arc<crate::event::SourceInfo>,
+    ctx: SourceContext,
+) -> Result<(), SourceError> {
+    match cfg {
+        crate::config::SourceConfig::Postgres(c) => Ok(postgres::run(c, info, ctx).await?),
+        crate::config::SourceConfig::Mysql(c) => Ok(mysql::run(c, info, ctx).await?),
+        crate::config::SourceConfig::Query(c) => Ok(query::run(c, info, ctx).await?),
+    }
+}
+
+/// Parses a position given by an operator (`--until`, `--from`) for a source of this kind:
+/// PostgreSQL an LSN (`16/B374D848`) or a cursor; MySQL `file:pos` or a cursor-less
+/// `file:pos` pair.
+pub fn parse_position(
+    cfg: &crate::config::SourceConfig,
+    s: &str,
+) -> Result<Position, crate::position::PositionParseError> {
+    use crate::position::{parse_pg_cursor, Lsn, MysqlPosition, PgPosition, PositionParseError};
+    match cfg {
+        crate::config::SourceConfig::Postgres(_) => {
+            if s.contains('/') {
+                Ok(Position::Postgres(PgPosition::checkpoint(
+                    s.parse::<Lsn>()?,
+                )))
+            } else {
+                Ok(Position::Postgres(parse_pg_cursor(s)?))
+            }
+        }
+        crate::config::SourceConfig::Mysql(_) => {
+            let bad = || PositionParseError::new(s, "a binlog position like mysql-bin.000012:4567");
+            let (file, pos) = s.rsplit_once(':').ok_or_else(bad)?;
+            let pos: u64 = pos.parse().map_err(|_| bad())?;
+            if file.is_empty() || !file.contains('.') {
+                return Err(bad());
+            }
+            Ok(Position::Mysql(MysqlPosition {
+                file: file.to_owned(),
+                pos,
+                ordinal: 0,
+                gtid: None,
+            }))
+        }
+        crate::config::SourceConfig::Query(_) => query::parse_position(s),
+    }
+}

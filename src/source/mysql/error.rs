@@ -1,0 +1,233 @@
+//! The MySQL source's errors and their classification (transient: retry from the
+//! checkpoint; permanent: stop and say what to fix). No error carries the password.
+
+use super::types::DecodeError;
+use crate::config::ConfigError;
+use crate::filter::KeyColumnExcluded;
+use crate::source::ErrorClass;
+use std::fmt;
+
+/// `mysql_cdc::errors::Error` implements neither `Display` nor `std::error::Error`; this
+/// wrapper does. Its messages never contain the password (the crate hashes it).
+#[derive(Debug)]
+pub struct CdcError(pub mysql_cdc::errors::Error);
+
+impl fmt::Display for CdcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use mysql_cdc::errors::Error as E;
+        match &self.0 {
+            E::IoError(e) => write!(f, "i/o error: {e}"),
+            E::Utf8Error(e) => write!(f, "invalid utf8: {e}"),
+            E::FromUtf8Error(e) => write!(f, "invalid utf8: {e}"),
+            E::FromHexError(e) => write!(f, "invalid hex: {e}"),
+            E::ParseIntError(e) => write!(f, "invalid number: {e}"),
+            E::ErrorStack(e) => write!(f, "openssl: {e}"),
+            E::String(s) => f.write_str(s),
+        }
+    }
+}
+
+impl std::error::Error for CdcError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        use mysql_cdc::errors::Error as E;
+        match &self.0 {
+            E::IoError(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Everything that stops the MySQL source.
+#[derive(Debug, thiserror::Error)]
+pub enum MysqlError {
+    #[error("cannot reach MySQL at {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("MySQL rejected user {user:?} (error {code}: {message}): check `user` and the password in the variable named by `password_env`; logtide authenticates with mysql_native_password or caching_sha2_password")]
+    Auth {
+        user: String,
+        code: u16,
+        message: String,
+    },
+    #[error("MySQL {context} failed: {source}")]
+    Protocol {
+        context: &'static str,
+        #[source]
+        source: CdcError,
+    },
+    #[error("connection to MySQL lost while {context}: {source}")]
+    Io {
+        context: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("query {sql:?} failed (error {code}): {message}")]
+    Query {
+        sql: String,
+        code: u16,
+        message: String,
+    },
+    #[error("the server stopped the binlog stream (error {code}): {message}")]
+    Stream { code: u16, message: String },
+    #[error("binlog position {position} is no longer on the server (error 1236: {message}): the binlog was purged (expire_logs_days / binlog_expire_logs_seconds). Re-backfill the tables and reset the stored position (delete the source's checkpoint), and keep binlogs longer than logtide may be stopped")]
+    BinlogPurged { position: String, message: String },
+    #[error("server setting {setting} is {actual}, logtide needs {wanted}: {fix}")]
+    Setting {
+        setting: &'static str,
+        actual: String,
+        wanted: &'static str,
+        fix: String,
+    },
+    #[error("user {user:?} lacks the {missing} privilege: run `GRANT {grant} ON *.* TO {user_sql}` as an administrator")]
+    Privilege {
+        user: String,
+        user_sql: String,
+        missing: &'static str,
+        grant: &'static str,
+    },
+    #[error("binlog event {name} (type {code}) at {file}:{pos} carries row changes logtide cannot decode: set {setting} on the server (and rotate the binlog with FLUSH BINARY LOGS), then restart logtide from a position after it or re-backfill")]
+    UnsupportedEvent {
+        name: &'static str,
+        code: u8,
+        file: String,
+        pos: u64,
+        setting: &'static str,
+    },
+    #[error("cannot decode column {column} at {at}: {source}")]
+    Decode {
+        /// `db.table.column`.
+        column: String,
+        /// `file:pos` of the rows event.
+        at: String,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("malformed binlog event at {file}:{pos}: {message}")]
+    Malformed {
+        file: String,
+        pos: u64,
+        message: String,
+    },
+    #[error("table {db}.{table}: {message}")]
+    Schema {
+        db: String,
+        table: String,
+        message: String,
+    },
+    #[error(transparent)]
+    KeyColumn(#[from] KeyColumnExcluded),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot resume from {0}: it is not a MySQL binlog position (was the checkpoint written by another source kind?)")]
+    ForeignPosition(String),
+    #[error("statement-based row change ({statement}) at {file}:{pos}: its rows are not in the binlog. Some session writes with binlog_format=STATEMENT or MIXED: set binlog_format=ROW globally (and in the server config) and make those clients reconnect; then re-backfill the affected tables")]
+    StatementEvent {
+        statement: String,
+        file: String,
+        pos: u64,
+    },
+    #[error("the server logged an incident at {file}:{pos} (events may be missing from the binlog): re-backfill the affected tables and resume from a position after it")]
+    Incident { file: String, pos: u64 },
+    #[error("cannot start the binlog reader thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("the binlog reader thread ended without a result")]
+    ThreadLost,
+}
+
+impl MysqlError {
+    /// Whether retrying (with backoff, from the checkpoint) can help.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            MysqlError::Connect { .. }
+            | MysqlError::Io { .. }
+            | MysqlError::Protocol { .. }
+            | MysqlError::ThreadLost => ErrorClass::Transient,
+            // Server shutdown / killed connection / too many connections / lock waits.
+            MysqlError::Stream { code, .. } | MysqlError::Query { code, .. } => match code {
+                1040
+                | 1053
+                | 1077
+                | 1079
+                | 1152
+                | 1153
+                | 1158..=1161
+                | 1205
+                | 1213
+                | 1317
+                | 2013
+                | 0 => ErrorClass::Transient,
+                _ => ErrorClass::Permanent,
+            },
+            _ => ErrorClass::Permanent,
+        }
+    }
+}
+
+/// Wraps a crate error, recognising authentication failures and lost connections.
+pub(crate) fn cdc(context: &'static str, e: mysql_cdc::errors::Error) -> MysqlError {
+    use mysql_cdc::errors::Error as E;
+    match e {
+        E::IoError(source) => MysqlError::Io { context, source },
+        E::String(s) if s.contains("error_code: ") => {
+            // The crate formats the server's ERR packet with Debug; take code and message back.
+            let code = s
+                .split("error_code: ")
+                .nth(1)
+                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse::<u16>().ok())
+                .unwrap_or(0);
+            let message = s
+                .split("error_message: \"")
+                .nth(1)
+                .and_then(|r| r.split("\", sql_state").next())
+                .unwrap_or(&s)
+                .to_owned();
+            if s.starts_with("Authentication") || matches!(code, 1044 | 1045 | 1698 | 1251) {
+                MysqlError::Auth {
+                    user: String::new(),
+                    code,
+                    message,
+                }
+            } else {
+                MysqlError::Stream { code, message }
+            }
+        }
+        e => MysqlError::Protocol {
+            context,
+            source: CdcError(e),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_errors_are_recognised_and_permanent() {
+        let e = cdc(
+            "connect",
+            mysql_cdc::errors::Error::String(
+                "Authentication error. ErrorPacket { error_code: 1045, error_message: \"Access denied for user 'u'@'localhost' (using password: YES)\", sql_state: Some(\"28000\") }".into(),
+            ),
+        );
+        match &e {
+            MysqlError::Auth { code, message, .. } => {
+                assert_eq!(*code, 1045);
+                assert!(message.starts_with("Access denied"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(e.class(), ErrorClass::Permanent);
+        let io = cdc(
+            "x",
+            mysql_cdc::errors::Error::IoError(std::io::Error::from(
+                std::io::ErrorKind::ConnectionReset,
+            )),
+        );
+        assert_eq!(io.class(), ErrorClass::Transient);
+    }
+}

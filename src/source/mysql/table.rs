@@ -1,0 +1,468 @@
+//! Tables as the binlog describes them: a [`TableInfo`] per table map, built once (the
+//! reader caches it by table id and the map's raw bytes) with each column's decoding
+//! [`Kind`], its name, and — for tables the filter selects — the shared `Arc<TableSchema>`
+//! and the column projection.
+//!
+//! Column names, signedness, character sets, ENUM/SET members and the primary key come
+//! from the table map's optional metadata (`binlog_row_metadata=FULL`; MINIMAL carries
+//! signedness and character sets only). What the map lacks is read from
+//! `information_schema` ([`load_schema`]), which describes the *current* table: the reader
+//! drops that cache after every DDL statement, so names stay right while streaming, but a
+//! replay across a later schema change needs `binlog_row_metadata=FULL` (a column count
+//! mismatch is reported, a rename cannot be detected).
+
+use super::charset::{Charset, CollationMap};
+use super::error::MysqlError;
+use super::sql::{quote, SqlConn};
+use super::types::Kind;
+use crate::event::{SourceInfo, TableSchema};
+use crate::filter::Filter;
+use mysql_cdc::events::table_map_event::TableMapEvent;
+use std::sync::Arc;
+
+/// One column as `information_schema` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnMeta {
+    pub name: String,
+    /// `COLUMN_TYPE`, lower case (`int(10) unsigned`, `enum('a','b')`).
+    pub column_type: String,
+    pub charset: Option<String>,
+    /// MariaDB JSON: a text column with a `json_valid(col)` check.
+    pub json: bool,
+}
+
+/// A table as `information_schema` describes it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaInfo {
+    pub columns: Vec<ColumnMeta>,
+    /// Primary key column indices, in key order.
+    pub key: Vec<usize>,
+}
+
+/// Reads a table's columns, key and (MariaDB) JSON checks; `None` when it does not exist.
+pub fn load_schema(
+    conn: &mut SqlConn,
+    db: &str,
+    table: &str,
+) -> Result<Option<SchemaInfo>, MysqlError> {
+    let cols = conn.query(&format!(
+        "SELECT COLUMN_NAME, LOWER(COLUMN_TYPE), CHARACTER_SET_NAME FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} ORDER BY ORDINAL_POSITION",
+        quote(db),
+        quote(table)
+    ))?;
+    if cols.rows.is_empty() {
+        return Ok(None);
+    }
+    let mut columns: Vec<ColumnMeta> = (0..cols.rows.len())
+        .map(|r| ColumnMeta {
+            name: cols.text(r, 0).unwrap_or_default(),
+            column_type: cols.text(r, 1).unwrap_or_default(),
+            charset: cols.text(r, 2),
+            json: false,
+        })
+        .collect();
+    let keys = conn.query(&format!(
+        "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} \
+         AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX",
+        quote(db),
+        quote(table)
+    ))?;
+    let key = (0..keys.rows.len())
+        .filter_map(|r| keys.text(r, 0))
+        .filter_map(|k| columns.iter().position(|c| c.name == k))
+        .collect();
+    if conn.mariadb && columns.iter().any(|c| c.column_type == "longtext") {
+        let checks = conn.query(&format!(
+            "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = {} AND TABLE_NAME = {}",
+            quote(db),
+            quote(table)
+        ))?;
+        for r in 0..checks.rows.len() {
+            let clause = checks.text(r, 0).unwrap_or_default();
+            for c in columns.iter_mut() {
+                if clause == format!("json_valid(`{}`)", c.name.replace('`', "``")) {
+                    c.json = true;
+                }
+            }
+        }
+    }
+    Ok(Some(SchemaInfo { columns, key }))
+}
+
+/// What the reader keeps for tables the filter selects.
+#[derive(Debug)]
+pub struct Selected {
+    pub schema: Arc<TableSchema>,
+    /// For each table-map column, its slot in the projected row (`None`: dropped).
+    pub slot: Vec<Option<usize>>,
+}
+
+/// One table map, ready for decoding rows.
+#[derive(Debug)]
+pub struct TableInfo {
+    pub db: String,
+    pub name: String,
+    pub kinds: Vec<Kind>,
+    pub names: Vec<String>,
+    pub selected: Option<Selected>,
+}
+
+const MYSQL_TYPE_STRING: u8 = 254;
+const MYSQL_TYPE_ENUM: u8 = 247;
+const MYSQL_TYPE_SET: u8 = 248;
+
+fn is_numeric(t: u8) -> bool {
+    // The columns the table map's signedness bits cover. The server counts YEAR too
+    // (mysql_cdc does not, so its `signedness` is shifted after a YEAR column: we read
+    // the bitmap ourselves with [`signedness_bitmap`]).
+    matches!(t, 1 | 2 | 9 | 3 | 8 | 4 | 5 | 246 | 13)
+}
+
+/// The raw SIGNEDNESS bitmap (optional metadata type 1) of a table map body, most
+/// significant bit first, one bit per numeric column.
+pub fn signedness_bitmap(body: &[u8]) -> Option<&[u8]> {
+    use super::sql::lenenc;
+    let mut pos = 8;
+    let db_len = usize::from(*body.get(pos)?);
+    pos += 1 + db_len + 1;
+    let tbl_len = usize::from(*body.get(pos)?);
+    pos += 1 + tbl_len + 1;
+    let ncols = usize::try_from(lenenc(body, &mut pos)?).ok()?;
+    pos = pos.checked_add(ncols)?;
+    let meta_len = usize::try_from(lenenc(body, &mut pos)?).ok()?;
+    pos = pos.checked_add(meta_len)?.checked_add(ncols.div_ceil(8))?;
+    while pos < body.len() {
+        let t = *body.get(pos)?;
+        pos += 1;
+        let len = usize::try_from(lenenc(body, &mut pos)?).ok()?;
+        let v = body.get(pos..pos.checked_add(len)?)?;
+        if t == 1 {
+            return Some(v);
+        }
+        pos += len;
+    }
+    None
+}
+
+/// ENUM/SET members from `COLUMN_TYPE` (`enum('a','it''s')`).
+pub fn parse_members(column_type: &str) -> Vec<String> {
+    let Some(open) = column_type.find('(') else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_str = false;
+    let mut chars = column_type[open + 1..].chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_str {
+            if c == '\'' {
+                if chars.peek() == Some(&'\'') {
+                    chars.next();
+                    cur.push('\'');
+                } else {
+                    in_str = false;
+                    out.push(std::mem::take(&mut cur));
+                }
+            } else if c == '\\' {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            } else {
+                cur.push(c);
+            }
+        } else if c == '\'' {
+            in_str = true;
+        } else if c == ')' {
+            break;
+        }
+    }
+    out
+}
+
+/// Everything [`build`] needs besides the table map.
+pub struct BuildContext<'a> {
+    pub mariadb: bool,
+    pub collations: &'a CollationMap,
+    pub filter: &'a Filter,
+    pub source: &'a Arc<SourceInfo>,
+}
+
+/// Builds the decoding info of one table map. `info` is the `information_schema` view of
+/// the table when the map lacks something (names, signedness, charsets, members, key) or,
+/// on MariaDB, to recognise JSON columns.
+#[allow(clippy::needless_range_loop)] // one index into several parallel arrays
+pub fn build(
+    tm: &TableMapEvent,
+    signedness: Option<&[u8]>,
+    info: Option<&SchemaInfo>,
+    selected: bool,
+    cx: &BuildContext<'_>,
+) -> Result<TableInfo, MysqlError> {
+    let n = tm.column_types.len();
+    let schema_err = |message: String| MysqlError::Schema {
+        db: tm.database_name.clone(),
+        table: tm.table_name.clone(),
+        message,
+    };
+    let meta = tm.table_metadata.as_ref();
+    let info = info.filter(|i| i.columns.len() == n);
+    let names: Vec<String> = match meta.and_then(|m| m.column_names.clone()).filter(|v| v.len() == n) {
+        Some(v) => v,
+        None => match info {
+            Some(i) => i.columns.iter().map(|c| c.name.clone()).collect(),
+            None if selected => {
+                return Err(schema_err(format!(
+                    "the binlog's table map has {n} columns without names (binlog_row_metadata is not FULL) and information_schema does not describe the table with {n} columns (it changed or was dropped since): set binlog_row_metadata=FULL to replay across schema changes"
+                )))
+            }
+            None => (1..=n).map(|i| format!("@{i}")).collect(),
+        },
+    };
+    let column_charsets = meta.and_then(|m| m.column_charsets.as_ref());
+    let default_charset = meta.and_then(|m| m.default_charset.as_ref());
+    let enum_values = meta.and_then(|m| m.enum_string_values.as_ref());
+    let set_values = meta.and_then(|m| m.set_string_values.as_ref());
+
+    let (mut num_i, mut char_i, mut enum_i, mut set_i) = (0usize, 0usize, 0usize, 0usize);
+    let mut kinds = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = tm.column_types[i];
+        let m = tm.column_metadata.get(i).copied().unwrap_or(0);
+        let col = info.map(|inf| &inf.columns[i]);
+        let unsigned = if is_numeric(t) {
+            let u = match signedness {
+                Some(s) => s
+                    .get(num_i / 8)
+                    .is_some_and(|b| b & (0x80 >> (num_i % 8)) != 0),
+                None => col.is_some_and(|c| c.column_type.contains("unsigned")),
+            };
+            num_i += 1;
+            u
+        } else {
+            false
+        };
+        // STRING carries the real type (CHAR, ENUM, SET) in its metadata's high byte.
+        let (real, str_len) = if t == MYSQL_TYPE_STRING {
+            let b0 = (m >> 8) as u8;
+            let b1 = m & 0xFF;
+            if b0 & 0x30 != 0x30 {
+                (b0 | 0x30, b1 | ((u16::from(b0 & 0x30) ^ 0x30) << 4))
+            } else {
+                (b0, b1)
+            }
+        } else {
+            (t, m)
+        };
+        let is_char_col = match t {
+            MYSQL_TYPE_STRING => real != MYSQL_TYPE_ENUM && real != MYSQL_TYPE_SET,
+            15 | 253 | 249..=252 => true,
+            255 => cx.mariadb,
+            _ => false,
+        };
+        let charset = if is_char_col {
+            let coll = match (column_charsets, default_charset) {
+                (Some(cs), _) => cs.get(char_i).copied(),
+                (None, Some(d)) => Some(
+                    d.charset_collations
+                        .iter()
+                        .find(|(idx, _)| *idx as usize == char_i)
+                        .map(|(_, c)| *c)
+                        .unwrap_or(d.default_charset_collation),
+                ),
+                (None, None) => None,
+            };
+            char_i += 1;
+            match (coll, col) {
+                (Some(id), _) => cx.collations.charset(id),
+                (None, Some(c)) => Charset::from_name(c.charset.as_deref().unwrap_or("binary")),
+                (None, None) if selected => {
+                    return Err(schema_err(format!(
+                        "no character set known for column {}",
+                        names[i]
+                    )))
+                }
+                (None, None) => Charset::Binary,
+            }
+        } else {
+            Charset::Binary
+        };
+        let members = |values: Option<&Vec<Vec<String>>>, idx: &mut usize| -> Arc<Vec<String>> {
+            let v = match values.and_then(|v| v.get(*idx)) {
+                Some(v) => v.clone(),
+                None => col
+                    .map(|c| parse_members(&c.column_type))
+                    .unwrap_or_default(),
+            };
+            *idx += 1;
+            Arc::new(v)
+        };
+        let kind = match t {
+            1 => Kind::Int { bytes: 1, unsigned },
+            2 => Kind::Int { bytes: 2, unsigned },
+            9 => Kind::Int { bytes: 3, unsigned },
+            3 => Kind::Int { bytes: 4, unsigned },
+            8 => Kind::Int { bytes: 8, unsigned },
+            13 => Kind::Year,
+            4 => Kind::Float,
+            5 => Kind::Double,
+            246 => Kind::Decimal {
+                precision: (m & 0xFF) as u8,
+                scale: (m >> 8) as u8,
+            },
+            16 => Kind::Bit {
+                bits: (m >> 8) * 8 + (m & 0xFF),
+            },
+            10 | 14 => Kind::Date,
+            11 => Kind::TimeOld,
+            19 => Kind::Time { fsp: m as u8 },
+            12 => Kind::DateTimeOld,
+            18 => Kind::DateTime { fsp: m as u8 },
+            7 => Kind::TimestampOld,
+            17 => Kind::Timestamp { fsp: m as u8 },
+            15 | 253 => Kind::Varchar {
+                max_len: m,
+                charset,
+            },
+            MYSQL_TYPE_STRING => match real {
+                MYSQL_TYPE_ENUM => Kind::Enum {
+                    pack_len: str_len as u8,
+                    names: members(enum_values, &mut enum_i),
+                },
+                MYSQL_TYPE_SET => Kind::Set {
+                    pack_len: str_len as u8,
+                    names: members(set_values, &mut set_i),
+                },
+                _ => Kind::Char {
+                    max_len: str_len,
+                    charset,
+                },
+            },
+            249..=252 => {
+                if col.is_some_and(|c| c.json) && charset != Charset::Binary {
+                    Kind::JsonText { pack_len: m as u8 }
+                } else {
+                    Kind::Blob {
+                        pack_len: m as u8,
+                        charset,
+                    }
+                }
+            }
+            245 => Kind::JsonBinary { pack_len: m as u8 },
+            255 => Kind::Geometry { pack_len: m as u8 },
+            MYSQL_TYPE_ENUM => Kind::Enum {
+                pack_len: (m & 0xFF) as u8,
+                names: members(enum_values, &mut enum_i),
+            },
+            MYSQL_TYPE_SET => Kind::Set {
+                pack_len: (m & 0xFF) as u8,
+                names: members(set_values, &mut set_i),
+            },
+            other => {
+                return Err(schema_err(format!(
+                    "column {} has binlog type {other}, which logtide does not decode",
+                    names[i]
+                )))
+            }
+        };
+        if selected {
+            if let Kind::Enum { names: members, .. } | Kind::Set { names: members, .. } = &kind {
+                if members.is_empty() {
+                    return Err(schema_err(format!(
+                        "the member names of ENUM/SET column {} are unknown (binlog_row_metadata is not FULL and information_schema does not describe it)",
+                        names[i]
+                    )));
+                }
+            }
+        }
+        kinds.push(kind);
+    }
+
+    let selected = if selected {
+        let key: Vec<usize> = match meta {
+            Some(m) if m.simple_primary_keys.is_some() || m.primary_keys_with_prefix.is_some() => m
+                .simple_primary_keys
+                .iter()
+                .flatten()
+                .map(|&k| k as usize)
+                .chain(
+                    m.primary_keys_with_prefix
+                        .iter()
+                        .flatten()
+                        .map(|&(k, _)| k as usize),
+                )
+                .filter(|&k| k < n)
+                .collect(),
+            _ => info.map(|i| i.key.clone()).unwrap_or_default(),
+        };
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let proj = cx
+            .filter
+            .project(&tm.database_name, &tm.table_name, &refs, &key)?;
+        let mut slot = vec![None; n];
+        for (s, &c) in proj.keep.iter().enumerate() {
+            slot[c] = Some(s);
+        }
+        Some(Selected {
+            schema: Arc::new(TableSchema {
+                source: cx.source.clone(),
+                db: tm.database_name.clone(),
+                schema: tm.database_name.clone(),
+                name: tm.table_name.clone(),
+                columns: proj.keep.iter().map(|&c| names[c].clone()).collect(),
+                key: proj.key,
+            }),
+            slot,
+        })
+    } else {
+        None
+    };
+    Ok(TableInfo {
+        db: tm.database_name.clone(),
+        name: tm.table_name.clone(),
+        kinds,
+        names,
+        selected,
+    })
+}
+
+/// The schema of a table for a TRUNCATE event (no table map involved).
+pub fn truncate_schema(
+    db: &str,
+    table: &str,
+    info: Option<&SchemaInfo>,
+    cx: &BuildContext<'_>,
+) -> Result<Arc<TableSchema>, MysqlError> {
+    let (names, key): (Vec<String>, Vec<usize>) = match info {
+        Some(i) => (
+            i.columns.iter().map(|c| c.name.clone()).collect(),
+            i.key.clone(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let proj = cx.filter.project(db, table, &refs, &key)?;
+    Ok(Arc::new(TableSchema {
+        source: cx.source.clone(),
+        db: db.to_owned(),
+        schema: db.to_owned(),
+        name: table.to_owned(),
+        columns: proj.keep.iter().map(|&c| names[c].clone()).collect(),
+        key: proj.key,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_from_column_type() {
+        assert_eq!(
+            parse_members("enum('a','it''s','x,y')"),
+            vec!["a", "it's", "x,y"]
+        );
+        assert_eq!(parse_members("set('')"), vec![""]);
+        assert!(parse_members("int(11)").is_empty());
+    }
+}

@@ -1,0 +1,948 @@
+//! MySQL/MariaDB column types and their exact decoding into [`Value`].
+//!
+//! One [`Kind`] per column, built once per table map (see `table.rs`), decodes both paths:
+//! [`decode_binlog`] for the binary row images of rows events and [`decode_text`] for the
+//! text protocol result of a `SELECT` (backfill), so a value looks the same whichever path
+//! produced it. The text path assumes the session uses `utf8mb4` and `time_zone = '+00:00'`.
+//!
+//! Type mapping (also in the README):
+//!
+//! | column | value |
+//! |---|---|
+//! | TINYINT…BIGINT | `Int`; `UInt` when UNSIGNED (BIGINT UNSIGNED max is exact) |
+//! | DECIMAL | `Decimal`, text with exactly `scale` fraction digits, like `SELECT` |
+//! | FLOAT | `Float` of the shortest decimal text of the `f32` (`1.1`, not `1.100000023841858`) |
+//! | DOUBLE | `Float` |
+//! | BIT(n) | `UInt` (big-endian bits, n ≤ 64) |
+//! | YEAR | `Int` (`0` for the zero year) |
+//! | DATE | `Date` `YYYY-MM-DD`; zero dates stay as text (`0000-00-00`, `2024-00-00`) |
+//! | DATETIME(p) | `Timestamp` `YYYY-MM-DDTHH:MM:SS[.f]` with exactly p digits |
+//! | TIMESTAMP(p) | `TimestampTz` `…Z` in UTC (the binlog stores epoch seconds); zero is `0000-00-00T00:00:00Z` |
+//! | TIME(p) | `Time` `[-]HH:MM:SS[.f]`, negative and over 24 h kept (`-838:59:59`) |
+//! | CHAR/VARCHAR/TEXT | `Text`, decoded by the column's character set ([`Charset`]) |
+//! | BINARY/VARBINARY/BLOB | `Bytes`; BINARY(n) padded with `0x00` to n bytes like `SELECT` |
+//! | ENUM | `Text` of the member name (`""` for the invalid index 0) |
+//! | SET | `Set` of member names |
+//! | JSON | `Json`: MySQL's binary JSON decoded ([`super::jsonb`]); MariaDB's JSON text as is |
+//! | GEOMETRY | `Bytes` of the server's internal form: 4-byte little-endian SRID, then WKB |
+
+use super::charset::Charset;
+use super::jsonb;
+use crate::value::Value;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+/// How one column is stored and decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    /// TINYINT (1), SMALLINT (2), MEDIUMINT (3), INT (4), BIGINT (8).
+    Int {
+        bytes: u8,
+        unsigned: bool,
+    },
+    Year,
+    Float,
+    Double,
+    Decimal {
+        precision: u8,
+        scale: u8,
+    },
+    /// BIT(bits).
+    Bit {
+        bits: u16,
+    },
+    Date,
+    /// TIME(fsp), MySQL 5.6+ format.
+    Time {
+        fsp: u8,
+    },
+    /// Pre-5.6 TIME (no fraction).
+    TimeOld,
+    DateTime {
+        fsp: u8,
+    },
+    DateTimeOld,
+    Timestamp {
+        fsp: u8,
+    },
+    TimestampOld,
+    /// CHAR(n)/BINARY(n); `max_len` in bytes.
+    Char {
+        max_len: u16,
+        charset: Charset,
+    },
+    /// VARCHAR(n)/VARBINARY(n); `max_len` in bytes.
+    Varchar {
+        max_len: u16,
+        charset: Charset,
+    },
+    /// TEXT/BLOB family; `pack_len` is the size of the length prefix (1–4).
+    Blob {
+        pack_len: u8,
+        charset: Charset,
+    },
+    /// MariaDB JSON (a LONGTEXT with a `json_valid` check).
+    JsonText {
+        pack_len: u8,
+    },
+    /// MySQL binary JSON.
+    JsonBinary {
+        pack_len: u8,
+    },
+    Geometry {
+        pack_len: u8,
+    },
+    Enum {
+        pack_len: u8,
+        names: Arc<Vec<String>>,
+    },
+    Set {
+        pack_len: u8,
+        names: Arc<Vec<String>>,
+    },
+}
+
+/// A column value could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("truncated value: needs {need} bytes, {have} left")]
+    Truncated { need: usize, have: usize },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> DecodeError {
+    DecodeError::Invalid(msg.into())
+}
+
+fn need(buf: &[u8], n: usize) -> Result<&[u8], DecodeError> {
+    buf.get(..n).ok_or(DecodeError::Truncated {
+        need: n,
+        have: buf.len(),
+    })
+}
+
+/// Little-endian unsigned integer of `n` (≤ 8) bytes at the start of `buf`.
+pub(crate) fn le_uint(buf: &[u8], n: usize) -> Result<u64, DecodeError> {
+    let b = need(buf, n)?;
+    Ok(b.iter()
+        .rev()
+        .fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
+}
+
+/// Big-endian unsigned integer of `n` (≤ 8) bytes at the start of `buf`.
+fn be_uint(buf: &[u8], n: usize) -> Result<u64, DecodeError> {
+    let b = need(buf, n)?;
+    Ok(b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
+}
+
+const DIG2BYTES: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
+
+fn decimal_size(precision: u8, scale: u8) -> usize {
+    let intg = usize::from(precision.saturating_sub(scale));
+    let frac = usize::from(scale);
+    (intg / 9) * 4 + DIG2BYTES[intg % 9] + (frac / 9) * 4 + DIG2BYTES[frac % 9]
+}
+
+fn frac_bytes(fsp: u8) -> usize {
+    usize::from(fsp).div_ceil(2)
+}
+
+impl Kind {
+    /// Whether the column holds character data in a character set (not binary).
+    pub fn charset(&self) -> Option<&Charset> {
+        match self {
+            Kind::Char { charset, .. }
+            | Kind::Varchar { charset, .. }
+            | Kind::Blob { charset, .. } => Some(charset),
+            _ => None,
+        }
+    }
+}
+
+/// The length in bytes of the binlog value of `kind` at the start of `buf`.
+pub fn field_len(kind: &Kind, buf: &[u8]) -> Result<usize, DecodeError> {
+    let len = match kind {
+        Kind::Int { bytes, .. } => usize::from(*bytes),
+        Kind::Year => 1,
+        Kind::Float => 4,
+        Kind::Double => 8,
+        Kind::Decimal { precision, scale } => decimal_size(*precision, *scale),
+        Kind::Bit { bits } => usize::from(*bits).div_ceil(8),
+        Kind::Date | Kind::TimeOld => 3,
+        Kind::Time { fsp } => 3 + frac_bytes(*fsp),
+        Kind::DateTime { fsp } => 5 + frac_bytes(*fsp),
+        Kind::DateTimeOld => 8,
+        Kind::Timestamp { fsp } => 4 + frac_bytes(*fsp),
+        Kind::TimestampOld => 4,
+        Kind::Char { max_len, .. } | Kind::Varchar { max_len, .. } => {
+            let p = if *max_len > 255 { 2 } else { 1 };
+            p + le_uint(buf, p)? as usize
+        }
+        Kind::Blob { pack_len, .. }
+        | Kind::JsonText { pack_len }
+        | Kind::JsonBinary { pack_len }
+        | Kind::Geometry { pack_len } => {
+            let p = usize::from(*pack_len);
+            if !(1..=4).contains(&p) {
+                return Err(invalid(format!("length prefix of {p} bytes")));
+            }
+            p.checked_add(le_uint(buf, p)? as usize)
+                .ok_or_else(|| invalid("length overflows"))?
+        }
+        Kind::Enum { pack_len, .. } | Kind::Set { pack_len, .. } => usize::from(*pack_len),
+    };
+    need(buf, len)?;
+    Ok(len)
+}
+
+/// Decodes one binlog value; `field` is exactly the bytes [`field_len`] measured.
+pub fn decode_binlog(kind: &Kind, field: &[u8]) -> Result<Value, DecodeError> {
+    Ok(match kind {
+        Kind::Int { bytes, unsigned } => {
+            let n = usize::from(*bytes);
+            let u = le_uint(field, n)?;
+            if *unsigned {
+                Value::UInt(u)
+            } else {
+                let shift = 64 - 8 * n as u32;
+                Value::Int(((u << shift) as i64) >> shift)
+            }
+        }
+        Kind::Year => {
+            let y = le_uint(field, 1)?;
+            Value::Int(if y == 0 { 0 } else { 1900 + y as i64 })
+        }
+        Kind::Float => {
+            let b = need(field, 4)?;
+            float_from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        }
+        Kind::Double => {
+            let b = need(field, 8)?;
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            Value::Float(f64::from_le_bytes(a))
+        }
+        Kind::Decimal { precision, scale } => {
+            Value::Decimal(decode_decimal(field, *precision, *scale)?)
+        }
+        Kind::Bit { bits } => {
+            let n = usize::from(*bits).div_ceil(8);
+            if n > 8 {
+                return Err(invalid(format!("BIT({bits}) is wider than 64 bits")));
+            }
+            Value::UInt(be_uint(field, n)?)
+        }
+        Kind::Date => {
+            let v = le_uint(field, 3)?;
+            Value::Date(format!("{:04}-{:02}-{:02}", v >> 9, (v >> 5) & 15, v & 31))
+        }
+        Kind::Time { fsp } => Value::Time(decode_time2(field, *fsp)?),
+        Kind::TimeOld => {
+            let u = le_uint(field, 3)?;
+            let v = ((u << 40) as i64) >> 40;
+            let neg = v < 0;
+            let a = v.unsigned_abs();
+            Value::Time(format!(
+                "{}{:02}:{:02}:{:02}",
+                if neg { "-" } else { "" },
+                a / 10000,
+                (a / 100) % 100,
+                a % 100
+            ))
+        }
+        Kind::DateTime { fsp } => {
+            let int = be_uint(field, 5)? as i64 - 0x80_0000_0000;
+            let frac = read_frac(field.get(5..).unwrap_or(&[]), *fsp, false)?;
+            if int < 0 {
+                return Err(invalid("negative DATETIME"));
+            }
+            let int = int as u64;
+            let ymd = int >> 17;
+            let hms = int & ((1 << 17) - 1);
+            let ym = ymd >> 5;
+            let mut s = String::with_capacity(26);
+            let _ = write!(
+                s,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                ym / 13,
+                ym % 13,
+                ymd & 31,
+                hms >> 12,
+                (hms >> 6) & 63,
+                hms & 63
+            );
+            push_frac(&mut s, frac as u64, *fsp);
+            Value::Timestamp(s)
+        }
+        Kind::DateTimeOld => {
+            let v = le_uint(field, 8)?;
+            let (d, t) = (v / 1_000_000, v % 1_000_000);
+            Value::Timestamp(format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                d / 10000,
+                (d / 100) % 100,
+                d % 100,
+                t / 10000,
+                (t / 100) % 100,
+                t % 100
+            ))
+        }
+        Kind::Timestamp { fsp } => {
+            let secs = be_uint(field, 4)?;
+            let frac = read_frac(field.get(4..).unwrap_or(&[]), *fsp, false)?;
+            Value::TimestampTz(format_epoch(secs as i64, frac as u64, *fsp))
+        }
+        Kind::TimestampOld => Value::TimestampTz(format_epoch(le_uint(field, 4)? as i64, 0, 0)),
+        Kind::Char { max_len, charset } | Kind::Varchar { max_len, charset } => {
+            let p = if *max_len > 255 { 2 } else { 1 };
+            let data = field.get(p..).unwrap_or(&[]);
+            if *charset == Charset::Binary {
+                let mut v = data.to_vec();
+                if matches!(kind, Kind::Char { .. }) && v.len() < usize::from(*max_len) {
+                    // The binlog strips BINARY(n)'s 0x00 padding; SELECT returns it.
+                    v.resize(usize::from(*max_len), 0);
+                }
+                Value::Bytes(v)
+            } else {
+                Value::Text(charset.decode(data).map_err(DecodeError::Invalid)?)
+            }
+        }
+        Kind::Blob { pack_len, charset } => {
+            let data = field.get(usize::from(*pack_len)..).unwrap_or(&[]);
+            if *charset == Charset::Binary {
+                Value::Bytes(data.to_vec())
+            } else {
+                Value::Text(charset.decode(data).map_err(DecodeError::Invalid)?)
+            }
+        }
+        Kind::JsonText { pack_len } => {
+            json_text(field.get(usize::from(*pack_len)..).unwrap_or(&[]))?
+        }
+        Kind::JsonBinary { pack_len } => {
+            let data = field.get(usize::from(*pack_len)..).unwrap_or(&[]);
+            Value::Json(
+                jsonb::to_json_text(data).map_err(|e| invalid(format!("binary JSON: {e}")))?,
+            )
+        }
+        Kind::Geometry { pack_len } => {
+            Value::Bytes(field.get(usize::from(*pack_len)..).unwrap_or(&[]).to_vec())
+        }
+        Kind::Enum { pack_len, names } => {
+            let i = le_uint(field, usize::from(*pack_len))? as usize;
+            enum_name(names, i)?
+        }
+        Kind::Set { pack_len, names } => {
+            let bits = le_uint(field, usize::from(*pack_len))?;
+            set_names(names, bits)?
+        }
+    })
+}
+
+fn enum_name(names: &[String], i: usize) -> Result<Value, DecodeError> {
+    if i == 0 {
+        return Ok(Value::Text(String::new()));
+    }
+    names
+        .get(i - 1)
+        .map(|n| Value::Text(n.clone()))
+        .ok_or_else(|| {
+            invalid(format!(
+                "ENUM index {i} but the column has {} members",
+                names.len()
+            ))
+        })
+}
+
+fn set_names(names: &[String], bits: u64) -> Result<Value, DecodeError> {
+    let mut out = Vec::with_capacity(bits.count_ones() as usize);
+    for i in 0..64 {
+        if bits & (1u64 << i) != 0 {
+            let n = names.get(i).ok_or_else(|| {
+                invalid(format!(
+                    "SET bit {i} but the column has {} members",
+                    names.len()
+                ))
+            })?;
+            out.push(n.clone());
+        }
+    }
+    Ok(Value::Set(out))
+}
+
+fn json_text(data: &[u8]) -> Result<Value, DecodeError> {
+    let s = std::str::from_utf8(data).map_err(|_| invalid("JSON text is not utf8"))?;
+    // Emitted inline, so it must be valid JSON; a column without the check stays text.
+    if serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok() {
+        Ok(Value::Json(s.to_owned()))
+    } else {
+        Ok(Value::Text(s.to_owned()))
+    }
+}
+
+/// FLOAT as the `f64` of its shortest decimal text, which is what `SELECT` shows.
+fn float_from_f32(f: f32) -> Value {
+    if !f.is_finite() {
+        return Value::Float(f64::from(f));
+    }
+    let s = format!("{f}");
+    Value::Float(s.parse::<f64>().unwrap_or(f64::from(f)))
+}
+
+/// Fraction bytes of the 5.6 temporal formats, in microseconds. `signed` for TIME.
+fn read_frac(buf: &[u8], fsp: u8, _signed: bool) -> Result<i64, DecodeError> {
+    Ok(match fsp {
+        0 => 0,
+        1 | 2 => be_uint(buf, 1)? as i64 * 10_000,
+        3 | 4 => be_uint(buf, 2)? as i64 * 100,
+        5 | 6 => be_uint(buf, 3)? as i64,
+        _ => return Err(invalid(format!("fractional precision {fsp}"))),
+    })
+}
+
+fn push_frac(s: &mut String, micros: u64, fsp: u8) {
+    if fsp == 0 {
+        return;
+    }
+    let fsp = fsp.min(6);
+    let v = micros / 10u64.pow(u32::from(6 - fsp));
+    let _ = write!(s, ".{:0width$}", v, width = usize::from(fsp));
+}
+
+/// TIME2: 3 bytes big endian with offset 0x800000, then the fraction; negative values
+/// borrow from the integer part (MySQL's `my_time_packed_from_binary`).
+fn decode_time2(field: &[u8], fsp: u8) -> Result<String, DecodeError> {
+    const OFS: i64 = 0x80_0000;
+    let packed: i64 = match fsp {
+        0 => (be_uint(field, 3)? as i64 - OFS) << 24,
+        1 | 2 => {
+            let mut int = be_uint(field, 3)? as i64 - OFS;
+            let mut frac = be_uint(field.get(3..).unwrap_or(&[]), 1)? as i64;
+            if int < 0 && frac != 0 {
+                int += 1;
+                frac -= 0x100;
+            }
+            (int << 24) + frac * 10_000
+        }
+        3 | 4 => {
+            let mut int = be_uint(field, 3)? as i64 - OFS;
+            let mut frac = be_uint(field.get(3..).unwrap_or(&[]), 2)? as i64;
+            if int < 0 && frac != 0 {
+                int += 1;
+                frac -= 0x10000;
+            }
+            (int << 24) + frac * 100
+        }
+        5 | 6 => be_uint(field, 6)? as i64 - 0x8000_0000_0000,
+        _ => return Err(invalid(format!("fractional precision {fsp}"))),
+    };
+    let neg = packed < 0;
+    let a = packed.unsigned_abs();
+    let hms = a >> 24;
+    let micros = a & 0xFF_FFFF;
+    let mut s = String::with_capacity(18);
+    let _ = write!(
+        s,
+        "{}{:02}:{:02}:{:02}",
+        if neg { "-" } else { "" },
+        (hms >> 12) & 1023,
+        (hms >> 6) & 63,
+        hms & 63
+    );
+    push_frac(&mut s, micros, fsp);
+    Ok(s)
+}
+
+/// Days since 1970-01-01 → (year, month, day) (proleptic Gregorian; Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Epoch seconds (+ µs) as `YYYY-MM-DDTHH:MM:SS[.f]Z`; 0 is MySQL's zero timestamp.
+fn format_epoch(secs: i64, micros: u64, fsp: u8) -> String {
+    let mut s = String::with_capacity(28);
+    if secs == 0 && micros == 0 {
+        s.push_str("0000-00-00T00:00:00");
+    } else {
+        let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+        let t = secs.rem_euclid(86_400);
+        let _ = write!(
+            s,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+            t / 3600,
+            (t / 60) % 60,
+            t % 60
+        );
+    }
+    push_frac(&mut s, micros, fsp);
+    s.push('Z');
+    s
+}
+
+/// The binary NEWDECIMAL format: big-endian groups of 9 digits in 4 bytes, a partial group
+/// in 1–4 bytes at each end; the sign bit flipped, negative numbers with every bit inverted.
+pub fn decode_decimal(field: &[u8], precision: u8, scale: u8) -> Result<String, DecodeError> {
+    if scale > precision || precision > 65 {
+        return Err(invalid(format!("DECIMAL({precision},{scale})")));
+    }
+    let size = decimal_size(precision, scale);
+    let raw = need(field, size)?;
+    if size == 0 {
+        return Ok("0".into());
+    }
+    let neg = raw[0] & 0x80 == 0;
+    let mask = if neg { 0xFF } else { 0 };
+    let mut buf: Vec<u8> = raw.iter().map(|b| b ^ mask).collect();
+    buf[0] ^= 0x80;
+    let intg = usize::from(precision - scale);
+    let frac = usize::from(scale);
+    let mut pos = 0;
+    let group = |digits: usize, pos: &mut usize| -> Result<u64, DecodeError> {
+        let n = DIG2BYTES[digits];
+        let v = be_uint(buf.get(*pos..).unwrap_or(&[]), n)?;
+        *pos += n;
+        if v >= 10u64.pow(digits as u32) {
+            return Err(invalid("DECIMAL digit group out of range"));
+        }
+        Ok(v)
+    };
+    let mut int_part = String::new();
+    if intg % 9 > 0 {
+        let v = group(intg % 9, &mut pos)?;
+        if v > 0 {
+            let _ = write!(int_part, "{v}");
+        }
+    }
+    for _ in 0..intg / 9 {
+        let v = group(9, &mut pos)?;
+        if int_part.is_empty() {
+            if v > 0 {
+                let _ = write!(int_part, "{v}");
+            }
+        } else {
+            let _ = write!(int_part, "{v:09}");
+        }
+    }
+    let mut frac_part = String::new();
+    for _ in 0..frac / 9 {
+        let v = group(9, &mut pos)?;
+        let _ = write!(frac_part, "{v:09}");
+    }
+    if frac % 9 > 0 {
+        let d = frac % 9;
+        let v = group(d, &mut pos)?;
+        let _ = write!(frac_part, "{v:0d$}");
+    }
+    if int_part.is_empty() {
+        int_part.push('0');
+    }
+    let zero = int_part == "0" && frac_part.bytes().all(|b| b == b'0');
+    let mut out = String::with_capacity(int_part.len() + frac_part.len() + 2);
+    if neg && !zero {
+        out.push('-');
+    }
+    out.push_str(&int_part);
+    if !frac_part.is_empty() {
+        out.push('.');
+        out.push_str(&frac_part);
+    }
+    Ok(out)
+}
+
+/// Decodes one value of a text-protocol result row (`SELECT`), with the session in
+/// `utf8mb4` and `time_zone = '+00:00'`, into the same [`Value`] as [`decode_binlog`].
+/// `None` (SQL NULL) is the caller's business.
+pub fn decode_text(kind: &Kind, text: &[u8]) -> Result<Value, DecodeError> {
+    let s = || std::str::from_utf8(text).map_err(|_| invalid("text value is not utf8"));
+    Ok(match kind {
+        Kind::Int { unsigned: true, .. } => Value::UInt(
+            s()?.parse()
+                .map_err(|_| invalid("not an unsigned integer"))?,
+        ),
+        Kind::Int { .. } | Kind::Year => {
+            Value::Int(s()?.parse().map_err(|_| invalid("not an integer"))?)
+        }
+        Kind::Float | Kind::Double => {
+            Value::Float(s()?.parse().map_err(|_| invalid("not a number"))?)
+        }
+        Kind::Decimal { .. } => Value::Decimal(s()?.to_owned()),
+        Kind::Bit { .. } => {
+            if text.len() > 8 {
+                return Err(invalid("BIT value wider than 64 bits"));
+            }
+            Value::UInt(be_uint(text, text.len())?)
+        }
+        Kind::Date => Value::Date(s()?.to_owned()),
+        Kind::Time { .. } | Kind::TimeOld => Value::Time(s()?.to_owned()),
+        Kind::DateTime { .. } | Kind::DateTimeOld => Value::Timestamp(s()?.replacen(' ', "T", 1)),
+        Kind::Timestamp { .. } | Kind::TimestampOld => {
+            let mut t = s()?.replacen(' ', "T", 1);
+            t.push('Z');
+            Value::TimestampTz(t)
+        }
+        Kind::Char {
+            charset: Charset::Binary,
+            max_len,
+        } => {
+            let mut v = text.to_vec();
+            if v.len() < usize::from(*max_len) {
+                v.resize(usize::from(*max_len), 0);
+            }
+            Value::Bytes(v)
+        }
+        Kind::Varchar {
+            charset: Charset::Binary,
+            ..
+        }
+        | Kind::Blob {
+            charset: Charset::Binary,
+            ..
+        }
+        | Kind::Geometry { .. } => Value::Bytes(text.to_vec()),
+        Kind::Char { .. } | Kind::Varchar { .. } | Kind::Blob { .. } | Kind::Enum { .. } => {
+            Value::Text(s()?.to_owned())
+        }
+        Kind::JsonText { .. } | Kind::JsonBinary { .. } => json_text(text)?,
+        Kind::Set { .. } => {
+            let t = s()?;
+            Value::Set(if t.is_empty() {
+                Vec::new()
+            } else {
+                t.split(',').map(str::to_owned).collect()
+            })
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dec(kind: &Kind, bytes: &[u8]) -> Value {
+        let n = field_len(kind, bytes).expect("len");
+        assert_eq!(n, bytes.len(), "field length");
+        decode_binlog(kind, bytes).expect("decode")
+    }
+
+    #[test]
+    fn integers_signed_and_unsigned() {
+        let k = |bytes, unsigned| Kind::Int { bytes, unsigned };
+        assert_eq!(dec(&k(1, false), &[0xFF]), Value::Int(-1));
+        assert_eq!(dec(&k(1, true), &[0xFF]), Value::UInt(255));
+        assert_eq!(
+            dec(&k(3, false), &[0x00, 0x00, 0x80]),
+            Value::Int(-8_388_608)
+        );
+        assert_eq!(dec(&k(8, true), &[0xFF; 8]), Value::UInt(u64::MAX));
+        assert_eq!(
+            dec(&k(8, false), &[0, 0, 0, 0, 0, 0, 0, 0x80]),
+            Value::Int(i64::MIN)
+        );
+    }
+
+    #[test]
+    fn decimals_exact() {
+        // DECIMAL(10,2) 1234.56 (MySQL docs' example layout), and -1234.56.
+        let k = Kind::Decimal {
+            precision: 10,
+            scale: 2,
+        };
+        // intg 8 → 4 bytes for 8 digits, frac 2 → 1 byte.
+        let pos = [0x80, 0x00, 0x04, 0xD2, 0x38];
+        assert_eq!(dec(&k, &pos), Value::Decimal("1234.56".into()));
+        let negb: Vec<u8> = pos.iter().map(|b| b ^ 0xFF).collect();
+        assert_eq!(dec(&k, &negb), Value::Decimal("-1234.56".into()));
+        // DECIMAL(65,30) zero.
+        let k = Kind::Decimal {
+            precision: 65,
+            scale: 30,
+        };
+        let mut z = vec![0u8; decimal_size(65, 30)];
+        z[0] = 0x80;
+        let Value::Decimal(s) = dec(&k, &z) else {
+            panic!()
+        };
+        assert_eq!(s, format!("0.{}", "0".repeat(30)));
+        // DECIMAL(20,0) 12345678901234567890: 2 digits in 1 byte + 2 groups of 9.
+        let k = Kind::Decimal {
+            precision: 20,
+            scale: 0,
+        };
+        let mut b = vec![12u8 | 0x80];
+        b.extend_from_slice(&345_678_901u32.to_be_bytes());
+        b.extend_from_slice(&234_567_890u32.to_be_bytes());
+        assert_eq!(dec(&k, &b), Value::Decimal("12345678901234567890".into()));
+    }
+
+    #[test]
+    fn temporal() {
+        // DATE 2024-02-29: (2024*16+2)*32+29
+        let v: u32 = (2024 * 16 + 2) * 32 + 29;
+        assert_eq!(
+            dec(&Kind::Date, &v.to_le_bytes()[..3]),
+            Value::Date("2024-02-29".into())
+        );
+        assert_eq!(
+            dec(&Kind::Date, &[0, 0, 0]),
+            Value::Date("0000-00-00".into())
+        );
+        // DATETIME(6) 2024-01-02 03:04:05.123456
+        let ym: u64 = 2024 * 13 + 1;
+        let ymd = (ym << 5) | 2;
+        let hms: u64 = (3 << 12) | (4 << 6) | 5;
+        let int = ((ymd << 17) | hms) + 0x80_0000_0000;
+        let mut b = int.to_be_bytes()[3..].to_vec();
+        b.extend_from_slice(&123_456u32.to_be_bytes()[1..]);
+        assert_eq!(
+            dec(&Kind::DateTime { fsp: 6 }, &b),
+            Value::Timestamp("2024-01-02T03:04:05.123456".into())
+        );
+        // TIMESTAMP(3) 1700000000.5 → .500
+        let mut t = 1_700_000_000u32.to_be_bytes().to_vec();
+        t.extend_from_slice(&5000u16.to_be_bytes());
+        assert_eq!(
+            dec(&Kind::Timestamp { fsp: 3 }, &t),
+            Value::TimestampTz("2023-11-14T22:13:20.500Z".into())
+        );
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    fn time2(neg: bool, h: i64, m: i64, s: i64, micros: i64, fsp: u8) -> Vec<u8> {
+        // Encode like MySQL's my_time_packed_to_binary.
+        let hms = (h << 12) | (m << 6) | s;
+        let mut packed = (hms << 24) + micros;
+        if neg {
+            packed = -packed;
+        }
+        let int = packed >> 24;
+        let frac = packed % (1 << 24);
+        match fsp {
+            0 => ((int + 0x80_0000) as u32).to_be_bytes()[1..].to_vec(),
+            // MySQL stores the (negative) remainder as a wrapped byte / short.
+            1 | 2 => {
+                let mut v = ((int + 0x80_0000) as u32).to_be_bytes()[1..].to_vec();
+                v.push((frac / 10_000) as i8 as u8);
+                v
+            }
+            3 | 4 => {
+                let mut v = ((int + 0x80_0000) as u32).to_be_bytes()[1..].to_vec();
+                v.extend_from_slice(&((frac / 100) as i16).to_be_bytes());
+                v
+            }
+            _ => ((packed + 0x8000_0000_0000) as u64).to_be_bytes()[2..].to_vec(),
+        }
+    }
+
+    #[test]
+    fn time_incl_negative() {
+        let t = |neg, h, m, s, us, fsp| dec(&Kind::Time { fsp }, &time2(neg, h, m, s, us, fsp));
+        assert_eq!(t(false, 12, 34, 56, 0, 0), Value::Time("12:34:56".into()));
+        assert_eq!(t(true, 838, 59, 59, 0, 0), Value::Time("-838:59:59".into()));
+        assert_eq!(
+            t(true, 0, 0, 1, 500_000, 2),
+            Value::Time("-00:00:01.50".into())
+        );
+        assert_eq!(
+            t(true, 1, 2, 3, 456_700, 4),
+            Value::Time("-01:02:03.4567".into())
+        );
+        assert_eq!(
+            t(true, 1, 2, 3, 456_789, 6),
+            Value::Time("-01:02:03.456789".into())
+        );
+        assert_eq!(
+            t(false, 100, 0, 0, 1, 6),
+            Value::Time("100:00:00.000001".into())
+        );
+    }
+
+    #[test]
+    fn strings_by_charset() {
+        let latin = Kind::Varchar {
+            max_len: 40,
+            charset: Charset::Latin1,
+        };
+        assert_eq!(dec(&latin, b"\x04caf\xe9"), Value::Text("café".into()));
+        let bin = Kind::Char {
+            max_len: 4,
+            charset: Charset::Binary,
+        };
+        assert_eq!(
+            dec(&bin, &[2, 0xFF, 0x01]),
+            Value::Bytes(vec![0xFF, 1, 0, 0])
+        );
+        let utf = Kind::Blob {
+            pack_len: 2,
+            charset: Charset::Utf8,
+        };
+        let mut b = vec![4, 0];
+        b.extend_from_slice("😀".as_bytes());
+        assert_eq!(dec(&utf, &b), Value::Text("😀".into()));
+        let big = Kind::Varchar {
+            max_len: 1000,
+            charset: Charset::Utf8,
+        };
+        assert_eq!(dec(&big, &[1, 0, b'x']), Value::Text("x".into()));
+        assert!(decode_binlog(
+            &Kind::Varchar {
+                max_len: 9,
+                charset: Charset::Utf8
+            },
+            &[1, 0xFF]
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn enum_set_bit_year_float() {
+        let names = Arc::new(vec!["a".to_string(), "b".to_string(), "c".to_string()]);
+        assert_eq!(
+            dec(
+                &Kind::Enum {
+                    pack_len: 1,
+                    names: names.clone()
+                },
+                &[2]
+            ),
+            Value::Text("b".into())
+        );
+        assert_eq!(
+            dec(
+                &Kind::Enum {
+                    pack_len: 1,
+                    names: names.clone()
+                },
+                &[0]
+            ),
+            Value::Text("".into())
+        );
+        assert!(decode_binlog(
+            &Kind::Enum {
+                pack_len: 1,
+                names: names.clone()
+            },
+            &[9]
+        )
+        .is_err());
+        assert_eq!(
+            dec(&Kind::Set { pack_len: 1, names }, &[0b101]),
+            Value::Set(vec!["a".into(), "c".into()])
+        );
+        assert_eq!(
+            dec(&Kind::Bit { bits: 10 }, &[0x02, 0x01]),
+            Value::UInt(513)
+        );
+        assert_eq!(dec(&Kind::Year, &[124]), Value::Int(2024));
+        assert_eq!(dec(&Kind::Year, &[0]), Value::Int(0));
+        assert_eq!(dec(&Kind::Float, &1.1f32.to_le_bytes()), Value::Float(1.1));
+    }
+
+    #[test]
+    fn truncated_inputs_are_errors() {
+        let kinds = [
+            Kind::Int {
+                bytes: 8,
+                unsigned: false,
+            },
+            Kind::Decimal {
+                precision: 10,
+                scale: 2,
+            },
+            Kind::DateTime { fsp: 6 },
+            Kind::Time { fsp: 6 },
+            Kind::Timestamp { fsp: 6 },
+            Kind::Varchar {
+                max_len: 300,
+                charset: Charset::Utf8,
+            },
+            Kind::Blob {
+                pack_len: 4,
+                charset: Charset::Binary,
+            },
+            Kind::JsonBinary { pack_len: 4 },
+        ];
+        for k in &kinds {
+            for n in 0..3 {
+                let b = vec![0x80u8; n];
+                assert!(
+                    field_len(k, &b).is_err() || decode_binlog(k, &b).is_ok(),
+                    "{k:?} {n}"
+                );
+            }
+        }
+        assert!(matches!(
+            field_len(
+                &Kind::Blob {
+                    pack_len: 4,
+                    charset: Charset::Binary
+                },
+                &[10, 0, 0, 0, 1]
+            ),
+            Err(DecodeError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn text_protocol_matches_binlog_forms() {
+        let k = Kind::DateTime { fsp: 6 };
+        assert_eq!(
+            decode_text(&k, b"2024-01-02 03:04:05.123456").expect("dt"),
+            Value::Timestamp("2024-01-02T03:04:05.123456".into())
+        );
+        assert_eq!(
+            decode_text(&Kind::Timestamp { fsp: 0 }, b"2023-11-14 22:13:20").expect("ts"),
+            Value::TimestampTz("2023-11-14T22:13:20Z".into())
+        );
+        assert_eq!(
+            decode_text(
+                &Kind::Int {
+                    bytes: 8,
+                    unsigned: true
+                },
+                b"18446744073709551615"
+            )
+            .expect("u"),
+            Value::UInt(u64::MAX)
+        );
+        assert_eq!(
+            decode_text(&Kind::Bit { bits: 10 }, &[0x02, 0x01]).expect("bit"),
+            Value::UInt(513)
+        );
+        assert_eq!(
+            decode_text(
+                &Kind::Set {
+                    pack_len: 1,
+                    names: Arc::new(vec![])
+                },
+                b"a,c"
+            )
+            .expect("set"),
+            Value::Set(vec!["a".into(), "c".into()])
+        );
+        assert_eq!(
+            decode_text(&Kind::Float, b"1.1").expect("f"),
+            Value::Float(1.1)
+        );
+        assert_eq!(
+            decode_text(
+                &Kind::Char {
+                    max_len: 4,
+                    charset: Charset::Binary
+                },
+                &[0xFF, 1]
+            )
+            .expect("bin"),
+            Value::Bytes(vec![0xFF, 1, 0, 0])
+        );
+    }
+}

@@ -1,0 +1,183 @@
+//! Startup validation over SQL: server settings and privileges, each failure an error that
+//! says what to change. Grants are parsed, never printed (they may contain password hashes).
+
+use super::error::MysqlError;
+use super::sql::SqlConn;
+use std::collections::HashMap;
+
+/// What validation learned about the server.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub mariadb: bool,
+    pub version: String,
+    /// `binlog_row_metadata=FULL`: names, members and key come from the table maps.
+    pub metadata_full: bool,
+    pub row_image: String,
+}
+
+/// Checks settings and privileges. `user` is the configured user (for messages).
+pub fn validate(conn: &mut SqlConn, user: &str) -> Result<ServerInfo, MysqlError> {
+    let rs = conn.query(
+        "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('version', 'log_bin', 'binlog_format', 'binlog_row_image', \
+         'binlog_row_metadata', 'log_bin_compress', 'binlog_transaction_compression', 'binlog_row_value_options')",
+    )?;
+    let vars: HashMap<String, String> = (0..rs.rows.len())
+        .filter_map(|r| {
+            Some((
+                rs.text(r, 0)?.to_ascii_lowercase(),
+                rs.text(r, 1).unwrap_or_default(),
+            ))
+        })
+        .collect();
+    let var = |k: &str| {
+        vars.get(k)
+            .map(|v| v.to_ascii_uppercase())
+            .unwrap_or_default()
+    };
+    let version = vars.get("version").cloned().unwrap_or_default();
+    let mariadb = conn.mariadb || version.to_ascii_lowercase().contains("mariadb");
+
+    if var("log_bin") != "ON" {
+        return Err(MysqlError::Setting {
+            setting: "log_bin",
+            actual: var("log_bin"),
+            wanted: "ON",
+            fix: "start the server with binary logging (e.g. [mysqld] log_bin=mysql-bin and server_id=1 in its config) and restart it".into(),
+        });
+    }
+    if var("binlog_format") != "ROW" {
+        return Err(MysqlError::Setting {
+            setting: "binlog_format",
+            actual: var("binlog_format"),
+            wanted: "ROW",
+            fix: "run SET GLOBAL binlog_format = 'ROW' and put binlog_format=ROW in the server config ([mysqld]); sessions already connected keep their old format until they reconnect".into(),
+        });
+    }
+    if var("log_bin_compress") == "ON" {
+        return Err(MysqlError::Setting {
+            setting: "log_bin_compress",
+            actual: "ON".into(),
+            wanted: "OFF",
+            fix: "compressed binlog events are not decoded: run SET GLOBAL log_bin_compress = OFF (and in the server config), then FLUSH BINARY LOGS".into(),
+        });
+    }
+    if var("binlog_transaction_compression") == "ON" {
+        return Err(MysqlError::Setting {
+            setting: "binlog_transaction_compression",
+            actual: "ON".into(),
+            wanted: "OFF",
+            fix: "compressed transaction payloads are not decoded: run SET GLOBAL binlog_transaction_compression = OFF (and in the server config)".into(),
+        });
+    }
+    if var("binlog_row_value_options").contains("PARTIAL_JSON") {
+        return Err(MysqlError::Setting {
+            setting: "binlog_row_value_options",
+            actual: var("binlog_row_value_options"),
+            wanted: "'' (empty)",
+            fix: "partial JSON updates are not decoded: run SET GLOBAL binlog_row_value_options = '' (and in the server config)".into(),
+        });
+    }
+    let row_image = var("binlog_row_image");
+    if row_image != "FULL" {
+        tracing::warn!(
+            binlog_row_image = %row_image,
+            "binlog_row_image is not FULL: updates carry only changed columns (listed as absent/unchanged in events) and deletes only the key; set binlog_row_image=FULL for complete before/after images"
+        );
+    }
+    let metadata = var("binlog_row_metadata");
+    let metadata_full = metadata == "FULL";
+    if !metadata_full {
+        tracing::info!(
+            binlog_row_metadata = %if metadata.is_empty() { "unsupported".to_string() } else { metadata.clone() },
+            "column names and keys are read from information_schema (binlog_row_metadata=FULL puts them in the binlog and keeps names right when replaying across schema changes)"
+        );
+    }
+    check_privileges(conn, user, mariadb)?;
+    Ok(ServerInfo {
+        mariadb,
+        version,
+        metadata_full,
+        row_image,
+    })
+}
+
+/// Privileges granted `ON *.*` (and whether SELECT is granted anywhere).
+fn granted(lines: &[String]) -> (Vec<String>, bool) {
+    let mut global = Vec::new();
+    let mut select_somewhere = false;
+    for l in lines {
+        let u = l.to_ascii_uppercase();
+        let Some(rest) = u.strip_prefix("GRANT ") else {
+            continue;
+        };
+        let Some((privs, target)) = rest.split_once(" ON ") else {
+            continue;
+        };
+        let on_all = target.trim_start().starts_with("*.*");
+        for p in privs.split(',') {
+            let p = p.trim().to_owned();
+            if p == "SELECT" || p == "ALL PRIVILEGES" {
+                select_somewhere = true;
+            }
+            if on_all {
+                global.push(p);
+            }
+        }
+    }
+    (global, select_somewhere)
+}
+
+fn check_privileges(conn: &mut SqlConn, user: &str, mariadb: bool) -> Result<(), MysqlError> {
+    let rs = conn.query("SHOW GRANTS")?;
+    let lines: Vec<String> = (0..rs.rows.len()).filter_map(|r| rs.text(r, 0)).collect();
+    let current = conn
+        .query_value("SELECT CURRENT_USER()")?
+        .unwrap_or_default();
+    let user_sql = match current.rsplit_once('@') {
+        Some((u, h)) => format!("'{u}'@'{h}'"),
+        None => format!("'{user}'"),
+    };
+    let (global, select) = granted(&lines);
+    let has = |p: &str| global.iter().any(|g| g == p || g == "ALL PRIVILEGES");
+    let missing = |missing: &'static str, grant: &'static str| MysqlError::Privilege {
+        user: user.to_owned(),
+        user_sql: user_sql.clone(),
+        missing,
+        grant,
+    };
+    if !has("REPLICATION SLAVE") {
+        return Err(missing("REPLICATION SLAVE", "REPLICATION SLAVE"));
+    }
+    if mariadb {
+        if !(has("BINLOG MONITOR") || has("REPLICATION CLIENT") || has("SUPER")) {
+            return Err(missing("BINLOG MONITOR", "BINLOG MONITOR"));
+        }
+    } else if !(has("REPLICATION CLIENT") || has("SUPER")) {
+        return Err(missing("REPLICATION CLIENT", "REPLICATION CLIENT"));
+    }
+    if !select {
+        return Err(missing("SELECT", "SELECT"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_are_parsed() {
+        let lines = vec![
+            "GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO `u`@`%` IDENTIFIED BY PASSWORD '*AB'".to_string(),
+            "GRANT SELECT ON `app`.* TO `u`@`%`".to_string(),
+        ];
+        let (g, s) = granted(&lines);
+        assert!(g.contains(&"REPLICATION SLAVE".to_string()));
+        assert!(g.contains(&"BINLOG MONITOR".to_string()));
+        assert!(!g.contains(&"SELECT".to_string()));
+        assert!(s);
+        let (g, s) = granted(&["GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost`".to_string()]);
+        assert_eq!(g, vec!["ALL PRIVILEGES".to_string()]);
+        assert!(s);
+    }
+}

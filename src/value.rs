@@ -1,0 +1,235 @@
+//! The one lossless column value shared by every source and sink.
+//!
+//! Sources decode their wire formats into [`Value`]; sinks only ever see this type, so a
+//! value looks the same whether it came from pgoutput, a binlog rows event or a backfill
+//! `SELECT`. The JSON form of each variant is documented in the README ("Type mapping") and
+//! pinned by the tests at the bottom of this file.
+//!
+//! Temporal values are kept as their canonical ISO 8601 text (produced by the source's
+//! decoder), because both engines allow ranges and special values (`infinity`, zero dates,
+//! negative times) that no single Rust date type represents losslessly.
+
+use base64::Engine as _;
+use std::io::{self, Write};
+
+/// A decoded column value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// SQL NULL. JSON `null`.
+    Null,
+    /// JSON `true` / `false`.
+    Bool(bool),
+    /// Signed integer. JSON number, exact.
+    Int(i64),
+    /// Unsigned integer (MySQL `BIGINT UNSIGNED` up to 2^64-1). JSON number, exact.
+    UInt(u64),
+    /// Binary floating point. JSON number; `NaN`, `Infinity`, `-Infinity` as strings.
+    Float(f64),
+    /// Exact decimal as its canonical text (`"12.50"`, `"NaN"`, `"Infinity"`). JSON string.
+    Decimal(String),
+    /// Character data. JSON string.
+    Text(String),
+    /// Binary data. JSON string, standard base64 with padding.
+    Bytes(Vec<u8>),
+    /// A JSON document, kept as its (valid) JSON text and emitted inline.
+    Json(String),
+    /// Calendar date `YYYY-MM-DD` (or the server's special text such as `infinity`,
+    /// `0000-00-00`). JSON string.
+    Date(String),
+    /// Time of day `HH:MM:SS[.ffffff]`, with offset for `timetz`; MySQL `TIME` may be
+    /// negative or over 24 h. JSON string.
+    Time(String),
+    /// Timestamp without time zone `YYYY-MM-DDTHH:MM:SS[.ffffff]`. JSON string.
+    Timestamp(String),
+    /// Instant in UTC `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`. JSON string.
+    TimestampTz(String),
+    /// PostgreSQL interval in ISO 8601 duration form (`P1Y2M3DT4H5M6.5S`). JSON string.
+    Interval(String),
+    /// UUID in lowercase hyphenated form. JSON string.
+    Uuid(String),
+    /// Array (possibly multi-dimensional: nested arrays), elements may be `Null`.
+    Array(Vec<Value>),
+    /// MySQL `SET`: the member names. JSON array of strings.
+    Set(Vec<String>),
+}
+
+impl Value {
+    /// Writes the JSON form of this value.
+    pub fn write_json<W: Write + ?Sized>(&self, out: &mut W) -> io::Result<()> {
+        match self {
+            Value::Null => out.write_all(b"null"),
+            Value::Bool(true) => out.write_all(b"true"),
+            Value::Bool(false) => out.write_all(b"false"),
+            Value::Int(i) => {
+                let mut buf = itoa_buf();
+                out.write_all(fmt_int(&mut buf, *i))
+            }
+            Value::UInt(u) => write!(out, "{u}"),
+            Value::Float(f) => {
+                if f.is_nan() {
+                    out.write_all(b"\"NaN\"")
+                } else if f.is_infinite() {
+                    out.write_all(if *f > 0.0 {
+                        b"\"Infinity\""
+                    } else {
+                        b"\"-Infinity\""
+                    })
+                } else {
+                    // `{:?}` is Rust's shortest round-trip representation.
+                    write!(out, "{f:?}")
+                }
+            }
+            Value::Decimal(s)
+            | Value::Text(s)
+            | Value::Date(s)
+            | Value::Time(s)
+            | Value::Timestamp(s)
+            | Value::TimestampTz(s)
+            | Value::Interval(s)
+            | Value::Uuid(s) => write_json_str(out, s),
+            Value::Bytes(b) => {
+                out.write_all(b"\"")?;
+                out.write_all(
+                    base64::engine::general_purpose::STANDARD
+                        .encode(b)
+                        .as_bytes(),
+                )?;
+                out.write_all(b"\"")
+            }
+            Value::Json(raw) => out.write_all(raw.as_bytes()),
+            Value::Array(items) => {
+                out.write_all(b"[")?;
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.write_all(b",")?;
+                    }
+                    v.write_json(out)?;
+                }
+                out.write_all(b"]")
+            }
+            Value::Set(items) => {
+                out.write_all(b"[")?;
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.write_all(b",")?;
+                    }
+                    write_json_str(out, v)?;
+                }
+                out.write_all(b"]")
+            }
+        }
+    }
+
+    /// The JSON form as a `serde_json::Value` (used by mapping sinks, not the hot path).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut buf = Vec::with_capacity(32);
+        // Writing into a Vec cannot fail, and our writer only emits valid JSON.
+        if self.write_json(&mut buf).is_err() {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_slice(&buf).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+fn itoa_buf() -> [u8; 20] {
+    [0u8; 20]
+}
+
+fn fmt_int(buf: &mut [u8; 20], v: i64) -> &[u8] {
+    let neg = v < 0;
+    let mut n = v.unsigned_abs();
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if neg {
+        // i64::MIN has 19 digits, so there is always room for the sign.
+        i -= 1;
+        buf[i] = b'-';
+    }
+    &buf[i..]
+}
+
+/// Writes `s` as a JSON string literal with the escapes RFC 8259 requires.
+pub fn write_json_str<W: Write + ?Sized>(out: &mut W, s: &str) -> io::Result<()> {
+    out.write_all(b"\"")?;
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x00..=0x1f => {
+                out.write_all(&bytes[start..i])?;
+                write!(out, "\\u{b:04x}")?;
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.write_all(&bytes[start..i])?;
+        out.write_all(esc)?;
+        start = i + 1;
+    }
+    out.write_all(&bytes[start..])?;
+    out.write_all(b"\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(v: &Value) -> String {
+        let mut b = Vec::new();
+        v.write_json(&mut b).expect("write to vec");
+        String::from_utf8(b).expect("utf8")
+    }
+
+    #[test]
+    fn integers_are_exact() {
+        assert_eq!(json(&Value::Int(i64::MIN)), "-9223372036854775808");
+        assert_eq!(json(&Value::Int(0)), "0");
+        assert_eq!(json(&Value::Int(-7)), "-7");
+        assert_eq!(json(&Value::UInt(u64::MAX)), "18446744073709551615");
+    }
+
+    #[test]
+    fn floats_and_specials() {
+        assert_eq!(json(&Value::Float(1.5)), "1.5");
+        assert_eq!(json(&Value::Float(f64::NAN)), "\"NaN\"");
+        assert_eq!(json(&Value::Float(f64::NEG_INFINITY)), "\"-Infinity\"");
+        assert_eq!(json(&Value::Float(0.1)), "0.1");
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        let v = Value::Text("a\"b\\c\nd\u{1}é😀".into());
+        let s = json(&v);
+        assert_eq!(s, "\"a\\\"b\\\\c\\nd\\u0001é😀\"");
+        let back: String = serde_json::from_str(&s).expect("valid json");
+        assert_eq!(back, "a\"b\\c\nd\u{1}é😀");
+    }
+
+    #[test]
+    fn bytes_arrays_sets_json() {
+        assert_eq!(json(&Value::Bytes(vec![0, 255, 1])), "\"AP8B\"");
+        let arr = Value::Array(vec![
+            Value::Array(vec![Value::Int(1), Value::Null]),
+            Value::Array(vec![Value::Int(3), Value::Int(4)]),
+        ]);
+        assert_eq!(json(&arr), "[[1,null],[3,4]]");
+        assert_eq!(
+            json(&Value::Set(vec!["a".into(), "b".into()])),
+            "[\"a\",\"b\"]"
+        );
+        assert_eq!(json(&Value::Json("{\"k\":[1]}".into())), "{\"k\":[1]}");
+    }
+}

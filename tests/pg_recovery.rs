@@ -1,0 +1,248 @@
+//! Crash and restart behaviour against a real PostgreSQL: kill -9 of logtide, SIGTERM, a
+//! database restart under a running logtide, and clear errors for bad credentials and server
+//! settings.
+
+mod common;
+
+use common::pg::{PgServer, TestDb, PASSWORD, PASSWORD_ENV, PLAIN_PASSWORD, PLAIN_USER};
+use common::run::{
+    apply_events, kill9, logs, run_to_end, sigterm, spawn_run, wait_exit, wait_until, Workdir,
+};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn env() -> [(&'static str, &'static str); 1] {
+    [(PASSWORD_ENV, PASSWORD)]
+}
+
+fn streaming(db: &TestDb<'_>, slot: &str) -> bool {
+    db.server.psql(
+        "postgres",
+        &format!(
+            "SELECT count(*) FROM pg_replication_slots s JOIN pg_stat_activity a ON a.pid = s.active_pid \
+             WHERE s.slot_name = '{slot}' AND a.backend_type = 'walsender'"
+        ),
+    ) == "1"
+}
+
+fn ids(events: &[serde_json::Value]) -> Vec<i64> {
+    events
+        .iter()
+        .filter(|e| e["op"] == "c")
+        .map(|e| e["after"]["id"].as_i64().expect("id"))
+        .collect()
+}
+
+/// Inserts ids `from..to`, 10 per transaction, on a new connection (survives restarts).
+async fn write(db: &TestDb<'_>, from: i64, to: i64) {
+    let c = db.connect().await;
+    let mut i = from;
+    while i < to {
+        let end = (i + 10).min(to);
+        c.batch_execute(&format!(
+            "INSERT INTO t SELECT g, md5(g::text) FROM generate_series({i}, {}) g",
+            end - 1
+        ))
+        .await
+        .expect("insert");
+        i = end;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_then_restart_loses_nothing() {
+    let db = PgServer::get().fresh_db();
+    db.exec("CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+    let w = Workdir::new();
+    let name = format!("kill_{}", std::process::id());
+    w.write_config(&db.server.source_toml(db.name(), &name));
+    let mut child = spawn_run(&w, &[], &env());
+    assert!(
+        wait_until(WAIT, || streaming(&db, &format!("logtide_{name}"))),
+        "{}",
+        logs(&w)
+    );
+    write(&db, 0, 3000).await;
+    // Kill while events are flowing.
+    w.wait_events(500, WAIT);
+    kill9(&mut child);
+    let status = run_to_end(
+        &["status", "--config", w.config().to_str().expect("path")],
+        &[],
+    );
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    let ck_cursor = status
+        .split("cursor ")
+        .nth(1)
+        .map(|s| s.trim().to_owned())
+        .expect("a stored checkpoint");
+    let before_restart = w.events();
+    write(&db, 3000, 4000).await;
+    let mut child = spawn_run(&w, &[], &env());
+    let ev = w.wait_events(4000, WAIT);
+    // Wait until everything arrived (duplicates make the count larger than 4000).
+    assert!(
+        wait_until(WAIT, || {
+            let got: BTreeSet<i64> = ids(&w.events()).into_iter().collect();
+            got.len() == 4000
+        }),
+        "missing ids after restart\n{}",
+        logs(&w)
+    );
+    kill9(&mut child);
+    let all = w.events();
+    let got: BTreeSet<i64> = ids(&all).into_iter().collect();
+    assert_eq!(got, (0..4000).collect::<BTreeSet<i64>>());
+    // Only events after the checkpoint were delivered twice, with the same cursor.
+    let mut seen = BTreeSet::new();
+    for e in &all {
+        let c = e["source"]["cursor"].as_str().expect("cursor").to_owned();
+        if !seen.insert(c.clone()) {
+            assert!(
+                c > ck_cursor,
+                "event at/before the checkpoint {ck_cursor} redelivered: {e}"
+            );
+        }
+    }
+    assert!(all.len() >= ev.len() && before_restart.len() <= all.len());
+    let state = apply_events(&all);
+    assert_eq!(state["public.t"].len(), 4000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_cleanly_with_checkpoint() {
+    let db = PgServer::get().fresh_db();
+    db.exec("CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+    let w = Workdir::new();
+    let name = format!("term_{}", std::process::id());
+    w.write_config(&db.server.source_toml(db.name(), &name));
+    let mut child = spawn_run(&w, &[], &env());
+    assert!(
+        wait_until(WAIT, || streaming(&db, &format!("logtide_{name}"))),
+        "{}",
+        logs(&w)
+    );
+    write(&db, 0, 200).await;
+    w.wait_events(200, WAIT);
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "{}", logs(&w));
+    // The stored checkpoint covers every delivered event; a restart delivers nothing again.
+    let out = run_to_end(
+        &["status", "--config", w.config().to_str().expect("path")],
+        &[],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let ck = text
+        .split("cursor ")
+        .nth(1)
+        .map(|s| s.trim().to_owned())
+        .expect("checkpoint");
+    let last = w
+        .events()
+        .last()
+        .map(|e| e["source"]["cursor"].as_str().expect("cursor").to_owned())
+        .expect("events");
+    assert!(
+        ck > last,
+        "checkpoint {ck} must be past the last event {last}"
+    );
+    // The slot was confirmed up to the checkpoint: PostgreSQL may release the WAL.
+    let confirmed = db.server.psql("postgres", &format!("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'logtide_{name}'"));
+    assert!(
+        text.contains(&format!("position {confirmed}#0")),
+        "slot confirmed {confirmed}, status {text}"
+    );
+    write(&db, 200, 210).await;
+    let mut child = spawn_run(&w, &[], &env());
+    w.wait_events(210, WAIT);
+    kill9(&mut child);
+    assert_eq!(w.events().len(), 210, "no duplicates after a clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_database_restart() {
+    let server = PgServer::start_with(&[]);
+    let db = server.fresh_db();
+    db.exec("CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+    let w = Workdir::new();
+    w.write_config(&server.source_toml(db.name(), "restart"));
+    let mut child = spawn_run(&w, &[], &env());
+    assert!(
+        wait_until(WAIT, || streaming(&db, "logtide_restart")),
+        "{}",
+        logs(&w)
+    );
+    write(&db, 0, 100).await;
+    w.wait_events(100, WAIT);
+    server.kill9();
+    server.start();
+    write(&db, 100, 300).await;
+    server.restart();
+    write(&db, 300, 400).await;
+    assert!(
+        wait_until(WAIT, || ids(&w.events())
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            .len()
+            == 400),
+        "{}",
+        logs(&w)
+    );
+    kill9(&mut child);
+    assert!(
+        logs(&w).contains("reconnecting"),
+        "expected a reconnect in the logs"
+    );
+}
+
+fn expect_failure(w: &Workdir, env: &[(&str, &str)], needles: &[&str]) {
+    let out = run_to_end(
+        &["run", "--config", w.config().to_str().expect("path")],
+        env,
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "expected {n:?} in:\n{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_a_clear_error_without_the_password() {
+    let db = PgServer::get().fresh_db();
+    let w = Workdir::new();
+    w.write_config(
+        &db.server
+            .source_toml(db.name(), &format!("pw_{}", std::process::id())),
+    );
+    expect_failure(&w, &[(PASSWORD_ENV, "not-the-password-xyz")], &["password"]);
+    let out = run_to_end(
+        &["run", "--config", w.config().to_str().expect("path")],
+        &[(PASSWORD_ENV, "not-the-password-xyz")],
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("not-the-password-xyz"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_replication_privilege_is_a_clear_error() {
+    let db = PgServer::get().fresh_db();
+    let w = Workdir::new();
+    let toml = db
+        .server
+        .source_toml(db.name(), &format!("priv_{}", std::process::id()))
+        .replace("user = \"logtide\"", &format!("user = \"{PLAIN_USER}\""));
+    w.write_config(&toml);
+    expect_failure(&w, &[(PASSWORD_ENV, PLAIN_PASSWORD)], &["REPLICATION"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_level_replica_is_a_clear_error() {
+    let server = PgServer::start_with(&[("wal_level", "replica")]);
+    let db = server.fresh_db();
+    let w = Workdir::new();
+    w.write_config(&server.source_toml(db.name(), "wal"));
+    expect_failure(&w, &env(), &["wal_level", "logical"]);
+}
