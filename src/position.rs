@@ -87,10 +87,18 @@ impl MysqlPosition {
 }
 
 /// The numeric suffix of a binlog file name, 0 when it has none.
+///
+/// Called for every event's cursor and every position comparison, so it scans the digits
+/// from the end by hand (a profile showed `rsplit_once` + `parse` at ~9% of a MySQL run).
 pub fn binlog_file_seq(file: &str) -> u64 {
-    file.rsplit_once('.')
-        .and_then(|(_, n)| n.parse().ok())
-        .unwrap_or(0)
+    let b = file.as_bytes();
+    let digits = b.iter().rev().take_while(|c| c.is_ascii_digit()).count();
+    if digits == 0 || digits > 19 || b.len() == digits || b[b.len() - digits - 1] != b'.' {
+        return 0;
+    }
+    b[b.len() - digits..]
+        .iter()
+        .fold(0u64, |n, &c| n * 10 + u64::from(c - b'0'))
 }
 
 impl Ord for MysqlPosition {
@@ -241,6 +249,18 @@ impl PositionParseError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binlog_file_seq_reads_the_numeric_suffix() {
+        assert_eq!(binlog_file_seq("mysql-bin.000012"), 12);
+        assert_eq!(binlog_file_seq("host.with.dots-bin.999999"), 999_999);
+        assert_eq!(binlog_file_seq("binlog.1"), 1);
+        assert_eq!(binlog_file_seq("nodots"), 0);
+        assert_eq!(binlog_file_seq("mysql-bin."), 0);
+        assert_eq!(binlog_file_seq("123"), 0);
+        assert_eq!(binlog_file_seq("mysql-bin.00a1"), 0);
+        assert_eq!(binlog_file_seq("x.99999999999999999999"), 0);
+    }
 
     fn pg(lsn: u64, ordinal: u64) -> Position {
         Position::Postgres(PgPosition {

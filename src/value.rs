@@ -159,8 +159,18 @@ fn fmt_int(buf: &mut [u8; 20], v: i64) -> &[u8] {
 pub fn write_json_str<W: Write + ?Sized>(out: &mut W, s: &str) -> io::Result<()> {
     out.write_all(b"\"")?;
     let bytes = s.as_bytes();
+    // Fast path: skip 8-byte blocks without a byte that needs escaping (most text).
+    let mut clean = 0;
+    while let Some(block) = bytes.get(clean..clean + 8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(block);
+        if needs_escape(u64::from_le_bytes(w)) {
+            break;
+        }
+        clean += 8;
+    }
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    for (i, &b) in bytes.iter().enumerate().skip(clean) {
         let esc: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -183,9 +193,34 @@ pub fn write_json_str<W: Write + ?Sized>(out: &mut W, s: &str) -> io::Result<()>
     out.write_all(b"\"")
 }
 
+/// Whether any byte of the block is a control character, `"` or `\\` (SWAR: a byte
+/// is below 0x20, or equal to 0x22 / 0x5c, exactly when its high bit survives below).
+fn needs_escape(x: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
+    let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH != 0;
+    below_space || has_zero(x ^ (ONES * 0x22)) || has_zero(x ^ (ONES * 0x5c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escaping_matches_serde_json_for_every_byte_position() {
+        for special in ["\"", "\\", "\n", "\u{1}", "\u{1f}", "é", " ", "\u{7f}"] {
+            for at in 0..20 {
+                let s = format!("{}{special}{}", "a".repeat(at), "b".repeat(20 - at));
+                let mut b = Vec::new();
+                write_json_str(&mut b, &s).expect("write");
+                let back: String = serde_json::from_slice(&b).expect("valid JSON string");
+                assert_eq!(back, s);
+                let plain = serde_json::to_string(&s).expect("serde");
+                assert_eq!(String::from_utf8(b).expect("utf8"), plain, "{s:?}");
+            }
+        }
+    }
 
     fn json(v: &Value) -> String {
         let mut b = Vec::new();

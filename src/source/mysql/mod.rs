@@ -32,6 +32,7 @@ pub mod error;
 pub mod jsonb;
 mod reader;
 pub mod rows;
+mod socket;
 pub mod sql;
 pub mod table;
 pub mod types;
@@ -46,6 +47,9 @@ use crate::source::SourceContext;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+/// How long a stop waits for the reader thread before leaving it to end by itself.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Streams the binlog into `ctx.tx` until cancelled (`Ok(())`) or an error. A transient
 /// error (connection loss) means: call again, resuming from the last checkpoint.
 pub async fn run(
@@ -58,6 +62,7 @@ pub async fn run(
         .map(|s| s.expose().to_owned())
         .unwrap_or_default();
     let stop = Arc::new(AtomicBool::new(false));
+    let stop_socket = socket::StopSocket::default();
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let cancel = ctx.cancel.clone();
     let args = reader::Args {
@@ -66,6 +71,7 @@ pub async fn run(
         info,
         ctx,
         stop: stop.clone(),
+        stop_socket: stop_socket.clone(),
         handle: tokio::runtime::Handle::current(),
     };
     let thread = std::thread::Builder::new()
@@ -78,18 +84,22 @@ pub async fn run(
     let result = tokio::select! {
         r = &mut done_rx => r,
         _ = cancel.cancelled() => {
-            // The thread sees the flag on its next packet (a heartbeat at the latest) or
-            // leaves a blocked send at once.
+            // The thread leaves a blocked send at once, and a blocked socket read ends
+            // when the socket is shut down. Where the socket could not be identified (see
+            // socket.rs) the read only ends with the next packet, a heartbeat later; the
+            // thread holds nothing that needs flushing (the checkpoint belongs to the
+            // pipeline) and its sends fail once the channel is gone, so after a short
+            // grace it is left to end on its own.
             stop.store(true, Ordering::Relaxed);
-            let r = (&mut done_rx).await;
+            if let Some(s) = stop_socket.lock().ok().and_then(|g| g.clone()) {
+                s.shutdown();
+            }
+            let r = tokio::time::timeout(STOP_GRACE, &mut done_rx).await;
             drop(thread);
-            return match r {
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "mysql source stopped with an error during shutdown");
-                    Ok(())
-                }
-                _ => Ok(()),
-            };
+            if let Ok(Ok(Err(e))) = r {
+                tracing::debug!(error = %e, "mysql source stopped with an error during shutdown");
+            }
+            return Ok(());
         }
     };
     // The thread sent its result as its last act; it has finished or is about to.

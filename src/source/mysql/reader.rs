@@ -14,7 +14,7 @@
 
 use super::charset::CollationMap;
 use super::ddl::{classify, Statement};
-use super::error::{cdc, MysqlError};
+use super::error::MysqlError;
 use super::rows::{self, RowsError, RowsKind};
 use super::sql::{parse_err, SqlConn};
 use super::table::{self, BuildContext, SchemaInfo, TableInfo};
@@ -25,7 +25,6 @@ use crate::filter::Filter;
 use crate::position::{MysqlPosition, Position};
 use crate::source::{SourceContext, SourceMessage};
 use mysql_cdc::binlog_client::BinlogClient;
-use mysql_cdc::binlog_events::BinlogEvents;
 use mysql_cdc::binlog_options::BinlogOptions;
 use mysql_cdc::events::table_map_event::TableMapEvent;
 use mysql_cdc::replica_options::ReplicaOptions;
@@ -49,6 +48,8 @@ pub(super) struct Args {
     pub info: Arc<SourceInfo>,
     pub ctx: SourceContext,
     pub stop: Arc<AtomicBool>,
+    /// Where the binlog connection's socket is left for a stop to shut it down.
+    pub stop_socket: super::socket::StopSocket,
     pub handle: tokio::runtime::Handle,
 }
 
@@ -180,6 +181,7 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
         info,
         ctx,
         stop,
+        stop_socket,
         handle,
     } = a;
     reachable(&cfg)?;
@@ -215,10 +217,8 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
     // Without a checkpoint, start at the current end and checkpoint that position at once,
     // so a restart resumes here rather than at a newer end (which would skip changes).
     let mut initial = None;
-    let start = match &resume {
-        Some(r) => {
-            BinlogOptions::from_position(r.file.clone(), u32::try_from(r.pos).unwrap_or(u32::MAX))
-        }
+    let (start_file, start_pos) = match &resume {
+        Some(r) => (r.file.clone(), r.pos),
         None => {
             let rs = sql.query("SHOW MASTER STATUS")?;
             match (
@@ -232,17 +232,25 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
                         ordinal: 0,
                         gtid: None,
                     });
-                    BinlogOptions::from_position(file, u32::try_from(pos).unwrap_or(u32::MAX))
+                    (file, pos)
                 }
-                _ => BinlogOptions::from_end(),
+                _ => {
+                    return Err(MysqlError::Setting {
+                        setting: "log_bin",
+                        actual: "OFF (SHOW MASTER STATUS is empty)".into(),
+                        wanted: "ON",
+                        fix: "start the server with log_bin (and binlog_format=ROW)".into(),
+                    })
+                }
             }
         }
     };
-    let mut client = BinlogClient::new(options(&cfg, &password, start));
-    let mut events = client
-        .replicate()
-        .map_err(|e| with_user(cdc("starting the binlog dump", e), &cfg.user))?;
-    let crc = format!("{:?}", events.parser.checksum_type) == "Crc32";
+    let mut dump = start_dump(&cfg, &sql_client, &start_file, start_pos)
+        .map_err(|e| with_user(e, &cfg.user))?;
+    if let Ok(mut slot) = stop_socket.lock() {
+        *slot = dump.socket();
+    }
+    let crc = dump.crc;
     tracing::info!(
         source = %cfg.name,
         server = %server.version,
@@ -284,8 +292,8 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
             &reader.cancel,
             SourceMessage::Boundary(Position::Mysql(p)),
         )
-        .and_then(|()| reader.pump(&mut events)),
-        None => reader.pump(&mut events),
+        .and_then(|()| reader.pump(&mut dump.conn)),
+        None => reader.pump(&mut dump.conn),
     };
     match started {
         Ok(()) | Err(Halt::Stopped) => Ok(()),
@@ -324,8 +332,60 @@ fn flush(
     Ok(())
 }
 
-fn read_packet(events: &mut BinlogEvents) -> Result<Vec<u8>, MysqlError> {
-    let io = |source: std::io::Error| {
+/// The binlog connection after `COM_BINLOG_DUMP`.
+struct Dump {
+    conn: SqlConn,
+    /// Events carry a CRC32 checksum.
+    crc: bool,
+}
+
+impl Dump {
+    fn socket(&self) -> Option<super::socket::Socket> {
+        self.conn.socket()
+    }
+}
+
+/// Opens the binlog connection and requests the stream from `file:pos`: what
+/// `mysql_cdc`'s `replicate()` does, on a connection with `TCP_NODELAY` (see
+/// [`super::socket`]), so the four setup round trips do not each wait for a delayed ACK.
+fn start_dump(
+    cfg: &MysqlSourceConfig,
+    client: &BinlogClient,
+    file: &str,
+    pos: u64,
+) -> Result<Dump, MysqlError> {
+    let mut conn = SqlConn::connect(client)?;
+    conn.query(&format!(
+        "SET @master_heartbeat_period = {}",
+        cfg.heartbeat.as_nanos()
+    ))?;
+    conn.query("SET @master_binlog_checksum = @@global.binlog_checksum")?;
+    let crc = conn
+        .query("SELECT @master_binlog_checksum")?
+        .text(0, 0)
+        .is_some_and(|c| c.eq_ignore_ascii_case("CRC32"));
+    if conn.mariadb {
+        // Capability 4: GTID events and annotate rows events are understood.
+        conn.query("SET @mariadb_slave_capability = 4")?;
+    }
+    let pos = u32::try_from(pos).map_err(|_| MysqlError::Malformed {
+        file: file.to_owned(),
+        pos,
+        message: "binlog position beyond 4 GiB cannot be requested with COM_BINLOG_DUMP".into(),
+    })?;
+    // COM_BINLOG_DUMP: position u32, flags u16 (0: block at the end), server id u32, file.
+    let mut cmd = Vec::with_capacity(11 + file.len());
+    cmd.push(0x12);
+    cmd.extend_from_slice(&pos.to_le_bytes());
+    cmd.extend_from_slice(&0u16.to_le_bytes());
+    cmd.extend_from_slice(&cfg.server_id().to_le_bytes());
+    cmd.extend_from_slice(file.as_bytes());
+    conn.send_command(&cmd)?;
+    Ok(Dump { conn, crc })
+}
+
+fn read_packet(conn: &mut SqlConn) -> Result<Vec<u8>, MysqlError> {
+    conn.read_packet().map_err(|source| {
         let context = if matches!(
             source.kind(),
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
@@ -335,19 +395,11 @@ fn read_packet(events: &mut BinlogEvents) -> Result<Vec<u8>, MysqlError> {
             "reading binlog events"
         };
         MysqlError::Io { context, source }
-    };
-    let (mut p, _) = events.channel.read_packet().map_err(io)?;
-    let mut last = p.len();
-    while last == 0xFF_FFFF {
-        let (next, _) = events.channel.read_packet().map_err(io)?;
-        last = next.len();
-        p.extend_from_slice(&next);
-    }
-    Ok(p)
+    })
 }
 
 impl Reader {
-    fn pump(&mut self, events: &mut BinlogEvents) -> Result<(), Halt> {
+    fn pump(&mut self, events: &mut SqlConn) -> Result<(), Halt> {
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 return Err(Halt::Stopped);
@@ -430,7 +482,10 @@ impl Reader {
     fn on_event(&mut self, h: &Header, body: &[u8]) -> Result<(), Halt> {
         match h.type_code {
             // ROTATE: the file every later position refers to.
+            // A real rotate (log_pos != 0) ends the old file: everything in it is passed,
+            // so a bound at the old file's end is reached without waiting for a heartbeat.
             4 => {
+                self.passed(h)?;
                 if let Some(name) = body.get(8..) {
                     self.file = String::from_utf8_lossy(name).into_owned();
                 }
@@ -530,20 +585,22 @@ impl Reader {
             // FORMAT_DESCRIPTION, INTVAR, RAND, USER_VAR, ROWS_QUERY, PREVIOUS_GTIDS,
             // TRANSACTION_CONTEXT, VIEW_CHANGE, MariaDB annotate/checkpoint/GTID list/
             // encryption: nothing to do.
-            15 | 5 | 13 | 14 | 29 | 35 | 36 | 37 | 160 | 161 | 163 | 164 | 3 => self.passed(h),
+            15 | 5 | 13 | 14 | 29 | 35 | 36 | 37 | 160 | 161 | 163 | 164 | 3 => self.passed(h)?,
             other => {
                 tracing::debug!(event_type = other, file = %self.file, pos = h.offset(), "skipping unknown binlog event");
-                self.passed(h);
+                self.passed(h)?;
             }
         }
         Ok(())
     }
 
-    /// An event outside any transaction (binlog checkpoint, GTID list, ...): the idle
-    /// checkpoint may move past it, so a position taken after it is reached too.
-    fn passed(&mut self, h: &Header) {
+    /// An event outside any transaction (rotate, format description, binlog checkpoint,
+    /// GTID list, ...): the checkpoint moves past it at once, so a bound at or before it is
+    /// reached now rather than at the next heartbeat. These events are rare (file starts
+    /// and ends), so each costs one boundary message at most.
+    fn passed(&mut self, h: &Header) -> Result<(), Halt> {
         if self.tx.start.is_some() || h.log_pos == 0 {
-            return;
+            return Ok(());
         }
         let pos = MysqlPosition {
             file: self.file.clone(),
@@ -551,9 +608,18 @@ impl Reader {
             ordinal: 0,
             gtid: None,
         };
-        if !self.skipped(&pos) {
-            self.idle_boundary = Some(pos);
+        if self.skipped(&pos) {
+            return Ok(());
         }
+        // Supersedes an older idle boundary of empty transactions.
+        self.idle_boundary = None;
+        self.empty_txs = 0;
+        send(
+            &self.tx_out,
+            &self.handle,
+            &self.cancel,
+            SourceMessage::Boundary(Position::Mysql(pos)),
+        )
     }
 
     fn begin_tx(&mut self, h: &Header, gtid: Option<String>) {

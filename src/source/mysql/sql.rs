@@ -54,6 +54,8 @@ pub struct SqlConn {
     chan: Chan,
     /// `true` for MariaDB (from the handshake's server version).
     pub mariadb: bool,
+    /// The connection's socket, when it could be identified (see [`super::socket`]).
+    socket: Option<super::socket::Socket>,
 }
 
 /// Splits a server error packet (after the 0xFF byte) into code and message.
@@ -71,32 +73,58 @@ pub(crate) fn parse_err(packet: &[u8]) -> (u16, String) {
 
 impl SqlConn {
     /// Connects and authenticates with the crate's handshake.
+    /// Sets `TCP_NODELAY` on the crate's socket when it can be found.
     pub fn connect(client: &BinlogClient) -> Result<SqlConn, MysqlError> {
+        let before = super::socket::snapshot();
         let (mut channel, provider) = client.connect().map_err(|e| cdc("connect", e))?;
+        let socket =
+            super::socket::find_new(&before, &client.options.hostname, client.options.port);
+        if let Some(s) = &socket {
+            s.set_nodelay();
+        }
         let mariadb = format!("{provider:?}") == "MariaDB";
         let chan: Chan = Box::new(move |op| match op {
             Op::Read => channel.read_packet().map(|(p, _)| p),
             Op::Write(buf, seq) => channel.write_packet(buf, seq).map(|_| Vec::new()),
         });
-        Ok(SqlConn { chan, mariadb })
+        Ok(SqlConn {
+            chan,
+            mariadb,
+            socket,
+        })
     }
 
-    fn read(&mut self) -> Result<Vec<u8>, MysqlError> {
-        let mut p = (self.chan)(Op::Read).map_err(|source| MysqlError::Io {
-            context: "reading a query result",
+    /// The connection's socket, if it was identified.
+    pub(super) fn socket(&self) -> Option<super::socket::Socket> {
+        self.socket.clone()
+    }
+
+    /// Sends one command packet (sequence id 0) without reading a response.
+    pub fn send_command(&mut self, cmd: &[u8]) -> Result<(), MysqlError> {
+        (self.chan)(Op::Write(cmd, 0)).map_err(|source| MysqlError::Io {
+            context: "sending a command",
             source,
         })?;
-        // Reassemble packets split at 16 MB.
+        Ok(())
+    }
+
+    /// Reads one logical packet (16 MB splits reassembled), with the raw I/O error.
+    pub fn read_packet(&mut self) -> io::Result<Vec<u8>> {
+        let mut p = (self.chan)(Op::Read)?;
         let mut last = p.len();
         while last == 0xFF_FFFF {
-            let next = (self.chan)(Op::Read).map_err(|source| MysqlError::Io {
-                context: "reading a query result",
-                source,
-            })?;
+            let next = (self.chan)(Op::Read)?;
             last = next.len();
             p.extend_from_slice(&next);
         }
         Ok(p)
+    }
+
+    fn read(&mut self) -> Result<Vec<u8>, MysqlError> {
+        self.read_packet().map_err(|source| MysqlError::Io {
+            context: "reading a query result",
+            source,
+        })
     }
 
     /// Runs one statement and reads its whole result (empty for statements without rows).
