@@ -25,6 +25,7 @@ pub mod event;
 pub mod filter;
 pub mod pipeline;
 pub mod position;
+pub mod replay;
 pub mod service;
 pub mod sink;
 pub mod source;

@@ -57,6 +57,25 @@ enum Command {
         #[arg(long)]
         max_events: Option<u64>,
     },
+    /// Re-deliver a source's changes from a position the server still holds, then keep
+    /// streaming (or stop at --until / --max-events). MySQL: any binlog still on the server;
+    /// PostgreSQL: the slot's confirmed position or later (a slot never moves back).
+    Replay {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        source: String,
+        /// An event's cursor (that event is delivered again), a MySQL file:pos
+        /// (mysql-bin.000012:4567) or a PostgreSQL LSN (16/B374D848).
+        #[arg(long)]
+        from: String,
+        /// Stop once everything up to this position is delivered (as for `run`).
+        #[arg(long)]
+        until: Option<String>,
+        /// Stop after delivering this many events.
+        #[arg(long)]
+        max_events: Option<u64>,
+    },
     /// Print the stored positions and backfill progress.
     Status {
         #[arg(long, short)]
@@ -120,60 +139,35 @@ async fn async_main(cmd: Command) -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(2, &e),
             };
-            let until = match until {
-                None => None,
-                Some(u) => {
-                    let scfg = match (&source, cfg.sources.len()) {
-                        (Some(n), _) => cfg.source(n),
-                        (None, 1) => cfg.sources.first(),
-                        (None, _) => {
-                            eprintln!("error: --until needs a single source: add --source <name>");
-                            return ExitCode::from(2);
-                        }
-                    };
-                    let Some(scfg) = scfg else {
-                        eprintln!(
-                            "error: --source {:?} is not defined in {}",
-                            source.unwrap_or_default(),
-                            config.display()
-                        );
-                        return ExitCode::from(2);
-                    };
-                    match logtide::source::parse_position(scfg, &u) {
-                        Ok(p) => Some(p),
-                        Err(e) => {
-                            eprintln!("error: --until: {e}");
-                            return ExitCode::from(2);
-                        }
-                    }
-                }
+            run_service(cfg, &config, source, until, max_events).await
+        }
+        Command::Replay {
+            config,
+            source,
+            from,
+            until,
+            max_events,
+        } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return fail(2, &e),
             };
-            let cancel = CancellationToken::new();
-            let signals = tokio::spawn(service::cancel_on_signal(cancel.clone()));
-            let opts = RunOptions {
-                only_source: source,
-                bounds: Bounds { until, max_events },
-            };
-            let res = service::run(cfg, opts, cancel.clone()).await;
-            cancel.cancel();
-            let _ = signals.await;
-            match res {
-                Ok(stats) => {
-                    for (name, s) in stats {
-                        tracing::info!(source = %name, events = s.events, checkpoint = ?s.last_checkpoint.map(|p| p.to_string()), "done");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    let code = match &e {
-                        ServiceError::Source { .. } => 3,
-                        ServiceError::Backfill { source, .. } if source.is_source_side() => 3,
-                        ServiceError::UnknownSource(_) => 2,
-                        _ => 1,
-                    };
-                    fail(code, &e)
+            {
+                let store = match CheckpointStore::open(&cfg.state.path) {
+                    Ok(s) => s,
+                    Err(e) => return fail(1, &e),
+                };
+                match logtide::replay::prepare(&cfg, &store, &source, &from).await {
+                    Ok(r) => tracing::info!(
+                        source = %source,
+                        from = %r.from,
+                        previous = ?r.previous.map(|p| p.to_string()),
+                        "replaying: stored position moved"
+                    ),
+                    Err(e) => return fail(e.exit_code(), &e),
                 }
             }
+            run_service(cfg, &config, Some(source), until, max_events).await
         }
         Command::Status { config } => {
             let cfg = match Config::load(&config) {
@@ -240,6 +234,70 @@ async fn async_main(cmd: Command) -> ExitCode {
                 }
                 Err(e) => fail(1, &e),
             }
+        }
+    }
+}
+
+/// `run` (and `replay` after moving the position): the service with its bounds.
+async fn run_service(
+    cfg: Config,
+    config: &std::path::Path,
+    source: Option<String>,
+    until: Option<String>,
+    max_events: Option<u64>,
+) -> ExitCode {
+    let until = match until {
+        None => None,
+        Some(u) => {
+            let scfg = match (&source, cfg.sources.len()) {
+                (Some(n), _) => cfg.source(n),
+                (None, 1) => cfg.sources.first(),
+                (None, _) => {
+                    eprintln!("error: --until needs a single source: add --source <name>");
+                    return ExitCode::from(2);
+                }
+            };
+            let Some(scfg) = scfg else {
+                eprintln!(
+                    "error: --source {:?} is not defined in {}",
+                    source.unwrap_or_default(),
+                    config.display()
+                );
+                return ExitCode::from(2);
+            };
+            match logtide::source::parse_position(scfg, &u) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    eprintln!("error: --until: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    let cancel = CancellationToken::new();
+    let signals = tokio::spawn(service::cancel_on_signal(cancel.clone()));
+    let opts = RunOptions {
+        only_source: source,
+        bounds: Bounds { until, max_events },
+    };
+    let res = service::run(cfg, opts, cancel.clone()).await;
+    cancel.cancel();
+    let _ = signals.await;
+    match res {
+        Ok(stats) => {
+            for (name, s) in stats {
+                tracing::info!(source = %name, events = s.events, checkpoint = ?s.last_checkpoint.map(|p| p.to_string()), "done");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let code = match &e {
+                ServiceError::Source { .. } => 3,
+                ServiceError::Backfill { source, .. } if source.is_source_side() => 3,
+                ServiceError::UnknownSource(_) => 2,
+                _ => 1,
+            };
+            fail(code, &e)
         }
     }
 }

@@ -107,6 +107,17 @@ pub async fn run(
     result.unwrap_or(Err(MysqlError::ThreadLost))
 }
 
+/// The binlog files on the server, oldest first (`SHOW BINARY LOGS`). Blocking.
+pub fn binary_logs(cfg: &MysqlSourceConfig) -> Result<Vec<String>, MysqlError> {
+    let password = cfg
+        .password()?
+        .map(|s| s.expose().to_owned())
+        .unwrap_or_default();
+    let (_, mut sql) = reader::sql_connect(cfg, &password)?;
+    let rs = sql.query("SHOW BINARY LOGS")?;
+    Ok((0..rs.rows.len()).filter_map(|i| rs.text(i, 0)).collect())
+}
+
 /// Parses a `--until` bound for a MySQL source: `file:pos` (e.g. `mysql-bin.000012:4711`),
 /// a checkpoint position; events at or after it are not delivered.
 pub fn parse_until(s: &str) -> Result<Position, PositionParseError> {

@@ -163,6 +163,18 @@ fn reachable(cfg: &MysqlSourceConfig) -> Result<(), MysqlError> {
     Err(err(last))
 }
 
+/// A SQL connection for `cfg` (and the client that reconnects it): fails fast when the
+/// server is unreachable, names the user when authentication fails.
+pub(super) fn sql_connect(
+    cfg: &MysqlSourceConfig,
+    password: &str,
+) -> Result<(BinlogClient, SqlConn), MysqlError> {
+    reachable(cfg)?;
+    let client = BinlogClient::new(options(cfg, password, BinlogOptions::from_end()));
+    let sql = SqlConn::connect(&client).map_err(|e| with_user(e, &cfg.user))?;
+    Ok((client, sql))
+}
+
 fn with_user(e: MysqlError, user: &str) -> MysqlError {
     match e {
         MysqlError::Auth { code, message, .. } => MysqlError::Auth {
@@ -184,9 +196,7 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
         stop_socket,
         handle,
     } = a;
-    reachable(&cfg)?;
-    let sql_client = BinlogClient::new(options(&cfg, &password, BinlogOptions::from_end()));
-    let mut sql = SqlConn::connect(&sql_client).map_err(|e| with_user(e, &cfg.user))?;
+    let (sql_client, mut sql) = sql_connect(&cfg, &password)?;
     let server = validate::validate(&mut sql, &cfg.user)?;
     let mut collations = CollationMap::builtin();
     if let Ok(rs) = sql.query(

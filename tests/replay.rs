@@ -1,0 +1,191 @@
+//! `logtide replay`: re-delivery from an event's cursor or a binlog position on MariaDB,
+//! and the refusals (purged binlog, a PostgreSQL position before the slot's confirmed one)
+//! that leave the stored position untouched.
+
+mod common;
+
+use common::mariadb::MariaServer;
+use common::pg::{PgServer, PASSWORD, PASSWORD_ENV};
+use common::run::{logs, run_to_end, sigterm, spawn_run, wait_exit, wait_until, Workdir};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn cursor(e: &serde_json::Value) -> String {
+    e["source"]["cursor"].as_str().expect("cursor").to_owned()
+}
+
+/// The stored position of `source` (read while no logtide runs: the store is locked).
+fn stored_position(w: &Workdir, source: &str) -> Option<String> {
+    let store = logtide::checkpoint::CheckpointStore::open(&w.state()).expect("open store");
+    store
+        .load(source)
+        .expect("load position")
+        .map(|p| p.to_string())
+}
+
+/// Streams three 10-row transactions and stops cleanly; returns the 30 events.
+fn stream_thirty(server: &MariaServer, db: &str, w: &Workdir) -> Vec<serde_json::Value> {
+    server.sql(db, "CREATE TABLE r (id INT PRIMARY KEY, v VARCHAR(20))");
+    let mut child = spawn_run(w, &[], &[]);
+    assert!(
+        wait_until(WAIT, || logs(w).contains("mysql binlog stream started")),
+        "source did not start:\n{}",
+        logs(w)
+    );
+    for t in 0..3 {
+        server.sql(
+            db,
+            &format!(
+                "INSERT INTO r SELECT seq, CONCAT('v', seq) FROM seq_{}_to_{}",
+                t * 10 + 1,
+                t * 10 + 10
+            ),
+        );
+    }
+    let ev = w.wait_events(30, WAIT);
+    sigterm(&child);
+    assert!(wait_exit(&mut child, WAIT).success(), "{}", logs(w));
+    ev
+}
+
+#[test]
+fn mysql_replay_from_an_event_cursor_redelivers_from_that_event() {
+    let server = MariaServer::get();
+    let db = server.fresh_db();
+    let w = Workdir::new();
+    w.write_config(&format!(
+        "{}backfill = \"never\"\n",
+        server.source_toml("maria", &db)
+    ));
+    let first = stream_thirty(server, &db, &w);
+    assert_eq!(first.len(), 30);
+    let stored = stored_position(&w, "maria");
+    assert!(stored.is_some());
+
+    // From the 13th event (3rd row of the second transaction): 18 events again.
+    let from = cursor(&first[12]);
+    let cfg = w.config();
+    let out = run_to_end(
+        &[
+            "replay",
+            "--config",
+            cfg.to_str().expect("path"),
+            "--source",
+            "maria",
+            "--from",
+            &from,
+            "--max-events",
+            "18",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = w.events();
+    assert_eq!(all.len(), 48, "expected 18 replayed events");
+    let again = &all[30..];
+    for (a, b) in again.iter().zip(&first[12..]) {
+        assert_eq!(cursor(a), cursor(b), "replayed cursors match the originals");
+        assert_eq!(a["after"], b["after"]);
+    }
+    // The run ended at the same transaction boundary as before.
+    assert_eq!(stored_position(&w, "maria"), stored);
+
+    // A binlog that is not on the server: refused, position untouched.
+    let out = run_to_end(
+        &[
+            "replay",
+            "--config",
+            cfg.to_str().expect("path"),
+            "--source",
+            "maria",
+            "--from",
+            "mysql-bin.999999:4",
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("mysql-bin.999999 is not on the server"),
+        "{err}"
+    );
+    assert_eq!(stored_position(&w, "maria"), stored);
+
+    // A bad position: a usage error.
+    let out = run_to_end(
+        &[
+            "replay",
+            "--config",
+            cfg.to_str().expect("path"),
+            "--source",
+            "maria",
+            "--from",
+            "yesterday",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_replay_before_the_confirmed_position_is_refused() {
+    let db = PgServer::get().fresh_db();
+    db.exec("CREATE TABLE p (id int PRIMARY KEY)").await;
+    let w = Workdir::new();
+    let name = format!("rp_{}", std::process::id());
+    w.write_config(&db.server.source_toml(db.name(), &name));
+    let env = [(PASSWORD_ENV, PASSWORD)];
+    let mut child = spawn_run(&w, &[], &env);
+    // Wait until logtide's walsender holds the slot, then write.
+    let slot = name.clone();
+    assert!(
+        wait_until(WAIT, || {
+            db
+            .server
+            .psql(
+                "postgres",
+                &format!(
+                    "SELECT count(*) FROM pg_replication_slots s JOIN pg_stat_activity a ON a.pid = s.active_pid WHERE s.slot_name LIKE '%{slot}%' AND a.backend_type = 'walsender'"
+                ),
+            )
+            .trim()
+            == "1"
+        }),
+        "slot never streamed:\n{}",
+        logs(&w)
+    );
+    db.exec("INSERT INTO p SELECT generate_series(1, 5)").await;
+    w.wait_events(5, WAIT);
+    sigterm(&child);
+    assert!(wait_exit(&mut child, WAIT).success());
+    let stored = stored_position(&w, &name);
+    assert!(stored.is_some());
+
+    let cfg = w.config();
+    let out = run_to_end(
+        &[
+            "replay",
+            "--config",
+            cfg.to_str().expect("path"),
+            "--source",
+            &name,
+            "--from",
+            "0/1",
+        ],
+        &env,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("never moves back"), "{err}");
+    assert_eq!(
+        stored_position(&w, &name),
+        stored,
+        "a refused replay leaves the position alone"
+    );
+    assert_eq!(w.events().len(), 5);
+}
