@@ -129,10 +129,7 @@ impl Pipeline {
                 match m {
                     SourceMessage::Change(e) => {
                         if let Some(until) = &self.bounds.until {
-                            if matches!(
-                                e.position.partial_cmp(until),
-                                Some(std::cmp::Ordering::Greater)
-                            ) {
+                            if e.position.beyond(until) {
                                 bound_hit = true;
                                 break;
                             }

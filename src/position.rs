@@ -84,6 +84,53 @@ impl MysqlPosition {
     pub fn file_seq(&self) -> u64 {
         binlog_file_seq(&self.file)
     }
+
+    /// A position known only by GTID (a `--from`/`--until` given as a GTID): no file, so it
+    /// sorts before every file position; the reader starts the dump by GTID from it.
+    pub fn gtid_only(gtid: &str) -> Self {
+        MysqlPosition {
+            file: String::new(),
+            pos: 0,
+            ordinal: 0,
+            gtid: Some(gtid.to_owned()),
+        }
+    }
+
+    /// The GTID of a [`MysqlPosition::gtid_only`] position.
+    pub fn start_gtid(&self) -> Option<&str> {
+        match (&self.gtid, self.file.is_empty()) {
+            (Some(g), true) => Some(g),
+            _ => None,
+        }
+    }
+}
+
+/// A GTID's stream and sequence number: MariaDB `domain-server-seq` → (domain, seq); MySQL
+/// `uuid:n` → (uuid, n). Sequence numbers grow within a stream, so a bound compares them.
+pub fn gtid_stream_seq(g: &str) -> Option<(String, u64)> {
+    let g = g.trim();
+    if let Some((uuid, n)) = g.split_once(':') {
+        let uuid_ok = uuid.len() == 36 && uuid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+        return match (uuid_ok, n.parse::<u64>()) {
+            (true, Ok(n)) => Some((uuid.to_ascii_lowercase(), n)),
+            _ => None,
+        };
+    }
+    let mut parts = g.split('-');
+    let (d, srv, n) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    d.parse::<u32>().ok()?;
+    srv.parse::<u32>().ok()?;
+    Some((d.to_owned(), n.parse().ok()?))
+}
+
+/// Compares a transaction's GTID with a GTID bound of the same stream.
+fn gtid_cmp(tx: Option<&str>, bound: &str) -> Option<Ordering> {
+    let (ts, tn) = gtid_stream_seq(tx?)?;
+    let (bs, bn) = gtid_stream_seq(bound)?;
+    (ts == bs).then(|| tn.cmp(&bn))
 }
 
 /// The numeric suffix of a binlog file name, 0 when it has none.
@@ -177,12 +224,33 @@ impl Position {
         }
     }
 
-    /// `true` when `self` is at or after `other` (false for different kinds).
+    /// `true` when `self` is at or after `other` (false for different kinds). Against a
+    /// GTID bound ([`MysqlPosition::gtid_only`]): when `self` carries a GTID of the same
+    /// stream (MariaDB domain / MySQL server uuid) that is at or after it.
     pub fn reached(&self, other: &Position) -> bool {
+        if let (Position::Mysql(m), Position::Mysql(b)) = (self, other) {
+            if let Some(g) = b.start_gtid() {
+                return matches!(
+                    gtid_cmp(m.gtid.as_deref(), g),
+                    Some(Ordering::Greater | Ordering::Equal)
+                );
+            }
+        }
         matches!(
             self.partial_cmp(other),
             Some(Ordering::Greater | Ordering::Equal)
         )
+    }
+
+    /// `true` when `self` (an event's position) lies after the bound `other`: such an event
+    /// is not delivered by a bounded run. GTID bounds compare the transaction's GTID.
+    pub fn beyond(&self, other: &Position) -> bool {
+        if let (Position::Mysql(m), Position::Mysql(b)) = (self, other) {
+            if let Some(g) = b.start_gtid() {
+                return gtid_cmp(m.gtid.as_deref(), g) == Some(Ordering::Greater);
+            }
+        }
+        matches!(self.partial_cmp(other), Some(Ordering::Greater))
     }
 
     /// Whether this is a checkpoint position (ordinal 0) rather than an event's.
@@ -249,6 +317,35 @@ impl PositionParseError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gtid_bounds_compare_within_one_stream() {
+        let at = |g: &str| {
+            Position::Mysql(MysqlPosition {
+                file: "mysql-bin.000003".into(),
+                pos: 400,
+                ordinal: 0,
+                gtid: Some(g.into()),
+            })
+        };
+        let bound = Position::Mysql(MysqlPosition::gtid_only("0-1-10"));
+        assert!(at("0-1-10").reached(&bound));
+        assert!(at("0-2-11").reached(&bound));
+        assert!(!at("0-1-9").reached(&bound));
+        assert!(
+            !at("1-1-99").reached(&bound),
+            "another domain is not comparable"
+        );
+        assert!(at("0-1-11").beyond(&bound));
+        assert!(!at("0-1-10").beyond(&bound));
+        let uuid = "3E11FA47-71CA-11E1-9E33-C80AA9429562";
+        let mysql = Position::Mysql(MysqlPosition::gtid_only(&format!("{uuid}:5")));
+        assert!(at(&format!("{}:5", uuid.to_lowercase())).reached(&mysql));
+        assert!(at(&format!("{uuid}:6")).beyond(&mysql));
+        assert_eq!(gtid_stream_seq("0-1"), None);
+        assert_eq!(gtid_stream_seq("a-1-2"), None);
+        assert_eq!(gtid_stream_seq("0-1-2"), Some(("0".into(), 2)));
+    }
 
     #[test]
     fn binlog_file_seq_reads_the_numeric_suffix() {

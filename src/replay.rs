@@ -11,7 +11,8 @@
 //!
 //! Accepted positions: an event's `cursor` (the event itself is delivered again), or a
 //! checkpoint position: `file:pos` for MySQL (a transaction boundary, such as a stored
-//! position or `SHOW MASTER STATUS`), an LSN (`16/B374D848`) for PostgreSQL.
+//! position or `SHOW MASTER STATUS`) or a GTID (MariaDB `0-1-42`, MySQL `uuid:42`: the
+//! stream starts with the transaction after it), an LSN (`16/B374D848`) for PostgreSQL.
 
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::config::{Config, MysqlSourceConfig, PostgresSourceConfig, SourceConfig};
@@ -135,7 +136,9 @@ fn mysql_position(
                 "a binlog position like mysql-bin.000012:4567 or an event cursor",
             )));
         };
-        if !files.contains(&m.file) {
+        // A GTID start is checked by the server when the dump starts (a GTID no longer in
+        // the binlogs stops the source with the purged-binlog error).
+        if m.start_gtid().is_none() && !files.contains(&m.file) {
             return Err(ReplayError::Unavailable(format!(
                 "binlog {} is not on the server (oldest: {}): it was purged or never existed; re-backfill instead",
                 m.file,

@@ -132,6 +132,65 @@ fn mysql_replay_from_an_event_cursor_redelivers_from_that_event() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+#[test]
+fn mysql_replay_from_a_gtid_until_a_gtid() {
+    let server = MariaServer::get();
+    let db = server.fresh_db();
+    let w = Workdir::new();
+    w.write_config(&format!(
+        "{}backfill = \"never\"\n",
+        server.source_toml("maria", &db)
+    ));
+    let first = stream_thirty(server, &db, &w);
+    let gtid = |i: usize| {
+        first[i]["source"]["gtid"]
+            .as_str()
+            .expect("gtid")
+            .to_owned()
+    };
+    // Three transactions, three GTIDs of one domain.
+    assert_ne!(gtid(0), gtid(10));
+    assert_ne!(gtid(10), gtid(20));
+    let cfg = w.config();
+    // After the first transaction's GTID, up to and including the second's: exactly the
+    // second transaction, and the run ends by itself.
+    let out = run_to_end(
+        &[
+            "replay",
+            "--config",
+            cfg.to_str().expect("path"),
+            "--source",
+            "maria",
+            "--from",
+            &gtid(0),
+            "--until",
+            &gtid(10),
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = w.events();
+    let again = &all[30..];
+    assert_eq!(again.len(), 10, "only the second transaction: {again:?}");
+    for (a, b) in again.iter().zip(&first[10..20]) {
+        assert_eq!(cursor(a), cursor(b));
+        assert_eq!(a["after"], b["after"]);
+    }
+    // The stored position is the second transaction's end: a plain run continues with the
+    // third.
+    let mut child = spawn_run(&w, &[], &[]);
+    let all = w.wait_events(50, WAIT);
+    sigterm(&child);
+    assert!(wait_exit(&mut child, WAIT).success());
+    for (a, b) in all[40..].iter().zip(&first[20..30]) {
+        assert_eq!(cursor(a), cursor(b));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_replay_before_the_confirmed_position_is_refused() {
     let db = PgServer::get().fresh_db();

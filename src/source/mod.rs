@@ -112,7 +112,16 @@ pub fn parse_position(
             }
         }
         crate::config::SourceConfig::Mysql(_) => {
-            let bad = || PositionParseError::new(s, "a binlog position like mysql-bin.000012:4567");
+            // A GTID: MariaDB `domain-server-seq`, MySQL `server_uuid:n`.
+            if crate::position::gtid_stream_seq(s).is_some() {
+                return Ok(Position::Mysql(MysqlPosition::gtid_only(s.trim())));
+            }
+            let bad = || {
+                PositionParseError::new(
+                    s,
+                    "a binlog position like mysql-bin.000012:4567 or a GTID (0-1-42, uuid:42)",
+                )
+            };
             let (file, pos) = s.rsplit_once(':').ok_or_else(bad)?;
             let pos: u64 = pos.parse().map_err(|_| bad())?;
             if file.is_empty() || !file.contains('.') {

@@ -212,7 +212,7 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
         Some(Position::Mysql(m)) => Some(m.clone()),
         Some(other) => return Err(MysqlError::ForeignPosition(other.to_string())),
     };
-    if let Some(r) = &resume {
+    if let Some(r) = resume.as_ref().filter(|r| r.start_gtid().is_none()) {
         // A purged start file is reported here, with the fix, rather than by the dump.
         if let Ok(rs) = sql.query("SHOW BINARY LOGS") {
             let files: Vec<String> = (0..rs.rows.len()).filter_map(|i| rs.text(i, 0)).collect();
@@ -255,8 +255,17 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
             }
         }
     };
-    let mut dump = start_dump(&cfg, &sql_client, &start_file, start_pos)
-        .map_err(|e| with_user(e, &cfg.user))?;
+    let start_gtid = resume
+        .as_ref()
+        .and_then(|r| r.start_gtid().map(str::to_owned));
+    let mut dump = start_dump(
+        &cfg,
+        &sql_client,
+        &start_file,
+        start_pos,
+        start_gtid.as_deref(),
+    )
+    .map_err(|e| with_user(e, &cfg.user))?;
     if let Ok(mut slot) = stop_socket.lock() {
         *slot = dump.socket();
     }
@@ -355,14 +364,16 @@ impl Dump {
     }
 }
 
-/// Opens the binlog connection and requests the stream from `file:pos`: what
-/// `mysql_cdc`'s `replicate()` does, on a connection with `TCP_NODELAY` (see
-/// [`super::socket`]), so the four setup round trips do not each wait for a delayed ACK.
+/// Opens the binlog connection and requests the stream from `file:pos`, or after `gtid`
+/// when given (the transaction after it is the first one sent): what `mysql_cdc`'s
+/// `replicate()` does, on a connection with `TCP_NODELAY` (see [`super::socket`]), so the
+/// setup round trips do not each wait for a delayed ACK.
 fn start_dump(
     cfg: &MysqlSourceConfig,
     client: &BinlogClient,
     file: &str,
     pos: u64,
+    gtid: Option<&str>,
 ) -> Result<Dump, MysqlError> {
     let mut conn = SqlConn::connect(client)?;
     conn.query(&format!(
@@ -378,6 +389,9 @@ fn start_dump(
         // Capability 4: GTID events and annotate rows events are understood.
         conn.query("SET @mariadb_slave_capability = 4")?;
     }
+    if let Some(g) = gtid {
+        return start_gtid_dump(cfg, conn, crc, g);
+    }
     let pos = u32::try_from(pos).map_err(|_| MysqlError::Malformed {
         file: file.to_owned(),
         pos,
@@ -392,6 +406,95 @@ fn start_dump(
     cmd.extend_from_slice(file.as_bytes());
     conn.send_command(&cmd)?;
     Ok(Dump { conn, crc })
+}
+
+/// The GTID variant of [`start_dump`]: MariaDB takes the start as the session's
+/// `@slave_connect_state` (the last transaction already applied), MySQL as the executed
+/// GTID set of `COM_BINLOG_DUMP_GTID`.
+fn start_gtid_dump(
+    cfg: &MysqlSourceConfig,
+    mut conn: SqlConn,
+    crc: bool,
+    gtid: &str,
+) -> Result<Dump, MysqlError> {
+    let bad = |why: &str| MysqlError::Malformed {
+        file: String::new(),
+        pos: 0,
+        message: format!("start GTID {gtid:?}: {why}"),
+    };
+    if conn.mariadb {
+        // Digits and dashes only (checked by the position parser): safe inside the quotes.
+        if !gtid
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'-' || b == b',')
+        {
+            return Err(bad("not a MariaDB GTID like 0-1-42"));
+        }
+        conn.query(&format!("SET @slave_connect_state = '{gtid}'"))?;
+        conn.query("SET @slave_gtid_strict_mode = 0")?;
+        conn.query("SET @slave_gtid_ignore_duplicates = 0")?;
+        conn.send_command(&register_replica(cfg.server_id()))?;
+        let ok = conn.read_packet().map_err(|source| MysqlError::Io {
+            context: "registering as a replica",
+            source,
+        })?;
+        if ok.first() == Some(&0xFF) {
+            let (code, message) = parse_err(&ok);
+            return Err(MysqlError::Stream { code, message });
+        }
+        let mut cmd = Vec::with_capacity(11);
+        cmd.push(0x12);
+        cmd.extend_from_slice(&4u32.to_le_bytes());
+        cmd.extend_from_slice(&0u16.to_le_bytes());
+        cmd.extend_from_slice(&cfg.server_id().to_le_bytes());
+        conn.send_command(&cmd)?;
+    } else {
+        let cmd = mysql_gtid_dump(cfg.server_id(), gtid)
+            .ok_or_else(|| bad("not a MySQL GTID like 3e11fa47-71ca-11e1-9e33-c80aa9429562:42"))?;
+        conn.send_command(&cmd)?;
+    }
+    Ok(Dump { conn, crc })
+}
+
+/// `COM_REGISTER_SLAVE` with only the server id (host, user, password empty).
+fn register_replica(server_id: u32) -> Vec<u8> {
+    let mut cmd = Vec::with_capacity(18);
+    cmd.push(0x15);
+    cmd.extend_from_slice(&server_id.to_le_bytes());
+    cmd.extend_from_slice(&[0, 0, 0]); // host, user, password lengths
+    cmd.extend_from_slice(&0u16.to_le_bytes()); // port
+    cmd.extend_from_slice(&0u32.to_le_bytes()); // replication rank
+    cmd.extend_from_slice(&0u32.to_le_bytes()); // master id
+    cmd
+}
+
+/// `COM_BINLOG_DUMP_GTID` for MySQL: stream everything not in the executed set
+/// `uuid:1-n` (that is, from the transaction after `uuid:n`), file name empty, position 4.
+fn mysql_gtid_dump(server_id: u32, gtid: &str) -> Option<Vec<u8>> {
+    let (uuid, n) = crate::position::gtid_stream_seq(gtid)?;
+    let hex: String = uuid.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut sid = [0u8; 16];
+    for (i, b) in sid.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    let mut data = Vec::with_capacity(48);
+    data.extend_from_slice(&1u64.to_le_bytes()); // one uuid set
+    data.extend_from_slice(&sid);
+    data.extend_from_slice(&1u64.to_le_bytes()); // one interval
+    data.extend_from_slice(&1u64.to_le_bytes()); // start
+    data.extend_from_slice(&(n + 1).to_le_bytes()); // end (exclusive)
+    let mut cmd = Vec::with_capacity(23 + data.len());
+    cmd.push(0x1e);
+    cmd.extend_from_slice(&0x0004u16.to_le_bytes()); // BINLOG_THROUGH_GTID
+    cmd.extend_from_slice(&server_id.to_le_bytes());
+    cmd.extend_from_slice(&0u32.to_le_bytes()); // file name length
+    cmd.extend_from_slice(&4u64.to_le_bytes()); // position
+    cmd.extend_from_slice(&u32::try_from(data.len()).ok()?.to_le_bytes());
+    cmd.extend_from_slice(&data);
+    Some(cmd)
 }
 
 fn read_packet(conn: &mut SqlConn) -> Result<Vec<u8>, MysqlError> {
@@ -977,6 +1080,23 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mysql_gtid_dump_encodes_the_executed_set() {
+        let cmd = mysql_gtid_dump(7, "3e11fa47-71ca-11e1-9e33-c80aa9429562:42").expect("cmd");
+        assert_eq!(cmd.len(), 1 + 2 + 4 + 4 + 8 + 4 + 48);
+        assert_eq!(cmd[0], 0x1e);
+        assert_eq!(&cmd[3..7], &7u32.to_le_bytes());
+        assert_eq!(&cmd[23..31], &1u64.to_le_bytes());
+        assert_eq!(&cmd[31..35], &[0x3e, 0x11, 0xfa, 0x47]);
+        assert_eq!(
+            &cmd[63..71],
+            &43u64.to_le_bytes(),
+            "interval end is exclusive"
+        );
+        assert!(mysql_gtid_dump(7, "0-1-42").is_none());
+        assert_eq!(register_replica(9).len(), 18);
+    }
 
     #[test]
     fn header_offsets() {
