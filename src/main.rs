@@ -64,7 +64,9 @@ enum Command {
         #[arg(long)]
         max_events: Option<u64>,
     },
-    /// Print the stored positions, backfill progress and each source's lag: for PostgreSQL
+    /// Print the stored positions, backfill progress and each source's lag.
+    ///
+    /// For PostgreSQL
     /// the slot (confirmed_flush_lsn, restart_lsn, bytes behind the current WAL, retained
     /// WAL, active); for MySQL the current binlog position, the oldest binlog on the server
     /// and whether the stored position's file is still there. Unreachable sources are
@@ -74,7 +76,9 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Connect to every source and sink and validate what `run` needs (server settings,
+    /// Validate every source and sink without changing anything.
+    ///
+    /// Connects to every source and sink and validates what `run` needs (server settings,
     /// slots, publication, replica identity, privileges). One line per check:
     /// `ok|warn|FAIL <source>: <what> — <what to fix>`. Exit 0 without FAIL, 3 when a source
     /// check failed, 1 when only a sink check failed, 2 for a bad config. Changes nothing.
@@ -86,8 +90,10 @@ enum Command {
         #[arg(long)]
         source: Option<String>,
     },
-    /// List each source's schemas, tables and columns (type, nullable, key, replica
-    /// identity) and mark what the configured filters capture (`+`) or drop (`-`).
+    /// List tables and columns and what the filters capture.
+    ///
+    /// For each source: schemas, tables and columns (type, nullable, key, replica
+    /// identity), marked `+` when the configured filters capture them, `-` when not.
     Discover {
         /// The TOML config file.
         #[arg(long, short)]
@@ -99,9 +105,10 @@ enum Command {
         #[arg(long, value_enum, default_value_t = DiscoverFormat::Text)]
         format: DiscoverFormat,
     },
-    /// Print the next events of a source as JSON lines on stdout, from the stored position,
-    /// without delivering them to any sink, storing a checkpoint or confirming anything to
-    /// the server. Stops after --limit events or --timeout (not an error; the count goes to
+    /// Print a source's next events as JSON lines, changing nothing.
+    ///
+    /// Streams from the stored position (or the normal start) without delivering to any
+    /// sink, storing a checkpoint or confirming anything to the server. Stops after --limit events or --timeout (not an error; the count goes to
     /// stderr). Query mode runs the query once.
     Preview {
         /// The TOML config file.
