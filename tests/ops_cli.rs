@@ -610,3 +610,140 @@ fn status_mariadb_shows_binlog_lag() {
         "stored_file_on_server=no",
     );
 }
+
+#[test]
+fn preview_mariadb_from_the_stored_position_stores_nothing() {
+    let server = MariaServer::get();
+    let db = server.fresh_db();
+    server.sql(&db, "CREATE TABLE t (id int PRIMARY KEY, v text)");
+    let n = name("myprev");
+    let w = Workdir::new();
+    w.write_config(&server.source_toml(&n, &db));
+    let (file, pos) = server.binlog_position();
+    let stored = maria::checkpoint(&file, pos);
+    {
+        let store = logtide::checkpoint::CheckpointStore::open(&w.state()).expect("store");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt");
+        rt.block_on(store.force(&n, &stored)).expect("force");
+    }
+    for i in 1..=4 {
+        server.sql(&db, &format!("INSERT INTO t VALUES ({i}, 'v{i}')"));
+    }
+    let env = [(maria::PASSWORD_ENV, maria::PASSWORD)];
+    let (code, out, err) = cmd(
+        &w,
+        &[
+            "preview",
+            "--source",
+            &n,
+            "--limit",
+            "3",
+            "--timeout",
+            "60s",
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let ids: Vec<i64> = out
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+            assert_eq!(v["op"], "c", "{l}");
+            v["after"]["id"].as_i64().expect("id")
+        })
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    let store = logtide::checkpoint::CheckpointStore::open(&w.state()).expect("store");
+    assert_eq!(store.load(&n).expect("load"), Some(stored));
+    assert!(w.events().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_query_mode_runs_the_query_once_and_times_out_quietly() {
+    let db = PgServer::get().fresh_db();
+    db.exec("CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 5) g")
+        .await;
+    let n = name("qprev");
+    let w = Workdir::new();
+    w.write_config(&format!(
+        "[[sources]]\nkind = \"query\"\nname = \"{n}\"\nhost = \"{}\"\nport = {}\nuser = \"{}\"\n\
+         password_env = \"{PASSWORD_ENV}\"\ndatabase = \"{}\"\nsslmode = \"disable\"\n\
+         query = \"SELECT id, name FROM items WHERE id > {{{{cursor}}}}\"\ncursor_column = \"id\"\n\
+         key_columns = [\"id\"]\ntable = \"public.items\"\ninitial_cursor = \"0\"\n",
+        db.server.host(),
+        db.server.port(),
+        common::pg::USER,
+        db.name()
+    ));
+    let (code, out, err) = cmd(&w, &["preview", "--source", &n, "--limit", "2"], &pg_env());
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let ids: Vec<i64> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("JSON line")["after"]["id"]
+                .as_i64()
+                .expect("id")
+        })
+        .collect();
+    assert_eq!(ids, vec![1, 2]);
+    // No state directory was created, so nothing was stored.
+    assert!(!w.state().exists());
+
+    // Fewer rows than the limit: the one run ends the preview well before the timeout.
+    let started = std::time::Instant::now();
+    let (code, out, err) = cmd(
+        &w,
+        &[
+            "preview",
+            "--source",
+            &n,
+            "--limit",
+            "50",
+            "--timeout",
+            "60s",
+        ],
+        &pg_env(),
+    );
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(out.lines().count(), 5, "{out}");
+    assert!(started.elapsed() < Duration::from_secs(50), "{err}");
+    assert!(err.contains("preview: 5 events"), "{err}");
+
+    // The query source has no discoverable tables, only result columns.
+    let (code, out, err) = cmd(&w, &["discover"], &pg_env());
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let id = line(&out, "      + id ", "int4").unwrap_or_else(|| panic!("{out}"));
+    assert!(id.ends_with(" key"), "{out}");
+    let name_line = line(&out, "      + name ", "text").unwrap_or_else(|| panic!("{out}"));
+    assert!(!name_line.ends_with("key"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_unreachable_http_sink_fails_with_exit_1() {
+    let db = PgServer::get().fresh_db();
+    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
+    let n = name("sink");
+    let w = Workdir::new();
+    // A port nothing listens on: bind, note it, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    w.write_config(&format!(
+        "{}\n[[sinks]]\nkind = \"http\"\nname = \"hook\"\nurl = \"http://127.0.0.1:{port}/in\"\n",
+        db.server.source_toml(db.name(), &n)
+    ));
+    let (code, out, err) = cmd(&w, &["check"], &pg_env());
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    assert_line(
+        &out,
+        "FAIL sink hook: cannot reach http://127.0.0.1:",
+        "receiver is running",
+    );
+    assert!(
+        out.lines().all(|l| !l.starts_with(&format!("FAIL {n}"))),
+        "{out}"
+    );
+}

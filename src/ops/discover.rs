@@ -443,13 +443,13 @@ pub fn render_text(st: &SourceTables) -> String {
     if let Some(cols) = &st.query_columns {
         let _ = writeln!(s, "  query result columns:");
         for c in cols {
-            let _ = writeln!(
-                s,
+            let l = format!(
                 "      + {:<24} {:<24}{}",
                 c.name,
                 c.type_name,
                 if c.key { " key" } else { "" }
             );
+            let _ = writeln!(s, "{}", l.trim_end());
         }
         return s;
     }
@@ -485,8 +485,7 @@ pub fn render_text(st: &SourceTables) -> String {
             let _ = writeln!(s, "      ! {p}");
         }
         for c in &t.columns {
-            let _ = writeln!(
-                s,
+            let l = format!(
                 "      {} {:<width$}  {:<24} {:<8}{}",
                 if c.captured { '+' } else { '-' },
                 c.name,
@@ -494,6 +493,7 @@ pub fn render_text(st: &SourceTables) -> String {
                 if c.nullable { "null" } else { "not null" },
                 if c.key { "  key" } else { "" },
             );
+            let _ = writeln!(s, "{}", l.trim_end());
         }
     }
     s
