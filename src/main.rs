@@ -293,6 +293,12 @@ async fn async_main(cmd: Command) -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            // Stored positions, when the store exists and is not held by a running service.
+            let store = if cfg.state.path.exists() {
+                CheckpointStore::open(&cfg.state.path).ok()
+            } else {
+                None
+            };
             let mut source_failed = false;
             let mut sink_failed = false;
             for s in cfg
@@ -300,7 +306,10 @@ async fn async_main(cmd: Command) -> ExitCode {
                 .iter()
                 .filter(|s| source.as_deref().is_none_or(|n| n == s.name()))
             {
-                for f in logtide::ops::check::check_source(s).await {
+                let stored = store
+                    .as_ref()
+                    .and_then(|st| st.load(s.name()).ok().flatten());
+                for f in logtide::ops::check::check_source(s, stored.as_ref()).await {
                     source_failed |= f.level == logtide::ops::Level::Fail;
                     println!("{f}");
                 }

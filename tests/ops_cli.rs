@@ -609,6 +609,23 @@ fn status_mariadb_shows_binlog_lag() {
         &format!("{n}\tlag binlog"),
         "stored_file_on_server=no",
     );
+    // `check` fails on it (the source could not resume) and passes on the good position.
+    let (code, out, err) = cmd(&w2, &["check"], &env);
+    assert_eq!(code, 3, "{out}{err}");
+    assert_line(
+        &out,
+        &format!(
+            "FAIL {n}: stored position mysql-bin.000000:4 is in a binlog the server no longer has"
+        ),
+        "re-backfill",
+    );
+    let (code, out, err) = cmd(&w, &["check"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_line(
+        &out,
+        &format!("ok {n}: stored position {file}:{pos} is still on the server"),
+        "",
+    );
 }
 
 #[test]

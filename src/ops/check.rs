@@ -12,14 +12,16 @@ use crate::config::{
     SourceConfig,
 };
 use crate::filter::Filter;
+use crate::position::{MysqlPosition, Position};
 use crate::service::ErrorChain;
 use crate::source::mysql::validate;
 use crate::source::postgres::conn::{quote_ident, ReplConnection};
 use crate::source::postgres::setup;
 use std::time::Duration;
 
-/// Checks one source.
-pub async fn check_source(cfg: &SourceConfig) -> Vec<Finding> {
+/// Checks one source. `stored` is its stored checkpoint, if known (MySQL: its binlog file
+/// must still be on the server).
+pub async fn check_source(cfg: &SourceConfig, stored: Option<&Position>) -> Vec<Finding> {
     let filter = cfg.filter();
     match cfg {
         SourceConfig::Postgres(c) => check_postgres(c, &filter).await,
@@ -27,7 +29,15 @@ pub async fn check_source(cfg: &SourceConfig) -> Vec<Finding> {
             let c = c.clone();
             let name = c.name.clone();
             let backfill = cfg.backfill();
-            match tokio::task::spawn_blocking(move || check_mysql(&c, &filter, &backfill)).await {
+            let stored = match stored {
+                Some(Position::Mysql(m)) => Some(m.clone()),
+                _ => None,
+            };
+            match tokio::task::spawn_blocking(move || {
+                check_mysql(&c, &filter, &backfill, stored.as_ref())
+            })
+            .await
+            {
                 Ok(f) => f,
                 Err(e) => {
                     let mut r = Report::new(name);
@@ -420,6 +430,7 @@ pub fn check_mysql(
     cfg: &MysqlSourceConfig,
     filter: &Filter,
     backfill: &crate::config::BackfillSettings,
+    stored: Option<&MysqlPosition>,
 ) -> Vec<Finding> {
     let mut r = Report::new(cfg.name.clone());
     let mut conn = match super::mysql_connect(cfg) {
@@ -545,6 +556,33 @@ pub fn check_mysql(
             }
         }
         Err(e) => r.warn(format!("cannot read the user's grants: {e}"), ""),
+    }
+    if let Some(p) = stored {
+        match conn.query("SHOW BINARY LOGS") {
+            Ok(rs) => {
+                let files: Vec<String> = (0..rs.rows.len()).filter_map(|i| rs.text(i, 0)).collect();
+                if files.contains(&p.file) {
+                    r.ok(format!(
+                        "stored position {}:{} is still on the server",
+                        p.file, p.pos
+                    ));
+                } else {
+                    r.fail(
+                        format!(
+                            "stored position {}:{} is in a binlog the server no longer has (oldest: {})",
+                            p.file,
+                            p.pos,
+                            files.first().map(String::as_str).unwrap_or("none")
+                        ),
+                        "the source cannot resume: re-backfill the tables and `logtide reset` the source; keep binlogs longer than logtide may be stopped",
+                    );
+                }
+            }
+            Err(e) => r.warn(
+                format!("cannot list the binlogs: {}", ErrorChain(&e)),
+                "grant BINLOG MONITOR / REPLICATION CLIENT",
+            ),
+        }
     }
     match mysql_tables(&mut conn) {
         Ok(mut tables) => {
