@@ -23,6 +23,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod event;
 pub mod filter;
+pub mod ops;
 pub mod pipeline;
 pub mod position;
 pub mod replay;

@@ -2,9 +2,10 @@
 //! to exit codes.
 //!
 //! Exit codes: 0 success (also a clean stop on SIGINT/SIGTERM or a reached bound);
-//! 1 runtime failure (a sink or the checkpoint store); 2 bad command line or config;
-//! 3 a source failed permanently (server settings, privileges, purged positions,
-//! undecodable data — the message says what to fix).
+//! 1 runtime failure (a sink or the checkpoint store; `check`: a sink check failed);
+//! 2 bad command line or config; 3 a source failed permanently (server settings,
+//! privileges, purged positions, undecodable data — the message says what to fix;
+//! `check`: a source check failed).
 
 use clap::{Parser, Subcommand, ValueEnum};
 use logtide::checkpoint::CheckpointStore;
@@ -31,6 +32,12 @@ struct Cli {
     log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DiscoverFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -66,7 +73,8 @@ enum Command {
         #[arg(long)]
         source: String,
         /// An event's cursor (that event is delivered again), a MySQL file:pos
-        /// (mysql-bin.000012:4567) or a PostgreSQL LSN (16/B374D848).
+        /// (mysql-bin.000012:4567) or GTID (0-1-42, uuid:42: starts after it), or a
+        /// PostgreSQL LSN (16/B374D848).
         #[arg(long)]
         from: String,
         /// Stop once everything up to this position is delivered (as for `run`).
@@ -76,10 +84,65 @@ enum Command {
         #[arg(long)]
         max_events: Option<u64>,
     },
-    /// Print the stored positions and backfill progress.
+    /// Print the stored positions, backfill progress and each source's lag.
+    ///
+    /// For PostgreSQL
+    /// the slot (confirmed_flush_lsn, restart_lsn, bytes behind the current WAL, retained
+    /// WAL, active); for MySQL the current binlog position, the oldest binlog on the server
+    /// and whether the stored position's file is still there. Unreachable sources are
+    /// reported and skipped.
     Status {
+        /// The TOML config file.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Validate every source and sink without changing anything.
+    ///
+    /// Connects to every source and sink and validates what `run` needs (server settings,
+    /// slots, publication, replica identity, privileges). One line per check:
+    /// `ok|warn|FAIL <source>: <what> — <what to fix>`. Exit 0 without FAIL, 3 when a source
+    /// check failed, 1 when only a sink check failed, 2 for a bad config. Changes nothing.
+    Check {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Check only this source (and the sinks it feeds).
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// List tables and columns and what the filters capture.
+    ///
+    /// For each source: schemas, tables and columns (type, nullable, key, replica
+    /// identity), marked `+` when the configured filters capture them, `-` when not.
+    Discover {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Inspect only this source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Output format: `text` for people, `json` (one document) for tools.
+        #[arg(long, value_enum, default_value_t = DiscoverFormat::Text)]
+        format: DiscoverFormat,
+    },
+    /// Print a source's next events as JSON lines, changing nothing.
+    ///
+    /// Streams from the stored position (or the normal start) without delivering to any
+    /// sink, storing a checkpoint or confirming anything to the server. Stops after --limit events or --timeout (not an error; the count goes to
+    /// stderr). Query mode runs the query once.
+    Preview {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The source to preview.
+        #[arg(long)]
+        source: String,
+        /// Most events to print.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// Longest wait for events, e.g. "10s", "500ms", "2m".
+        #[arg(long, default_value = "10s", value_parser = logtide::config::parse_duration)]
+        timeout: std::time::Duration,
     },
     /// Forget the stored position of a source (it restarts from the slot / binlog start).
     Reset {
@@ -107,6 +170,18 @@ fn init_logs(format: LogFormat, level: Option<&str>) {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().init(),
     }
+}
+
+/// Loads the config and checks that `source` (if given) is defined; the error exit code.
+fn load_for(path: &std::path::Path, source: Option<&str>) -> Result<Config, ExitCode> {
+    let cfg = Config::load(path).map_err(|e| fail(2, &e))?;
+    if let Some(n) = source {
+        if cfg.source(n).is_none() {
+            eprintln!("error: --source {n:?} is not defined in {}", path.display());
+            return Err(ExitCode::from(2));
+        }
+    }
+    Ok(cfg)
 }
 
 fn fail(code: u8, err: &(dyn std::error::Error + 'static)) -> ExitCode {
@@ -178,23 +253,146 @@ async fn async_main(cmd: Command) -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return fail(1, &e),
             };
-            match store.dump() {
-                Ok(rows) => {
-                    for s in &cfg.sources {
-                        match store.load(s.name()) {
-                            Ok(Some(p)) => {
-                                println!("{}\tposition {}\tcursor {}", s.name(), p, p.cursor())
-                            }
-                            Ok(None) => println!("{}\tno stored position", s.name()),
-                            Err(e) => return fail(1, &e),
-                        }
+            let rows = match store.dump() {
+                Ok(rows) => rows,
+                Err(e) => return fail(1, &e),
+            };
+            let mut stored = Vec::new();
+            for s in &cfg.sources {
+                match store.load(s.name()) {
+                    Ok(Some(p)) => {
+                        println!("{}\tposition {}\tcursor {}", s.name(), p, p.cursor());
+                        stored.push(Some(p));
                     }
-                    for (k, v) in rows.iter().filter(|(k, _)| k.starts_with("backfill/")) {
-                        println!("{k}\t{v}");
+                    Ok(None) => {
+                        println!("{}\tno stored position", s.name());
+                        stored.push(None);
+                    }
+                    Err(e) => return fail(1, &e),
+                }
+            }
+            for (k, v) in rows.iter().filter(|(k, _)| k.starts_with("backfill/")) {
+                println!("{k}\t{v}");
+            }
+            drop(store);
+            for (s, p) in cfg.sources.iter().zip(&stored) {
+                match logtide::ops::status::lag(s, p.as_ref()).await {
+                    Ok(line) => println!("{}\tlag {line}", s.name()),
+                    Err(why) => println!("{}\tunreachable: {why}", s.name()),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Check { config, source } => {
+            let cfg = match load_for(&config, source.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            // Stored positions, when the store exists and is not held by a running service.
+            let store = if cfg.state.path.exists() {
+                CheckpointStore::open(&cfg.state.path).ok()
+            } else {
+                None
+            };
+            let mut source_failed = false;
+            let mut sink_failed = false;
+            for s in cfg
+                .sources
+                .iter()
+                .filter(|s| source.as_deref().is_none_or(|n| n == s.name()))
+            {
+                let stored = store
+                    .as_ref()
+                    .and_then(|st| st.load(s.name()).ok().flatten());
+                for f in logtide::ops::check::check_source(s, stored.as_ref()).await {
+                    source_failed |= f.level == logtide::ops::Level::Fail;
+                    println!("{f}");
+                }
+            }
+            for k in cfg.sinks.iter().filter(|k| match source.as_deref() {
+                None => true,
+                Some(n) => k.sources().is_empty() || k.sources().iter().any(|s| s == n),
+            }) {
+                for f in logtide::ops::check::check_sink(k).await {
+                    sink_failed |= f.level == logtide::ops::Level::Fail;
+                    println!("{f}");
+                }
+            }
+            if source_failed {
+                ExitCode::from(3)
+            } else if sink_failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Command::Discover {
+            config,
+            source,
+            format,
+        } => {
+            let cfg = match load_for(&config, source.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let mut all = Vec::new();
+            for s in cfg
+                .sources
+                .iter()
+                .filter(|s| source.as_deref().is_none_or(|n| n == s.name()))
+            {
+                let st = logtide::ops::discover::discover(s).await;
+                if format == DiscoverFormat::Text {
+                    print!("{}", logtide::ops::discover::render_text(&st));
+                }
+                all.push(st);
+            }
+            if format == DiscoverFormat::Json {
+                match serde_json::to_string_pretty(&all) {
+                    Ok(j) => println!("{j}"),
+                    Err(e) => return fail(1, &e),
+                }
+            }
+            if all.iter().any(|s| s.error.is_some()) {
+                if format == DiscoverFormat::Json {
+                    for s in all.iter().filter(|s| s.error.is_some()) {
+                        eprintln!(
+                            "error: source {}: {}",
+                            s.source,
+                            s.error.as_deref().unwrap_or("")
+                        );
+                    }
+                }
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Command::Preview {
+            config,
+            source,
+            limit,
+            timeout,
+        } => {
+            let cfg = match load_for(&config, Some(&source)) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let opts = logtide::ops::preview::PreviewOptions { limit, timeout };
+            let mut out = std::io::stdout();
+            match logtide::ops::preview::preview(&cfg, &source, opts, &mut out).await {
+                Ok(o) => {
+                    if o.timed_out {
+                        eprintln!(
+                            "preview: {} of {limit} events before the {timeout:?} timeout",
+                            o.events
+                        );
+                    } else {
+                        eprintln!("preview: {} events", o.events);
                     }
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(1, &e),
+                Err(e) => fail(if e.is_source_side() { 3 } else { 1 }, &e),
             }
         }
         Command::Reset {

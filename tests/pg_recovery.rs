@@ -76,6 +76,7 @@ async fn kill9_then_restart_loses_nothing() {
     let ck_cursor = status
         .split("cursor ")
         .nth(1)
+        .and_then(|s| s.lines().next())
         .map(|s| s.trim().to_owned())
         .expect("a stored checkpoint");
     let before_restart = w.events();
@@ -138,6 +139,7 @@ async fn sigterm_exits_cleanly_with_checkpoint() {
     let ck = text
         .split("cursor ")
         .nth(1)
+        .and_then(|s| s.lines().next())
         .map(|s| s.trim().to_owned())
         .expect("checkpoint");
     let last = w

@@ -379,6 +379,30 @@ async fn connect(
     })
 }
 
+/// The result columns of the configured query as (name, type name), for
+/// `logtide discover`: prepares the query (nothing is executed).
+pub async fn result_columns(cfg: &QuerySourceConfig) -> Result<Vec<(String, String)>, QueryError> {
+    let (client, conn) = connect(cfg).await?;
+    let driver = tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "query source connection ended");
+        }
+    });
+    let _abort = AbortOnDrop(driver);
+    let plan = plan(&client, cfg).await?;
+    Ok(plan
+        .columns
+        .into_iter()
+        .zip(plan.oids)
+        .map(|(n, oid)| {
+            let ty = Type::from_oid(oid)
+                .map(|t| t.name().to_owned())
+                .unwrap_or_else(|| format!("oid {oid}"));
+            (n, ty)
+        })
+        .collect())
+}
+
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -15,20 +15,77 @@ pub struct ServerInfo {
     pub row_image: String,
 }
 
-/// Checks settings and privileges. `user` is the configured user (for messages).
-pub fn validate(conn: &mut SqlConn, user: &str) -> Result<ServerInfo, MysqlError> {
+/// The replication-related server variables, names lowercased.
+pub fn read_settings(conn: &mut SqlConn) -> Result<HashMap<String, String>, MysqlError> {
     let rs = conn.query(
         "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('version', 'log_bin', 'binlog_format', 'binlog_row_image', \
          'binlog_row_metadata', 'log_bin_compress', 'binlog_transaction_compression', 'binlog_row_value_options')",
     )?;
-    let vars: HashMap<String, String> = (0..rs.rows.len())
+    Ok((0..rs.rows.len())
         .filter_map(|r| {
             Some((
                 rs.text(r, 0)?.to_ascii_lowercase(),
                 rs.text(r, 1).unwrap_or_default(),
             ))
         })
-        .collect();
+        .collect())
+}
+
+/// Every setting that stops logtide, in the order they are checked (empty: all fine).
+/// `binlog_row_image` and `binlog_row_metadata` are advisory and not included.
+pub fn setting_problems(vars: &HashMap<String, String>) -> Vec<MysqlError> {
+    let var = |k: &str| {
+        vars.get(k)
+            .map(|v| v.to_ascii_uppercase())
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    if var("log_bin") != "ON" {
+        out.push(MysqlError::Setting {
+            setting: "log_bin",
+            actual: var("log_bin"),
+            wanted: "ON",
+            fix: "start the server with binary logging (e.g. [mysqld] log_bin=mysql-bin and server_id=1 in its config) and restart it".into(),
+        });
+    }
+    if var("binlog_format") != "ROW" {
+        out.push(MysqlError::Setting {
+            setting: "binlog_format",
+            actual: var("binlog_format"),
+            wanted: "ROW",
+            fix: "run SET GLOBAL binlog_format = 'ROW' and put binlog_format=ROW in the server config ([mysqld]); sessions already connected keep their old format until they reconnect".into(),
+        });
+    }
+    if var("log_bin_compress") == "ON" {
+        out.push(MysqlError::Setting {
+            setting: "log_bin_compress",
+            actual: "ON".into(),
+            wanted: "OFF",
+            fix: "compressed binlog events are not decoded: run SET GLOBAL log_bin_compress = OFF (and in the server config), then FLUSH BINARY LOGS".into(),
+        });
+    }
+    if var("binlog_transaction_compression") == "ON" {
+        out.push(MysqlError::Setting {
+            setting: "binlog_transaction_compression",
+            actual: "ON".into(),
+            wanted: "OFF",
+            fix: "compressed transaction payloads are not decoded: run SET GLOBAL binlog_transaction_compression = OFF (and in the server config)".into(),
+        });
+    }
+    if var("binlog_row_value_options").contains("PARTIAL_JSON") {
+        out.push(MysqlError::Setting {
+            setting: "binlog_row_value_options",
+            actual: var("binlog_row_value_options"),
+            wanted: "'' (empty)",
+            fix: "partial JSON updates are not decoded: run SET GLOBAL binlog_row_value_options = '' (and in the server config)".into(),
+        });
+    }
+    out
+}
+
+/// Checks settings and privileges. `user` is the configured user (for messages).
+pub fn validate(conn: &mut SqlConn, user: &str) -> Result<ServerInfo, MysqlError> {
+    let vars = read_settings(conn)?;
     let var = |k: &str| {
         vars.get(k)
             .map(|v| v.to_ascii_uppercase())
@@ -37,45 +94,8 @@ pub fn validate(conn: &mut SqlConn, user: &str) -> Result<ServerInfo, MysqlError
     let version = vars.get("version").cloned().unwrap_or_default();
     let mariadb = conn.mariadb || version.to_ascii_lowercase().contains("mariadb");
 
-    if var("log_bin") != "ON" {
-        return Err(MysqlError::Setting {
-            setting: "log_bin",
-            actual: var("log_bin"),
-            wanted: "ON",
-            fix: "start the server with binary logging (e.g. [mysqld] log_bin=mysql-bin and server_id=1 in its config) and restart it".into(),
-        });
-    }
-    if var("binlog_format") != "ROW" {
-        return Err(MysqlError::Setting {
-            setting: "binlog_format",
-            actual: var("binlog_format"),
-            wanted: "ROW",
-            fix: "run SET GLOBAL binlog_format = 'ROW' and put binlog_format=ROW in the server config ([mysqld]); sessions already connected keep their old format until they reconnect".into(),
-        });
-    }
-    if var("log_bin_compress") == "ON" {
-        return Err(MysqlError::Setting {
-            setting: "log_bin_compress",
-            actual: "ON".into(),
-            wanted: "OFF",
-            fix: "compressed binlog events are not decoded: run SET GLOBAL log_bin_compress = OFF (and in the server config), then FLUSH BINARY LOGS".into(),
-        });
-    }
-    if var("binlog_transaction_compression") == "ON" {
-        return Err(MysqlError::Setting {
-            setting: "binlog_transaction_compression",
-            actual: "ON".into(),
-            wanted: "OFF",
-            fix: "compressed transaction payloads are not decoded: run SET GLOBAL binlog_transaction_compression = OFF (and in the server config)".into(),
-        });
-    }
-    if var("binlog_row_value_options").contains("PARTIAL_JSON") {
-        return Err(MysqlError::Setting {
-            setting: "binlog_row_value_options",
-            actual: var("binlog_row_value_options"),
-            wanted: "'' (empty)",
-            fix: "partial JSON updates are not decoded: run SET GLOBAL binlog_row_value_options = '' (and in the server config)".into(),
-        });
+    if let Some(e) = setting_problems(&vars).into_iter().next() {
+        return Err(e);
     }
     let row_image = var("binlog_row_image");
     if row_image != "FULL" {
@@ -92,7 +112,9 @@ pub fn validate(conn: &mut SqlConn, user: &str) -> Result<ServerInfo, MysqlError
             "column names and keys are read from information_schema (binlog_row_metadata=FULL puts them in the binlog and keeps names right when replaying across schema changes)"
         );
     }
-    check_privileges(conn, user, mariadb)?;
+    if let Some(e) = privilege_problems(conn, user, mariadb)?.into_iter().next() {
+        return Err(e);
+    }
     Ok(ServerInfo {
         mariadb,
         version,
@@ -127,9 +149,20 @@ fn granted(lines: &[String]) -> (Vec<String>, bool) {
     (global, select_somewhere)
 }
 
-fn check_privileges(conn: &mut SqlConn, user: &str, mariadb: bool) -> Result<(), MysqlError> {
+/// The `SHOW GRANTS` lines of the current user (parse them; never print them: they may
+/// hold password hashes).
+pub fn grant_lines(conn: &mut SqlConn) -> Result<Vec<String>, MysqlError> {
     let rs = conn.query("SHOW GRANTS")?;
-    let lines: Vec<String> = (0..rs.rows.len()).filter_map(|r| rs.text(r, 0)).collect();
+    Ok((0..rs.rows.len()).filter_map(|r| rs.text(r, 0)).collect())
+}
+
+/// Every missing privilege logtide needs (empty: all granted).
+pub fn privilege_problems(
+    conn: &mut SqlConn,
+    user: &str,
+    mariadb: bool,
+) -> Result<Vec<MysqlError>, MysqlError> {
+    let lines = grant_lines(conn)?;
     let current = conn
         .query_value("SELECT CURRENT_USER()")?
         .unwrap_or_default();
@@ -145,20 +178,47 @@ fn check_privileges(conn: &mut SqlConn, user: &str, mariadb: bool) -> Result<(),
         missing,
         grant,
     };
+    let mut out = Vec::new();
     if !has("REPLICATION SLAVE") {
-        return Err(missing("REPLICATION SLAVE", "REPLICATION SLAVE"));
+        out.push(missing("REPLICATION SLAVE", "REPLICATION SLAVE"));
     }
     if mariadb {
         if !(has("BINLOG MONITOR") || has("REPLICATION CLIENT") || has("SUPER")) {
-            return Err(missing("BINLOG MONITOR", "BINLOG MONITOR"));
+            out.push(missing("BINLOG MONITOR", "BINLOG MONITOR"));
         }
     } else if !(has("REPLICATION CLIENT") || has("SUPER")) {
-        return Err(missing("REPLICATION CLIENT", "REPLICATION CLIENT"));
+        out.push(missing("REPLICATION CLIENT", "REPLICATION CLIENT"));
     }
     if !select {
-        return Err(missing("SELECT", "SELECT"));
+        out.push(missing("SELECT", "SELECT"));
     }
-    Ok(())
+    Ok(out)
+}
+
+/// Write privileges (INSERT, UPDATE, DELETE, ALL PRIVILEGES) in grant lines, as
+/// `(privilege, target)` pairs, e.g. `("INSERT", "`app`.*")`.
+pub fn write_grants(lines: &[String]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for l in lines {
+        // Upper-casing ASCII keeps byte offsets, so the target keeps its original case.
+        let u = l.to_ascii_uppercase();
+        if !u.starts_with("GRANT ") {
+            continue;
+        }
+        let Some(on) = u.find(" ON ") else {
+            continue;
+        };
+        let privs = u.get(6..on).unwrap_or("");
+        let to = u.rfind(" TO ").filter(|&t| t > on).unwrap_or(u.len());
+        let target = l.get(on + 4..to).unwrap_or("").trim().to_owned();
+        for p in privs.split(',') {
+            let p = p.trim();
+            if matches!(p, "INSERT" | "UPDATE" | "DELETE" | "ALL PRIVILEGES" | "ALL") {
+                out.push((p.to_owned(), target.clone()));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -179,5 +239,18 @@ mod tests {
         let (g, s) = granted(&["GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost`".to_string()]);
         assert_eq!(g, vec!["ALL PRIVILEGES".to_string()]);
         assert!(s);
+    }
+
+    #[test]
+    fn write_grants_are_found() {
+        let lines = vec![
+            "GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO `u`@`%`".to_string(),
+            "GRANT SELECT, INSERT ON `app`.* TO `u`@`%`".to_string(),
+        ];
+        assert_eq!(
+            write_grants(&lines),
+            vec![("INSERT".to_string(), "`app`.*".to_string())]
+        );
+        assert!(write_grants(&lines[..1]).is_empty());
     }
 }
