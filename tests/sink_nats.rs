@@ -1,6 +1,7 @@
 //! The JetStream sink against a private `nats-server -js`: messages stored once when a batch
 //! is delivered twice (Nats-Msg-Id), in order, on the templated subject; a stopped server
-//! delays delivery but loses nothing.
+//! delays delivery but loses nothing; a batch counts as delivered only when every ack
+//! arrived (also across the pipelining window), and one refused ack is noticed.
 
 mod sink_util;
 
@@ -119,4 +120,80 @@ async fn missing_stream_stops_the_sink_with_what_to_fix() {
     let err = sink.deliver(&events(1, 2)).await.expect_err("must fail");
     assert!(!err.is_transient());
     assert!(err.to_string().contains("nowhere.users"), "{err}");
+}
+
+#[tokio::test]
+async fn batch_is_accepted_only_when_every_ack_arrived() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = NatsServer::start(dir.path()).await;
+    // One chunk larger than the ack window: publishing waits on the oldest acks midway.
+    let n = logtide::sink::nats::NATS_ACK_WINDOW + 1904;
+    let text = format!(
+        "name = \"bus\"\nurl = \"{}\"\nstream = {{ name = \"CDC4\", subjects = [\"logtide.>\"] }}\nbatch = {{ max_events = {n} }}",
+        server.url()
+    );
+    let cfg: NatsSinkConfig = toml::from_str(&text).expect("config");
+    let mut sink = NatsSink::build(&cfg).await.expect("build");
+    let evs = events(1, n);
+    sink.deliver(&evs).await.expect("deliver");
+    // Right when deliver returns, the stream holds every message, in order.
+    let msgs = stored(&server.url(), "CDC4").await;
+    assert_eq!(
+        msgs.iter().map(|m| m.2.clone()).collect::<Vec<_>>(),
+        cursors(&evs)
+    );
+}
+
+#[tokio::test]
+async fn one_refused_ack_in_the_middle_fails_the_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = NatsServer::start(dir.path()).await;
+    // The stream refuses messages beyond the 5th: acks 6..10 of the batch are errors.
+    let js = jetstream::new(async_nats::connect(server.url()).await.expect("connect"));
+    js.create_stream(jetstream::stream::Config {
+        name: "CDC5".into(),
+        subjects: vec!["logtide.>".into()],
+        max_messages: 5,
+        discard: jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .expect("create stream");
+    let dl = dir.path().join("dl.jsonl");
+    let text = format!(
+        "name = \"bus\"\nurl = \"{}\"\nbatch = {{ max_events = 16 }}\nretry = {{ max_retries = 2, initial_backoff = \"10ms\" }}\ndead_letter_path = {dl:?}",
+        server.url()
+    );
+    let cfg: NatsSinkConfig = toml::from_str(&text).expect("config");
+    let mut sink = NatsSink::build(&cfg).await.expect("build");
+    let evs = events(1, 10);
+    sink.deliver(&evs)
+        .await
+        .expect("accepted with dead letters");
+    // Exactly the refused messages are dead letters: each ack was looked at.
+    let letters = logtide::sink::dead_letter::read_dead_letters(&dl).expect("dead letters");
+    assert_eq!(
+        letters.iter().map(|l| l.cursor.clone()).collect::<Vec<_>>(),
+        cursors(&evs[5..])
+    );
+    assert_eq!(
+        stored(&server.url(), "CDC5")
+            .await
+            .iter()
+            .map(|m| m.2.clone())
+            .collect::<Vec<_>>(),
+        cursors(&evs[..5])
+    );
+
+    // With on_permanent_failure = "stop" the same refusal fails the batch.
+    let cfg: NatsSinkConfig =
+        toml::from_str(&format!("{text}\non_permanent_failure = \"stop\"")).expect("config");
+    let mut sink = NatsSink::build(&cfg).await.expect("build");
+    let more = events(11, 3);
+    let err = sink.deliver(&more).await.expect_err("must not be accepted");
+    assert!(!err.is_transient());
+    assert!(
+        err.to_string().contains(&more[0].position.cursor()),
+        "{err}"
+    );
 }
