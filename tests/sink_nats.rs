@@ -145,13 +145,71 @@ async fn batch_is_accepted_only_when_every_ack_arrived() {
 }
 
 #[tokio::test]
-async fn one_refused_ack_in_the_middle_fails_the_batch() {
+async fn one_refused_ack_in_the_middle_is_noticed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = NatsServer::start(dir.path()).await;
-    // The stream refuses messages beyond the 5th: acks 6..10 of the batch are errors.
+    // The stream refuses messages over 1 KiB: event 6 is padded past that, so its ack
+    // (in the middle of the batch) is an error.
     let js = jetstream::new(async_nats::connect(server.url()).await.expect("connect"));
     js.create_stream(jetstream::stream::Config {
         name: "CDC5".into(),
+        subjects: vec!["logtide.>".into()],
+        max_message_size: 1024,
+        ..Default::default()
+    })
+    .await
+    .expect("create stream");
+    let dl = dir.path().join("dl.jsonl");
+    let text = format!(
+        "name = \"bus\"\nurl = \"{}\"\nbatch = {{ max_events = 16 }}\nretry = {{ max_retries = 2, initial_backoff = \"10ms\" }}\ndead_letter_path = {dl:?}",
+        server.url()
+    );
+    let cfg: NatsSinkConfig = toml::from_str(&text).expect("config");
+    let mut sink = NatsSink::build(&cfg).await.expect("build");
+    let mut evs = events(1, 10);
+    if let Some(after) = evs[5].after.as_mut() {
+        after[2] = Some(logtide::value::Value::Text("x".repeat(2000)));
+    }
+    sink.deliver(&evs)
+        .await
+        .expect("accepted with one dead letter");
+    // Exactly the refused message is a dead letter: every ack was looked at.
+    let letters = logtide::sink::dead_letter::read_dead_letters(&dl).expect("dead letters");
+    assert_eq!(
+        letters.iter().map(|l| l.cursor.clone()).collect::<Vec<_>>(),
+        vec![evs[5].position.cursor()]
+    );
+    let mut want = cursors(&evs);
+    want.remove(5);
+    assert_eq!(
+        stored(&server.url(), "CDC5")
+            .await
+            .iter()
+            .map(|m| m.2.clone())
+            .collect::<Vec<_>>(),
+        want
+    );
+
+    // With on_permanent_failure = "stop" the same refusal fails the batch.
+    let cfg: NatsSinkConfig =
+        toml::from_str(&format!("{text}\non_permanent_failure = \"stop\"")).expect("config");
+    let mut sink = NatsSink::build(&cfg).await.expect("build");
+    let err = sink
+        .deliver(&evs[5..6])
+        .await
+        .expect_err("must not be accepted");
+    assert!(!err.is_transient());
+    assert!(err.to_string().contains(&evs[5].position.cursor()), "{err}");
+}
+
+#[tokio::test]
+async fn full_stream_is_retried_then_stops_without_dead_letters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = NatsServer::start(dir.path()).await;
+    // The stream takes 5 messages, then refuses new ones (discard = new).
+    let js = jetstream::new(async_nats::connect(server.url()).await.expect("connect"));
+    js.create_stream(jetstream::stream::Config {
+        name: "CDC6".into(),
         subjects: vec!["logtide.>".into()],
         max_messages: 5,
         discard: jetstream::stream::DiscardPolicy::New,
@@ -167,33 +225,26 @@ async fn one_refused_ack_in_the_middle_fails_the_batch() {
     let cfg: NatsSinkConfig = toml::from_str(&text).expect("config");
     let mut sink = NatsSink::build(&cfg).await.expect("build");
     let evs = events(1, 10);
-    sink.deliver(&evs)
+    let err = sink
+        .deliver(&evs)
         .await
-        .expect("accepted with dead letters");
-    // Exactly the refused messages are dead letters: each ack was looked at.
-    let letters = logtide::sink::dead_letter::read_dead_letters(&dl).expect("dead letters");
-    assert_eq!(
-        letters.iter().map(|l| l.cursor.clone()).collect::<Vec<_>>(),
-        cursors(&evs[5..])
-    );
-    assert_eq!(
-        stored(&server.url(), "CDC5")
-            .await
-            .iter()
-            .map(|m| m.2.clone())
-            .collect::<Vec<_>>(),
-        cursors(&evs[..5])
-    );
-
-    // With on_permanent_failure = "stop" the same refusal fails the batch.
-    let cfg: NatsSinkConfig =
-        toml::from_str(&format!("{text}\non_permanent_failure = \"stop\"")).expect("config");
-    let mut sink = NatsSink::build(&cfg).await.expect("build");
-    let more = events(11, 3);
-    let err = sink.deliver(&more).await.expect_err("must not be accepted");
+        .expect_err("a full stream is not a bad event");
     assert!(!err.is_transient());
     assert!(
-        err.to_string().contains(&more[0].position.cursor()),
-        "{err}"
+        crate_chain(&err).contains("max_msgs"),
+        "says what to fix: {}",
+        crate_chain(&err)
     );
+    assert!(!dl.exists(), "no event dead-lettered for a full stream");
+}
+
+fn crate_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

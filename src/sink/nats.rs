@@ -25,7 +25,10 @@
 //! * `stream = { name, subjects, duplicate_window, storage }`: create the stream on the first
 //!   delivery if it does not exist (an existing stream is left as it is).
 //! * A message larger than the server's `max_payload` is dead-lettered without being sent
-//!   (the server would close the connection). "No stream for this subject" stops the sink.
+//!   (the server would close the connection), and so is one the stream refuses as over its
+//!   `max_msg_size`. Other JetStream refusals (stream full with `discard = new`, storage
+//!   exhausted, no leader) are retried and stop the sink when they persist: they concern the
+//!   stream, not the event. "No stream for this subject" stops the sink.
 
 use super::batch::{
     env_secret, header_safe, permanent, transient, Attempt, ChunkSender, Delivery, Records,
@@ -38,6 +41,7 @@ use crate::event::{ChangeEvent, TableSchema};
 use async_nats::jetstream::{
     self,
     context::{PublishAckFuture, PublishErrorKind},
+    ErrorCode,
 };
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -215,15 +219,30 @@ fn classify(sink: &str, e: async_nats::jetstream::context::PublishError, subject
                 retry_after: None,
             }
         }
-        // A JetStream API error for this message (e.g. over the stream's max_msg_size),
-        // or a message the server refused: narrow it down and dead-letter it.
-        PublishErrorKind::Other
-            if std::error::Error::source(&e).is_some_and(|s| s.is::<async_nats::jetstream::Error>()) =>
+        // The stream refused the message itself (over the stream's max_msg_size): narrow it
+        // down and dead-letter it. Any other JetStream error (stream full with
+        // discard = new, storage exhausted, no leader) is about the stream, not the event:
+        // retry, and stop when it persists, rather than dead-letter the whole stream.
+        PublishErrorKind::Other => match std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+            .map(async_nats::jetstream::Error::error_code)
         {
-            Attempt::Rejected {
+            Some(ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM) => Attempt::Rejected {
                 what: format!("JetStream refused the message: {}", crate::service::ErrorChain(&e)),
-            }
-        }
+            },
+            Some(_) => Attempt::Retry {
+                error: transient(
+                    sink,
+                    format!("JetStream did not store a message on {subject}: check the stream's limits (max_msgs, max_bytes with discard = new) and the server's storage"),
+                    Some(Box::new(e)),
+                ),
+                retry_after: None,
+            },
+            None => Attempt::Retry {
+                error: transient(sink, format!("publish to {subject} failed"), Some(Box::new(e))),
+                retry_after: None,
+            },
+        },
         _ => Attempt::Retry {
             error: transient(sink, format!("publish to {subject} failed"), Some(Box::new(e))),
             retry_after: None,
