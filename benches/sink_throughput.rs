@@ -2,10 +2,14 @@
 //! pipeline-sized batches of 4096) into the file sink (fsync per batch), the HTTP sink
 //! against a local receiver that only counts, and the NATS JetStream sink (private
 //! `nats-server -js`, file storage), in one run. Prints events/s and the ratio to the file
-//! sink. Generation of the events is inside the timed loop for every sink alike.
+//! sink. Generation of the events is inside the timed loop for every sink alike. Also prints
+//! the CPU time per event of this process (generation, encoding, the sink's client side,
+//! and for http the receiver) and, for the private nats-server, of the server: on a small
+//! machine the NATS figure is bounded by their sum.
 //!
 //! `cargo bench --bench sink_throughput -- [events] [nats-url]`
-//! (without a URL a private nats-server is started on a free port).
+//! (without a URL a private nats-server is started on a free port; `BENCH_BATCH` sets the
+//! batch size, default 4096).
 
 #[path = "../tests/common/receiver.rs"]
 mod receiver;
@@ -18,7 +22,24 @@ use logtide::sink::{AnySink, Sink};
 use std::sync::Arc;
 use std::time::Instant;
 
-const BATCH: usize = 4096;
+/// Pipeline-sized batches, as `pipeline.max_batch_events` defaults to.
+fn batch_size() -> usize {
+    std::env::var("BENCH_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4096)
+}
+
+/// CPU seconds (user + system) used so far by process `pid` ("self" for this one).
+fn cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut f = rest.split(' ').skip(11);
+    let ticks: f64 = f.next()?.parse::<f64>().ok()? + f.next()?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux architecture this runs on.
+    Some(ticks / 100.0)
+}
 
 fn batch(t: &Arc<logtide::event::TableSchema>, start: usize, n: usize) -> Vec<ChangeEvent> {
     (start..start + n)
@@ -30,20 +51,32 @@ async fn run(
     label: &str,
     cfg: &SinkConfig,
     total: usize,
+    server_pid: Option<u32>,
 ) -> Result<f64, Box<dyn std::error::Error>> {
     let mut sink = AnySink::build(cfg).await?;
     let t = sink_util::table("users");
+    let size = batch_size();
+    let server = server_pid.map(|p| p.to_string());
+    let cpu0 = (cpu_secs("self"), server.as_deref().and_then(cpu_secs));
     let t0 = Instant::now();
     let mut done = 0;
     while done < total {
-        let n = BATCH.min(total - done);
+        let n = size.min(total - done);
         let b = batch(&t, done, n);
         sink.deliver(&b).await?;
         done += n;
     }
     let secs = t0.elapsed().as_secs_f64();
     let rate = total as f64 / secs;
-    println!("{label:<34} {total} events in {secs:>7.2}s = {rate:>10.0} events/s");
+    let per_event = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{:>5.2}", (b - a) * 1e6 / total as f64),
+        _ => "    -".into(),
+    };
+    println!(
+        "{label:<34} {total} events in {secs:>7.2}s = {rate:>10.0} events/s   cpu us/event: this process {}, nats-server {}",
+        per_event(cpu0.0, cpu_secs("self")),
+        per_event(cpu0.1, server.as_deref().and_then(cpu_secs)),
+    );
     Ok(rate)
 }
 
@@ -67,7 +100,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "kind = \"file\"\nname = \"file\"\npath = \"{}\"",
             dir.path().join("out.jsonl").display()
         ))?;
-        let file = run("file (fsync per batch)", &file_cfg, total).await?;
+        let file = run("file (fsync per batch)", &file_cfg, total, None).await?;
 
         let rx = receiver::Receiver::start_on(
             0,
@@ -79,10 +112,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "kind = \"http\"\nname = \"http\"\nurl = \"{}\"\nformat = \"ndjson\"",
             rx.url("/")
         ))?;
-        let http = run("http (ndjson, counting receiver)", &http_cfg, total).await?;
+        let http = run("http (ndjson, counting receiver)", &http_cfg, total, None).await?;
         assert_eq!(rx.counted(), total as u64, "receiver counted every event");
 
-        let (_server, url) = match nats_url {
+        let (server, url) = match nats_url {
             Some(u) => (None, u),
             None => {
                 let s = sink_util::NatsServer::start(&dir.path().join("nats")).await;
@@ -90,17 +123,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 (Some(s), u)
             }
         };
+        let pid = server.as_ref().and_then(sink_util::NatsServer::pid);
         let nats_cfg: SinkConfig = toml::from_str(&format!(
             "kind = \"nats\"\nname = \"nats\"\nurl = \"{url}\"\nsubject = \"bench.{{table}}\"\nstream = {{ name = \"BENCH{}\", subjects = [\"bench.>\"] }}",
             std::process::id()
         ))?;
-        let nats = run("nats jetstream (file storage)", &nats_cfg, total).await?;
+        let nats = run("nats jetstream (file storage)", &nats_cfg, total, pid).await?;
         // The same into a memory-storage stream: shows how much is the server's disk.
         let mem_cfg: SinkConfig = toml::from_str(&format!(
             "kind = \"nats\"\nname = \"natsmem\"\nurl = \"{url}\"\nsubject = \"benchmem.{{table}}\"\nstream = {{ name = \"BENCHMEM{}\", subjects = [\"benchmem.>\"], storage = \"memory\" }}",
             std::process::id()
         ))?;
-        let mem = run("nats jetstream (memory storage)", &mem_cfg, total).await?;
+        let mem = run("nats jetstream (memory storage)", &mem_cfg, total, pid).await?;
 
         println!("ratio http/file = {:.2}", http / file);
         println!("ratio nats/file = {:.2}", nats / file);

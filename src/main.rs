@@ -154,6 +154,35 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// List or re-send dead letters (events a sink's receiver rejected for good).
+    /// Exit codes: 0 ok, 1 dead letters rejected again remain (or the sink gave up), 2 bad
+    /// config or arguments.
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLettersAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLettersAction {
+    /// Print time, sink, cursor, error and event summary of every dead letter.
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this sink's dead letters (default: every http, segment and nats sink).
+        #[arg(long)]
+        sink: Option<String>,
+    },
+    /// Re-send a sink's dead letters through it; accepted ones leave the file.
+    Resend {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        sink: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 fn init_logs(format: LogFormat, level: Option<&str>) {
@@ -431,6 +460,68 @@ async fn async_main(cmd: Command) -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(1, &e),
+            }
+        }
+        Command::DeadLetters { action } => dead_letters(action).await,
+    }
+}
+
+async fn dead_letters(action: DeadLettersAction) -> ExitCode {
+    use logtide::sink::dead_letter as dl;
+    let fail_cmd = |e: dl::DeadLetterCmdError| fail(if e.is_usage() { 2 } else { 1 }, &e);
+    let config = match &action {
+        DeadLettersAction::List { config, .. } | DeadLettersAction::Resend { config, .. } => config,
+    };
+    let cfg = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => return fail(2, &e),
+    };
+    match action {
+        DeadLettersAction::List { sink, .. } => {
+            match dl::list(
+                &cfg,
+                sink.as_deref(),
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            ) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => fail_cmd(e),
+            }
+        }
+        DeadLettersAction::Resend { sink, yes, .. } => {
+            if !yes {
+                let n = match dl::sink_file(&cfg, &sink)
+                    .and_then(|(_, p)| dl::load(&p).map_err(Into::into))
+                {
+                    Ok(l) => l.len(),
+                    Err(e) => return fail_cmd(e),
+                };
+                eprint!("re-send {n} dead letters through sink {sink:?}? [y/N] ");
+                let mut line = String::new();
+                if std::io::stdin().read_line(&mut line).is_err()
+                    || !line.trim().eq_ignore_ascii_case("y")
+                {
+                    eprintln!("not re-sent");
+                    return ExitCode::from(1);
+                }
+            }
+            match dl::resend_sink(&cfg, &sink).await {
+                Ok(o) => {
+                    println!(
+                        "sink {sink}: {} dead letters read, {} re-sent, {} rejected again; {} left in {}",
+                        o.read,
+                        o.sent,
+                        o.failed,
+                        o.left,
+                        o.path.display()
+                    );
+                    if o.failed > 0 {
+                        ExitCode::from(1)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => fail_cmd(e),
             }
         }
     }

@@ -35,21 +35,30 @@
 //! The lines of one batch are written with one `write` and `fdatasync`ed **before** the batch
 //! counts as accepted (and is checkpointed); a crash before that re-delivers the batch, so a
 //! dead letter may appear twice, never zero times. Several pipelines feeding one sink append
-//! whole lines (`O_APPEND`), so lines never interleave.
+//! whole lines (`O_APPEND`), so lines never interleave. Appends and the rewrite after a
+//! re-send hold an exclusive `flock` on `<dead_letter_path>.lock`, so a re-send while the
+//! service runs loses no new dead letter. A line cut short by a crash is skipped on reading
+//! (and dropped by the next rewrite); the next append starts on a fresh line.
 //!
-//! # Re-sending
+//! # Re-sending (`logtide dead-letters`)
 //!
 //! [`read_dead_letters`] parses a file; [`resend`] delivers dead letters again through a
 //! configured sink (built fresh from its config) in file order, and returns the ones that
-//! are rejected again instead of appending them to the file, so the caller (the
-//! `logtide dead-letters` command) can rewrite the file with what is left.
+//! are rejected again instead of appending them to the file. [`list`] and [`resend_sink`]
+//! are the `logtide dead-letters list|resend` commands: `resend_sink` rewrites the file
+//! (temporary file, `fsync`, `rename`) with the letters rejected again — carrying the new
+//! `time` and `error` — plus any line appended meanwhile, and deletes it when nothing is
+//! left. When the sink gives up (receiver down beyond `retry.max_retries`) the file is left
+//! as it was: some letters may have been delivered, and re-sending them again later is safe
+//! for consumers that de-duplicate by cursor (NATS drops them by `Nats-Msg-Id`).
 
 use super::batch::{iso8601_ms, permanent, transient, Records, Rejection};
 use super::SinkError;
-use crate::config::{OnPermanentFailure, SinkConfig};
+use crate::config::{Config, OnPermanentFailure, SinkConfig};
+use fs2::FileExt;
 use serde::{Deserialize, Serialize};
-use std::fs::OpenOptions;
-use std::io::{BufRead, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// One line of a dead-letter file.
@@ -88,32 +97,72 @@ pub enum DeadLetterError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("cannot rewrite dead-letter file {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("dead-letter file {path} shrank from {was} to {now} bytes while re-sending (another re-send?); left as it is")]
+    Changed { path: PathBuf, was: u64, now: u64 },
 }
 
-/// Reads every dead letter of `path`, in file order. Empty lines are skipped; a torn last
-/// line (a crash while writing, before the batch was accepted) is skipped with a warning.
+/// The dead-letter file a sink config appends to: `dead_letter_path`, or
+/// `<sink name>.dead-letters.jsonl` (a relative path is relative to the working directory,
+/// for the service and the `dead-letters` command alike). `None` for stdout and file sinks,
+/// which never reject events.
+pub fn dead_letter_path(cfg: &SinkConfig) -> Option<PathBuf> {
+    let (name, path) = match cfg {
+        SinkConfig::Http(c) => (&c.name, c.dead_letter_path.as_deref()),
+        SinkConfig::Segment(c) => (&c.name, c.dead_letter_path.as_deref()),
+        SinkConfig::Nats(c) => (&c.name, c.dead_letter_path.as_deref()),
+        SinkConfig::Stdout(_) | SinkConfig::File(_) => return None,
+    };
+    Some(path.map_or_else(|| default_path(name), Path::to_path_buf))
+}
+
+fn default_path(sink: &str) -> PathBuf {
+    PathBuf::from(format!("{sink}.dead-letters.jsonl"))
+}
+
+/// Takes the exclusive lock that serialises appends to `path` and its rewrite; released when
+/// the returned file is dropped.
+fn lock(path: &Path) -> std::io::Result<File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(PathBuf::from(name))?;
+    f.lock_exclusive()?;
+    Ok(f)
+}
+
+/// Reads every dead letter of `path`, in file order. Empty lines are skipped; a line cut
+/// short by a crash (before its batch was accepted) is skipped with a warning.
 pub fn read_dead_letters(path: &Path) -> Result<Vec<DeadLetter>, DeadLetterError> {
-    let file = std::fs::File::open(path).map_err(|source| DeadLetterError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let lines: Vec<String> = std::io::BufReader::new(file)
-        .lines()
-        .collect::<Result<_, _>>()
+    read_with_len(path).map(|(letters, _)| letters)
+}
+
+/// [`read_dead_letters`] and the number of bytes read.
+fn read_with_len(path: &Path) -> Result<(Vec<DeadLetter>, u64), DeadLetterError> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(|source| DeadLetterError::Read {
             path: path.to_owned(),
             source,
         })?;
-    let last = lines.len();
-    let mut out = Vec::with_capacity(lines.len());
-    for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
+    let mut out = Vec::new();
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_str(line) {
+        match serde_json::from_slice(line) {
             Ok(d) => out.push(d),
-            Err(e) if i + 1 == last && e.is_eof() => {
-                tracing::warn!(path = %path.display(), line = i + 1, "skipping a torn last line of the dead-letter file");
+            Err(e) if e.is_eof() => {
+                tracing::warn!(path = %path.display(), line = i + 1, "skipping a dead-letter line cut short by a crash");
             }
             Err(source) => {
                 return Err(DeadLetterError::Parse {
@@ -124,7 +173,66 @@ pub fn read_dead_letters(path: &Path) -> Result<Vec<DeadLetter>, DeadLetterError
             }
         }
     }
-    Ok(out)
+    Ok((out, bytes.len() as u64))
+}
+
+/// Replaces the first `read_len` bytes of `path` (the letters a re-send read) by `keep`,
+/// keeping whatever was appended since; deletes the file when nothing is left. Returns how
+/// many dead letters the file holds now.
+fn rewrite(path: &Path, read_len: u64, keep: &[DeadLetter]) -> Result<usize, DeadLetterError> {
+    let io = |source| DeadLetterError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let _lock = lock(path).map_err(io)?;
+    let mut tail = Vec::new();
+    match File::open(path) {
+        Ok(mut f) => {
+            let now = f.metadata().map_err(io)?.len();
+            if now < read_len {
+                return Err(DeadLetterError::Changed {
+                    path: path.to_owned(),
+                    was: read_len,
+                    now,
+                });
+            }
+            f.seek(SeekFrom::Start(read_len)).map_err(io)?;
+            f.read_to_end(&mut tail).map_err(io)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && read_len == 0 => {}
+        Err(e) => return Err(io(e)),
+    }
+    let appended = tail
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .count();
+    if keep.is_empty() && appended == 0 {
+        return match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
+            _ => Ok(0),
+        };
+    }
+    let mut buf = Vec::with_capacity(keep.len() * 512 + tail.len());
+    for l in keep {
+        // A DeadLetter (strings and a JSON value) always serialises.
+        let _ = serde_json::to_writer(&mut buf, l);
+        buf.push(b'\n');
+    }
+    if !tail.is_empty() && tail.first() != Some(&b'\n') && buf.last() != Some(&b'\n') {
+        buf.push(b'\n');
+    }
+    buf.extend_from_slice(&tail);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = File::create(&tmp).map_err(io)?;
+    f.write_all(&buf).and_then(|()| f.sync_all()).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Make the rename durable; not every platform can open a directory.
+        let _ = File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(keep.len() + appended)
 }
 
 /// What a [`resend`] did.
@@ -140,20 +248,38 @@ pub struct ResendReport {
 /// in order. Transient failures are retried as in normal delivery; `Err` means the sink
 /// could not be built or gave up, and then nothing may be considered re-sent.
 pub async fn resend(cfg: &SinkConfig, letters: &[DeadLetter]) -> Result<ResendReport, SinkError> {
-    match cfg {
-        SinkConfig::Http(c) => super::http::HttpSink::build(c).await?.resend(letters).await,
-        SinkConfig::Segment(c) => {
-            super::segment::SegmentSink::build(c)
-                .await?
-                .resend(letters)
-                .await
+    Resender::build(cfg).await?.resend(letters).await
+}
+
+/// A sink that takes re-sends.
+enum Resender {
+    Http(super::http::HttpSink),
+    Segment(super::segment::SegmentSink),
+    Nats(super::nats::NatsSink),
+}
+
+impl Resender {
+    async fn build(cfg: &SinkConfig) -> Result<Resender, SinkError> {
+        Ok(match cfg {
+            SinkConfig::Http(c) => Resender::Http(super::http::HttpSink::build(c).await?),
+            SinkConfig::Segment(c) => {
+                Resender::Segment(super::segment::SegmentSink::build(c).await?)
+            }
+            SinkConfig::Nats(c) => Resender::Nats(super::nats::NatsSink::build(c).await?),
+            SinkConfig::Stdout(_) | SinkConfig::File(_) => return Err(permanent(
+                cfg.name(),
+                "stdout and file sinks never reject events, so they take no re-sends: pick an http, segment or nats sink",
+                None,
+            )),
+        })
+    }
+
+    async fn resend(&mut self, letters: &[DeadLetter]) -> Result<ResendReport, SinkError> {
+        match self {
+            Resender::Http(s) => s.resend(letters).await,
+            Resender::Segment(s) => s.resend(letters).await,
+            Resender::Nats(s) => s.resend(letters).await,
         }
-        SinkConfig::Nats(c) => super::nats::NatsSink::build(c).await?.resend(letters).await,
-        SinkConfig::Stdout(_) | SinkConfig::File(_) => Err(permanent(
-            cfg.name(),
-            "stdout and file sinks never reject events, so they take no re-sends: pick an http, segment or nats sink",
-            None,
-        )),
     }
 }
 
@@ -176,10 +302,7 @@ impl DeadLetters {
         DeadLetters {
             sink: sink.to_owned(),
             kind,
-            path: path.map_or_else(
-                || PathBuf::from(format!("{sink}.dead-letters.jsonl")),
-                Path::to_path_buf,
-            ),
+            path: path.map_or_else(|| default_path(sink), Path::to_path_buf),
             policy,
         }
     }
@@ -214,7 +337,22 @@ impl DeadLetters {
         let path = self.path.clone();
         let n = rejected.len();
         let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
+            let _lock = lock(&path)?;
+            let mut f = OpenOptions::new()
+                .create(true)
+                .read(true)
+                .append(true)
+                .open(&path)?;
+            // Start on a fresh line after a line cut short by a crash.
+            let len = f.metadata()?.len();
+            if len > 0 {
+                let mut last = [0u8];
+                f.seek(SeekFrom::Start(len - 1))?;
+                f.read_exact(&mut last)?;
+                if last[0] != b'\n' {
+                    buf.insert(0, b'\n');
+                }
+            }
             f.write_all(&buf)?;
             f.sync_data()
         })
@@ -292,6 +430,208 @@ impl DeadLetters {
     }
 }
 
+/// A failure of the `logtide dead-letters` command.
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterCmdError {
+    #[error("no sink named {name:?} in the config (sinks: {known})")]
+    UnknownSink { name: String, known: String },
+    #[error("sink {sink:?} is a {kind} sink, which never rejects events and has no dead letters: pick an http, segment or nats sink")]
+    NoDeadLetters { sink: String, kind: &'static str },
+    #[error(transparent)]
+    File(#[from] DeadLetterError),
+    #[error("cannot write the listing")]
+    Output(#[source] std::io::Error),
+    /// The sink cannot be built from its config (a missing secret variable, a bad URL).
+    #[error("cannot set up the sink")]
+    Build(#[source] SinkError),
+    /// The sink gave up; the file is left as it was.
+    #[error("re-sending the dead letters of {path} failed; the file is left as it was")]
+    Resend {
+        path: PathBuf,
+        #[source]
+        source: SinkError,
+    },
+}
+
+impl DeadLetterCmdError {
+    /// A mistake in the command line or the config (exit code 2), as opposed to a failure
+    /// while doing the work.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            DeadLetterCmdError::UnknownSink { .. }
+                | DeadLetterCmdError::NoDeadLetters { .. }
+                | DeadLetterCmdError::Build(_)
+        )
+    }
+}
+
+/// The dead-letter file of sink `name`, and its config.
+pub fn sink_file<'a>(
+    cfg: &'a Config,
+    name: &str,
+) -> Result<(&'a SinkConfig, PathBuf), DeadLetterCmdError> {
+    let Some(sink) = cfg.sinks.iter().find(|s| s.name() == name) else {
+        return Err(DeadLetterCmdError::UnknownSink {
+            name: name.to_owned(),
+            known: cfg
+                .sinks
+                .iter()
+                .map(SinkConfig::name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    };
+    match dead_letter_path(sink) {
+        Some(p) => Ok((sink, p)),
+        None => Err(DeadLetterCmdError::NoDeadLetters {
+            sink: name.to_owned(),
+            kind: match sink {
+                SinkConfig::Stdout(_) => "stdout",
+                _ => "file",
+            },
+        }),
+    }
+}
+
+/// The dead letters of `path`; none when the file does not exist.
+pub fn load(path: &Path) -> Result<Vec<DeadLetter>, DeadLetterError> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    read_dead_letters(path)
+}
+
+/// `logtide dead-letters list`: one tab-separated line per dead letter on `out` (time,
+/// sink, cursor, error, event summary), and per file a count on `summary`. With `sink`,
+/// only that sink's file; otherwise every http, segment and nats sink's. Returns the total.
+pub fn list(
+    cfg: &Config,
+    sink: Option<&str>,
+    out: &mut dyn Write,
+    summary: &mut dyn Write,
+) -> Result<usize, DeadLetterCmdError> {
+    let files: Vec<(String, PathBuf)> = match sink {
+        Some(name) => vec![(name.to_owned(), sink_file(cfg, name)?.1)],
+        None => cfg
+            .sinks
+            .iter()
+            .filter_map(|s| dead_letter_path(s).map(|p| (s.name().to_owned(), p)))
+            .collect(),
+    };
+    let mut total = 0;
+    for (name, path) in files {
+        let letters = load(&path)?;
+        for l in &letters {
+            writeln!(
+                out,
+                "{}\t{}\t{}\t{}\t{}",
+                l.time,
+                l.sink,
+                l.cursor,
+                one_line(&l.error, 200),
+                summary_of(&l.event)
+            )
+            .map_err(DeadLetterCmdError::Output)?;
+        }
+        writeln!(
+            summary,
+            "sink {name}: {} dead letter{} in {}",
+            letters.len(),
+            if letters.len() == 1 { "" } else { "s" },
+            path.display()
+        )
+        .map_err(DeadLetterCmdError::Output)?;
+        total += letters.len();
+    }
+    Ok(total)
+}
+
+/// What `logtide dead-letters resend` did.
+#[derive(Debug)]
+pub struct ResendOutcome {
+    pub path: PathBuf,
+    /// Dead letters in the file when the re-send started.
+    pub read: usize,
+    /// Accepted by the sink this time, and removed from the file.
+    pub sent: usize,
+    /// Rejected again, kept in the file with the new error.
+    pub failed: usize,
+    /// Dead letters in the file now (`failed` plus any appended meanwhile).
+    pub left: usize,
+}
+
+/// `logtide dead-letters resend`: re-sends the dead letters of sink `name` through that sink
+/// (built from its config, with its batching and retries) and rewrites the file with those
+/// rejected again. When the sink gives up, the file is left as it was.
+pub async fn resend_sink(cfg: &Config, name: &str) -> Result<ResendOutcome, DeadLetterCmdError> {
+    let (sink, path) = sink_file(cfg, name)?;
+    let (letters, len) = if path.exists() {
+        read_with_len(&path)?
+    } else {
+        (Vec::new(), 0)
+    };
+    if letters.is_empty() {
+        return Ok(ResendOutcome {
+            path,
+            read: 0,
+            sent: 0,
+            failed: 0,
+            left: 0,
+        });
+    }
+    let mut sender = Resender::build(sink)
+        .await
+        .map_err(DeadLetterCmdError::Build)?;
+    let report = match sender.resend(&letters).await {
+        Ok(r) => r,
+        Err(source) => return Err(DeadLetterCmdError::Resend { path, source }),
+    };
+    let left = rewrite(&path, len, &report.rejected)?;
+    tracing::info!(sink = %name, sent = report.sent, failed = report.rejected.len(), path = %path.display(), "dead letters re-sent");
+    Ok(ResendOutcome {
+        read: letters.len(),
+        sent: report.sent,
+        failed: report.rejected.len(),
+        left,
+        path,
+    })
+}
+
+/// `s` on one line, at most `max` characters.
+fn one_line(s: &str, max: usize) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(max)
+        .collect();
+    if s.chars().count() > max {
+        out.push('…');
+    }
+    out
+}
+
+/// `<op> <schema or db>.<table> key=<key JSON>` of an event.
+fn summary_of(event: &serde_json::Value) -> String {
+    let src = &event["source"];
+    let schema = src["schema"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .or_else(|| src["db"].as_str())
+        .unwrap_or("?");
+    let key = match &event["key"] {
+        serde_json::Value::Null => String::from("-"),
+        k => one_line(&k.to_string(), 80),
+    };
+    format!(
+        "{} {}.{} key={}",
+        event["op"].as_str().unwrap_or("?"),
+        schema,
+        src["table"].as_str().unwrap_or("?"),
+        key
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,5 +694,67 @@ mod tests {
             .expect_err("must fail");
         assert!(!err.is_transient());
         assert!(err.to_string().contains("c0"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn rewrite_keeps_rejected_and_appended_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("dl.jsonl");
+        let dl = DeadLetters::new("hooks", "http", Some(&path), OnPermanentFailure::DeadLetter);
+        let mut r = Records::default();
+        for i in 0..4 {
+            r.push_with(format!("c{i}"), "app".into(), None, |b| {
+                b.extend_from_slice(format!("{{\"n\":{i}}}").as_bytes())
+            });
+        }
+        let rej = |i: usize| Rejection {
+            index: i,
+            error: format!("e{i}"),
+        };
+        dl.settle(&r, &[rej(0), rej(1), rej(2)])
+            .await
+            .expect("settle");
+        let (letters, len) = read_with_len(&path).expect("read");
+        assert_eq!(letters.len(), 3);
+        // While c0..c2 are re-sent, the service appends c3.
+        dl.settle(&r, &[rej(3)]).await.expect("settle");
+        let mut again = letters[1].clone();
+        again.error = "still bad".into();
+        assert_eq!(rewrite(&path, len, &[again]).expect("rewrite"), 2);
+        let back = read_dead_letters(&path).expect("read");
+        assert_eq!(
+            back.iter()
+                .map(|l| (l.cursor.as_str(), l.error.as_str()))
+                .collect::<Vec<_>>(),
+            vec![("c1", "still bad"), ("c3", "e3")]
+        );
+        // Nothing left: the file goes away.
+        let (_, len) = read_with_len(&path).expect("read");
+        assert_eq!(rewrite(&path, len, &[]).expect("rewrite"), 0);
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn append_after_a_torn_line_starts_a_fresh_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("dl.jsonl");
+        std::fs::write(&path, b"{\"time\":\"20").expect("write");
+        let dl = DeadLetters::new("hooks", "http", Some(&path), OnPermanentFailure::DeadLetter);
+        let mut r = Records::default();
+        r.push_with("c0".into(), "app".into(), None, |b| {
+            b.extend_from_slice(b"{}")
+        });
+        dl.settle(
+            &r,
+            &[Rejection {
+                index: 0,
+                error: "x".into(),
+            }],
+        )
+        .await
+        .expect("settle");
+        let back = read_dead_letters(&path).expect("read");
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].cursor, "c0");
     }
 }

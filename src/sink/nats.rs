@@ -7,11 +7,16 @@
 //! * Payload: the event JSON ([`crate::event`]).
 //! * `Nats-Msg-Id`: `<source>:<cursor>`. JetStream drops a message whose id it has seen
 //!   within the stream's `duplicate_window`, so a replayed or retried batch is stored once.
-//! * A chunk (`batch.max_events`, `batch.max_bytes`) is published message by message on one
-//!   connection, **then** every ack is awaited in order; the chunk is accepted only when all
-//!   acks arrived. A missing ack (timeout, connection lost, server restarting) retries the
-//!   whole chunk with backoff ([`crate::sink::batch`]): already stored messages come back as
-//!   duplicates and are dropped by the server.
+//! * Pipelined publishing: the messages of a chunk (`batch.max_events`, default 16384;
+//!   `batch.max_bytes`, default 16 MiB) are published back to back on one connection without
+//!   waiting for their acks; at most [`NATS_ACK_WINDOW`] acks are outstanding (publishing
+//!   pauses until the oldest arrives), and the rest are awaited at the end of the chunk.
+//!   The chunk is accepted only when **every** ack arrived and said "stored" (or
+//!   "duplicate"). Any failed or missing ack (timeout, connection lost, server restarting)
+//!   fails the whole chunk, which is retried with backoff ([`crate::sink::batch`]): already
+//!   stored messages come back as duplicates and are dropped by the server. There is no
+//!   explicit flush: the client writes publishes as they are queued, and an ack can only
+//!   arrive for a message that reached the server.
 //! * Ordering: messages of one chunk are written in order on one connection, and a chunk
 //!   is retried before the next one starts. One edge remains: if the connection breaks in
 //!   the middle of a chunk and the client reconnects before the rest of the chunk is
@@ -20,7 +25,10 @@
 //! * `stream = { name, subjects, duplicate_window, storage }`: create the stream on the first
 //!   delivery if it does not exist (an existing stream is left as it is).
 //! * A message larger than the server's `max_payload` is dead-lettered without being sent
-//!   (the server would close the connection). "No stream for this subject" stops the sink.
+//!   (the server would close the connection), and so is one the stream refuses as over its
+//!   `max_msg_size`. Other JetStream refusals (stream full with `discard = new`, storage
+//!   exhausted, no leader) are retried and stop the sink when they persist: they concern the
+//!   stream, not the event. "No stream for this subject" stops the sink.
 
 use super::batch::{
     env_secret, header_safe, permanent, transient, Attempt, ChunkSender, Delivery, Records,
@@ -30,12 +38,22 @@ use super::dead_letter::{DeadLetter, DeadLetters, ResendReport};
 use super::{Sink, SinkError};
 use crate::config::{NatsSinkConfig, NatsStorage, NatsStreamConfig};
 use crate::event::{ChangeEvent, TableSchema};
-use async_nats::jetstream::{self, context::PublishErrorKind};
+use async_nats::jetstream::{
+    self,
+    context::{PublishAckFuture, PublishErrorKind},
+    ErrorCode,
+};
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 
-/// Default chunk limits of the nats sink: messages, bytes awaiting acks.
-pub const NATS_DEFAULTS: (usize, usize) = (4096, 8 << 20);
+/// Default chunk limits of the nats sink: messages, bytes. A chunk is the unit of retry;
+/// acks are pipelined within it ([`NATS_ACK_WINDOW`]).
+pub const NATS_DEFAULTS: (usize, usize) = (16_384, 16 << 20);
+
+/// Most publish acks outstanding at once: enough to keep the server busy across a round
+/// trip, small enough to bound what a failed chunk re-publishes before it notices.
+pub const NATS_ACK_WINDOW: usize = 4096;
 
 /// A compiled subject template.
 #[derive(Debug, Clone)]
@@ -134,36 +152,61 @@ struct NatsChunks<'a> {
 }
 
 impl ChunkSender for NatsChunks<'_> {
+    /// Publishes `range` pipelined: up to [`NATS_ACK_WINDOW`] acks outstanding, awaited
+    /// oldest first. The first failed ack fails the whole chunk; the acks still pending are
+    /// dropped (the client lets them expire) and the retry re-publishes the chunk.
     async fn send_chunk(&mut self, records: &Records, range: Range<usize>) -> Attempt {
-        let mut acks = Vec::with_capacity(range.len());
-        for i in range.clone() {
+        let window = NATS_ACK_WINDOW.min(range.len()).max(1);
+        let mut pending: VecDeque<(usize, PublishAckFuture)> = VecDeque::with_capacity(window);
+        let mut id = String::with_capacity(64);
+        for i in range {
+            if pending.len() >= window {
+                if let Some((j, ack)) = pending.pop_front() {
+                    if let Err(e) = ack.await {
+                        return classify(self.sink, e, self.subject(j));
+                    }
+                }
+            }
             let Some(item) = records.item(i) else {
                 continue;
             };
-            let subject = self.subjects.get(i).cloned().unwrap_or_default();
+            id.clear();
+            push_header_safe(&mut id, &item.source);
+            id.push(':');
+            push_header_safe(&mut id, &item.cursor);
             let msg = jetstream::message::PublishMessage::build()
                 .payload(bytes::Bytes::copy_from_slice(records.payload(i)))
-                .message_id(header_safe(&format!("{}:{}", item.source, item.cursor)));
-            match self.js.send_publish(subject, msg).await {
-                Ok(ack) => acks.push((i, ack)),
-                Err(e) => return classify(self.sink, e, &self.subjects[i..=i]),
+                .message_id(id.as_str());
+            match self.js.send_publish(self.subject(i).to_owned(), msg).await {
+                Ok(ack) => pending.push_back((i, ack)),
+                Err(e) => return classify(self.sink, e, self.subject(i)),
             }
         }
-        for (i, ack) in acks {
+        while let Some((j, ack)) = pending.pop_front() {
             if let Err(e) = ack.await {
-                return classify(self.sink, e, self.subjects.get(i..=i).unwrap_or_default());
+                return classify(self.sink, e, self.subject(j));
             }
         }
         Attempt::Accepted
     }
 }
 
-fn classify(
-    sink: &str,
-    e: async_nats::jetstream::context::PublishError,
-    subject: &[String],
-) -> Attempt {
-    let subject = subject.first().map_or("?", String::as_str);
+impl NatsChunks<'_> {
+    fn subject(&self, i: usize) -> &str {
+        self.subjects.get(i).map_or("", String::as_str)
+    }
+}
+
+/// Appends `s` to `out` as [`header_safe`] would, without an intermediate string.
+fn push_header_safe(out: &mut String, s: &str) {
+    if s.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'%') {
+        out.push_str(s);
+    } else {
+        out.push_str(&header_safe(s));
+    }
+}
+
+fn classify(sink: &str, e: async_nats::jetstream::context::PublishError, subject: &str) -> Attempt {
     match e.kind() {
         PublishErrorKind::StreamNotFound => Attempt::Fatal(permanent(
             sink,
@@ -176,15 +219,30 @@ fn classify(
                 retry_after: None,
             }
         }
-        // A JetStream API error for this message (e.g. over the stream's max_msg_size),
-        // or a message the server refused: narrow it down and dead-letter it.
-        PublishErrorKind::Other
-            if std::error::Error::source(&e).is_some_and(|s| s.is::<async_nats::jetstream::Error>()) =>
+        // The stream refused the message itself (over the stream's max_msg_size): narrow it
+        // down and dead-letter it. Any other JetStream error (stream full with
+        // discard = new, storage exhausted, no leader) is about the stream, not the event:
+        // retry, and stop when it persists, rather than dead-letter the whole stream.
+        PublishErrorKind::Other => match std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+            .map(async_nats::jetstream::Error::error_code)
         {
-            Attempt::Rejected {
+            Some(ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM) => Attempt::Rejected {
                 what: format!("JetStream refused the message: {}", crate::service::ErrorChain(&e)),
-            }
-        }
+            },
+            Some(_) => Attempt::Retry {
+                error: transient(
+                    sink,
+                    format!("JetStream did not store a message on {subject}: check the stream's limits (max_msgs, max_bytes with discard = new) and the server's storage"),
+                    Some(Box::new(e)),
+                ),
+                retry_after: None,
+            },
+            None => Attempt::Retry {
+                error: transient(sink, format!("publish to {subject} failed"), Some(Box::new(e))),
+                retry_after: None,
+            },
+        },
         _ => Attempt::Retry {
             error: transient(sink, format!("publish to {subject} failed"), Some(Box::new(e))),
             retry_after: None,
@@ -257,10 +315,9 @@ impl NatsSink {
         let delivery = Delivery::new(name, &cfg.batch, &cfg.retry, NATS_DEFAULTS);
         let js = jetstream::ContextBuilder::new()
             .timeout(cfg.ack_timeout)
-            // A chunk is published whole before its acks are awaited, so the in-flight cap
-            // must exceed a chunk; the slack covers acks of an abandoned attempt, which hold
-            // their permit until `ack_timeout`.
-            .max_ack_inflight(delivery.max_events.saturating_mul(4).max(1024))
+            // A chunk keeps at most NATS_ACK_WINDOW acks outstanding; the slack covers acks
+            // of abandoned attempts, which hold their permit until `ack_timeout`.
+            .max_ack_inflight(NATS_ACK_WINDOW * 4)
             .ack_timeout(cfg.ack_timeout)
             .backpressure_on_inflight(true)
             .build(client.clone());

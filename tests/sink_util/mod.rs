@@ -108,6 +108,11 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The process id of the running server.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts the server (again, same port and store) and waits until it accepts TCP.
     pub async fn restart(&mut self) {
         let bin = if Path::new("/usr/sbin/nats-server").exists() {
