@@ -98,7 +98,10 @@ async fn backfill_with_concurrent_writes_converges_to_the_table() {
     let untouched: std::collections::BTreeSet<i64> = db
         .connect()
         .await
-        .query("SELECT id::int8 FROM t WHERE id BETWEEN 1 AND 100000 AND n = 0", &[])
+        .query(
+            "SELECT id::int8 FROM t WHERE id BETWEEN 1 AND 100000 AND n = 0",
+            &[],
+        )
         .await
         .expect("untouched rows")
         .iter()
@@ -109,7 +112,11 @@ async fn backfill_with_concurrent_writes_converges_to_the_table() {
         .filter(|e| e["op"] == "r")
         .filter_map(|e| e["after"]["id"].as_i64())
         .collect();
-    assert!(untouched.len() > 20_000, "writers touched too much: {}", untouched.len());
+    assert!(
+        untouched.len() > 20_000,
+        "writers touched too much: {}",
+        untouched.len()
+    );
     let missing: Vec<_> = untouched.difference(&read).take(10).collect();
     assert!(missing.is_empty(), "backfill rows missing: {missing:?}");
     let want = table_state(&db, "t", "id").await;

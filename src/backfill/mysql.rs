@@ -645,6 +645,7 @@ pub async fn run_mysql(
     cancel: &CancellationToken,
     first: bool,
     max_rows: Option<u64>,
+    obs: &crate::metrics::SourceObs,
 ) -> Result<u64, BackfillError> {
     let name = cfg.name.as_str();
     let (c, f, s) = (cfg.clone(), filter.clone(), settings.clone());
@@ -688,7 +689,8 @@ pub async fn run_mysql(
     });
     // When delivery ends early (bound, cancel), dropping `rx` stops the reader at its next
     // chunk.
-    let deliver = super::deliver_chunks(name, rx, sinks, store, &mut progress, cancel, max_rows);
+    let deliver =
+        super::deliver_chunks(name, rx, sinks, store, &mut progress, cancel, max_rows, obs);
     let (read_res, deliver_res) = tokio::join!(reader, deliver);
     let rows = deliver_res?;
     if cancel.is_cancelled() || max_rows.is_some_and(|m| rows >= m) {
