@@ -546,6 +546,12 @@ impl Metrics {
     }
 }
 
+/// Waits until the pause switch `rx` reads `paused` (at once if it does already).
+pub async fn wait_pause(rx: &mut watch::Receiver<bool>, paused: bool) {
+    // The guard `wait_for` returns is dropped here, never held across an await.
+    let _ = rx.wait_for(|p| *p == paused).await;
+}
+
 /// A sink retried a request (reported from inside the sink; see the module docs).
 pub fn sink_retry(sink: &str) {
     let _ = CURRENT.try_with(|m| m.retry(sink));

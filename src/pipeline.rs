@@ -117,6 +117,7 @@ impl Pipeline {
         }
         let mut pending: Option<Position> = None;
         let mut last_save = Instant::now();
+        let mut pause = self.obs.status.pause_watch();
         loop {
             if self.obs.status.is_paused() {
                 self.store_pending(&mut pending, &mut stats).await?;
@@ -133,6 +134,9 @@ impl Pipeline {
                     self.store_pending(&mut pending, &mut stats).await?;
                     return Ok((Finish::Cancelled, stats));
                 }
+                // A pause while waiting for messages takes effect before the next batch
+                // (`recv_many` is cancel safe).
+                _ = crate::metrics::wait_pause(&mut pause, true) => continue,
                 n = self.rx.recv_many(&mut msgs, self.max_batch_events) => n,
             };
             if n == 0 {
@@ -236,7 +240,7 @@ impl Pipeline {
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => return Some(false),
-                _ = rx.wait_for(|paused| !*paused) => {
+                _ = crate::metrics::wait_pause(&mut rx, false) => {
                     tracing::info!(source = %self.source, "resumed");
                     return Some(true);
                 }

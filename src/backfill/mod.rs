@@ -194,7 +194,7 @@ pub async fn deliver_chunks(
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Ok(rows),
-                _ = paused.wait_for(|p| !*p) => tracing::info!(source, "resumed"),
+                _ = crate::metrics::wait_pause(&mut paused, false) => tracing::info!(source, "resumed"),
             }
         }
         let chunk = tokio::select! {
