@@ -136,7 +136,7 @@ pub struct Metrics {
 pub enum SourceState {
     /// Not started yet.
     Starting,
-    /// Copying existing rows (connected).
+    /// Copying existing rows: connected, with the stream's start position fixed.
     Backfilling,
     /// The source task runs but has not reported a live stream yet.
     Connecting,

@@ -199,7 +199,8 @@ impl SourcePair {
         let metrics = self.obs.metrics.clone();
         // The initial backfill runs before streaming, retried like the source on failure.
         loop {
-            status.set_state(SourceState::Backfilling);
+            // The backfill says `Backfilling` once connected with its start fixed.
+            status.set_state(SourceState::Connecting);
             match crate::backfill::run_initial(
                 &self.cfg,
                 &info,

@@ -360,6 +360,9 @@ async fn run_postgres(
     store
         .save_backfill(name, RUN_KEY, &RunState { done: false })
         .await?;
+    // Connected, and the stream's start is fixed: changes from now on are not missed.
+    obs.status
+        .set_state(crate::metrics::SourceState::Backfilling);
     let plans = postgres::plan(&client, cfg, filter, settings, None).await?;
     let all: Vec<String> = plans.iter().map(|p| p.qualified()).collect();
     let (resume, estimate) = load_progress(
