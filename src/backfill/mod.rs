@@ -256,6 +256,7 @@ pub fn load_progress(
 /// Runs (or resumes) the initial backfill of a source if it has not completed yet. Returns
 /// without doing anything when the source already streamed before (a stored position and no
 /// unfinished run) or backfill is off.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_initial(
     cfg: &crate::config::SourceConfig,
     info: &std::sync::Arc<crate::event::SourceInfo>,
