@@ -56,7 +56,19 @@ pub async fn watch(
         }
         if conn.as_ref().is_none_or(|(c, _)| c.is_closed()) {
             conn = None;
-            match crate::source::postgres::tls::connect_sql(&cfg).await {
+            let connect = tokio::time::timeout(
+                cfg.connect_timeout + interval,
+                crate::source::postgres::tls::connect_sql(&cfg),
+            );
+            let connected = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = connect => r,
+            };
+            let Ok(connected) = connected else {
+                tracing::debug!(source = %cfg.name, "wal retention check: connecting timed out");
+                continue;
+            };
+            match connected {
                 Ok((client, driver)) => {
                     let mut tasks = JoinSet::new();
                     tasks.spawn(async move {
