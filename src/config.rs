@@ -43,6 +43,64 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     #[serde(default, rename = "sinks")]
     pub sinks: Vec<SinkConfig>,
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`: the HTTP endpoint of `logtide run` (metrics, health, readiness, pause/resume)
+/// and the PostgreSQL WAL-retention check. See [`crate::admin`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Serve the endpoint. Default true.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `host:port` to listen on. Default "127.0.0.1:9187" (localhost only: the endpoint has
+    /// no authentication).
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    /// Warn when a PostgreSQL slot retains more WAL than this, in MiB. Default 1024.
+    #[serde(default = "default_wal_warn_mb")]
+    pub wal_retention_warn_mb: u64,
+    /// How often to check the slots' retained WAL and the lag in bytes. Default "30s".
+    #[serde(
+        default = "default_wal_check_interval",
+        deserialize_with = "de_duration"
+    )]
+    pub wal_check_interval: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            listen: default_admin_listen(),
+            wal_retention_warn_mb: default_wal_warn_mb(),
+            wal_check_interval: default_wal_check_interval(),
+        }
+    }
+}
+
+impl AdminConfig {
+    /// The parsed `listen` address (checked at load).
+    pub fn listen_addr(&self) -> Result<std::net::SocketAddr, String> {
+        self.listen.parse().map_err(|_| {
+            format!(
+                "{:?} is not an address: write host:port with an IP, e.g. \"127.0.0.1:9187\" or \"0.0.0.0:9187\"",
+                self.listen
+            )
+        })
+    }
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9187".into()
+}
+fn default_wal_warn_mb() -> u64 {
+    1024
+}
+fn default_wal_check_interval() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// `[state]`: where checkpoints live.
@@ -1058,6 +1116,15 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if let Err(problem) = self.admin.listen_addr() {
+            return Err(invalid("admin.listen".into(), &problem));
+        }
+        if self.admin.wal_check_interval.is_zero() {
+            return Err(invalid(
+                "admin.wal_check_interval".into(),
+                "must be more than 0",
+            ));
+        }
         let mut names = HashSet::new();
         for s in &self.sources {
             let n = s.name();
@@ -1220,6 +1287,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn admin_defaults_and_checks() {
+        let c = parse(GOOD).expect("valid");
+        assert!(c.admin.enabled);
+        assert_eq!(c.admin.listen, "127.0.0.1:9187");
+        assert_eq!(c.admin.wal_retention_warn_mb, 1024);
+        assert_eq!(c.admin.wal_check_interval, Duration::from_secs(30));
+        let e = parse(&format!("{GOOD}\n[admin]\nlisten = \"localhost\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("admin.listen"), "{e}");
+        let e = parse(&format!("{GOOD}\n[admin]\nlisen = \"x\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lisen"), "{e}");
+        let c = parse(&format!(
+            "{GOOD}\n[admin]\nenabled = false\nwal_check_interval = \"1s\"\n"
+        ))
+        .expect("valid");
+        assert!(!c.admin.enabled);
+        assert_eq!(c.admin.wal_check_interval, Duration::from_secs(1));
     }
 
     #[test]

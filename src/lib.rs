@@ -18,11 +18,13 @@
 //! WAL up to the stored checkpoint. After a crash, events after the checkpoint are delivered
 //! again with the same cursor, so consumers de-duplicate by cursor.
 
+pub mod admin;
 pub mod backfill;
 pub mod checkpoint;
 pub mod config;
 pub mod event;
 pub mod filter;
+pub mod metrics;
 pub mod ops;
 pub mod pipeline;
 pub mod position;

@@ -9,12 +9,19 @@
 //!   accepted every event before them.
 //! * The checkpoint is stored (flushed) before it is published to the source on the `watch`
 //!   channel; the source confirms nothing newer upstream.
+//! * Pause (the admin endpoint's switch in [`SourceStatus`](crate::metrics::SourceStatus)):
+//!   between batches, a paused pipeline stores its pending checkpoint and stops taking
+//!   messages from the channel. The channel fills and the source stops reading — the same
+//!   backpressure as a slow sink, so PostgreSQL keeps getting status updates (see
+//!   [`crate::source::postgres`]) and the stored checkpoint stays valid.
 
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::event::ChangeEvent;
+use crate::metrics::{Metrics, SourceObs};
 use crate::position::Position;
 use crate::sink::{AnySink, Sink, SinkError};
 use crate::source::SourceMessage;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Longest time a checkpoint waits to be stored while events keep arriving.
@@ -90,6 +97,8 @@ pub struct Pipeline {
     pub max_batch_events: usize,
     pub retry: RetryPolicy,
     pub cancel: CancellationToken,
+    /// Metrics, the source's status and its pause switch.
+    pub obs: SourceObs,
 }
 
 impl Pipeline {
@@ -108,7 +117,16 @@ impl Pipeline {
         }
         let mut pending: Option<Position> = None;
         let mut last_save = Instant::now();
+        let mut pause = self.obs.status.pause_watch();
         loop {
+            if self.obs.status.is_paused() {
+                self.store_pending(&mut pending, &mut stats).await?;
+                match self.wait_resumed().await {
+                    Some(true) => {}
+                    Some(false) => return Ok((Finish::Cancelled, stats)),
+                    None => return Ok((Finish::SourceEnded, stats)),
+                }
+            }
             msgs.clear();
             let n = tokio::select! {
                 biased;
@@ -116,6 +134,9 @@ impl Pipeline {
                     self.store_pending(&mut pending, &mut stats).await?;
                     return Ok((Finish::Cancelled, stats));
                 }
+                // A pause while waiting for messages takes effect before the next batch
+                // (`recv_many` is cancel safe).
+                _ = crate::metrics::wait_pause(&mut pause, true) => continue,
                 n = self.rx.recv_many(&mut msgs, self.max_batch_events) => n,
             };
             if n == 0 {
@@ -156,6 +177,10 @@ impl Pipeline {
                 self.deliver_all(&events).await?;
                 stats.events += events.len() as u64;
                 stats.batches += 1;
+                self.count(&events);
+            } else if boundary.is_some() && self.rx.is_empty() {
+                // The source moved past everything delivered and has nothing else: idle.
+                self.obs.status.idle();
             }
             if let Some(p) = boundary {
                 pending = Some(p);
@@ -186,30 +211,81 @@ impl Pipeline {
                 stats.checkpoints += 1;
             }
             self.checkpointed.send_replace(Some(p.clone()));
+            self.obs.status.checkpointed(&p);
             stats.last_checkpoint = Some(p);
         }
         Ok(())
     }
 
     async fn deliver_all(&mut self, events: &[ChangeEvent]) -> Result<(), PipelineError> {
-        deliver_with_retry(&mut self.sinks, events, &self.retry).await
+        deliver_with_retry(&mut self.sinks, events, &self.retry, &self.obs.metrics).await
+    }
+
+    /// Counts an accepted batch and notes its last cursor and commit time.
+    fn count(&self, events: &[ChangeEvent]) {
+        count_events(&self.obs, events);
+    }
+
+    /// Waits until resumed (`Some(true)`), cancelled (`Some(false)`) or the source ended
+    /// meanwhile (`None`: its connection failed; what it left in the channel is after the
+    /// checkpoint and comes again after the reconnect).
+    async fn wait_resumed(&self) -> Option<bool> {
+        let mut rx = self.obs.status.pause_watch();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tracing::info!(source = %self.source, "paused: not taking events from the source");
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Some(false),
+                _ = crate::metrics::wait_pause(&mut rx, false) => {
+                    tracing::info!(source = %self.source, "resumed");
+                    return Some(true);
+                }
+                _ = tick.tick() => {
+                    if self.rx.is_closed() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Counts accepted events in the metrics (`logtide_events_total`) and notes the last
+/// cursor and commit time in the source's status.
+pub fn count_events(obs: &SourceObs, events: &[ChangeEvent]) {
+    let mut counts: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
+    for e in events {
+        *counts
+            .entry((e.table.qualified_name(), e.op.code()))
+            .or_insert(0) += 1;
+    }
+    obs.metrics.events(&obs.status.name, &counts);
+    if let Some(last) = events.last() {
+        let ts = events.iter().rev().find_map(|e| e.commit_ts_ms);
+        obs.status.delivered(last.position.cursor(), ts);
     }
 }
 
 /// Delivers `events` to every sink in turn, retrying transient failures with backoff.
+/// Each sink's time to accept the batch goes into `logtide_batch_seconds`, each retry
+/// into `logtide_retries_total`.
 pub async fn deliver_with_retry(
     sinks: &mut [AnySink],
     events: &[ChangeEvent],
     retry: &RetryPolicy,
+    metrics: &std::sync::Arc<Metrics>,
 ) -> Result<(), PipelineError> {
     for sink in sinks.iter_mut() {
         let mut attempt: u32 = 0;
         let mut backoff = retry.initial_backoff;
+        let started = Instant::now();
         loop {
-            match sink.deliver(events).await {
+            match metrics.scope(sink.deliver(events)).await {
                 Ok(()) => break,
                 Err(e) if e.is_transient() && retry.max_retries.is_none_or(|m| attempt < m) => {
                     attempt += 1;
+                    metrics.retry(sink.name());
                     tracing::warn!(sink = sink.name(), attempt, error = %e, "delivery failed, retrying");
                     tokio::time::sleep(jitter(backoff)).await;
                     backoff = (backoff * 2).min(retry.max_backoff);
@@ -217,6 +293,7 @@ pub async fn deliver_with_retry(
                 Err(e) => return Err(e.into()),
             }
         }
+        metrics.batch_seconds(sink.name(), started.elapsed().as_secs_f64());
     }
     Ok(())
 }
@@ -301,6 +378,7 @@ mod tests {
             max_batch_events: 3,
             retry: RetryPolicy::default(),
             cancel: CancellationToken::new(),
+            obs: SourceObs::detached("s"),
         };
         (p, tx, wrx, dir)
     }

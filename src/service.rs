@@ -6,10 +6,16 @@
 //! transiently, the pair is rebuilt and resumes from the stored checkpoint: events still in
 //! the old channel are dropped (they were never checkpointed, so the new connection sends
 //! them again).
+//!
+//! Alongside the sources it owns the admin endpoint ([`crate::admin`]) and, per PostgreSQL
+//! source, the WAL-retention check ([`crate::source::postgres::retention`]); both stop with
+//! the sources. It keeps each source's state in [`crate::metrics`] for `/ready` and
+//! `/sources` and counts failures by kind.
 
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::config::{Config, SourceConfig};
 use crate::event::{Connector, SourceInfo};
+use crate::metrics::{Metrics, Reporter, SourceObs, SourceState};
 use crate::pipeline::{Bounds, Finish, Pipeline, PipelineError, RetryPolicy, Stats};
 use crate::sink::{AnySink, SinkError};
 use crate::source::{self, ErrorClass, SourceContext, SourceError};
@@ -72,8 +78,66 @@ pub async fn run(
             .ok_or_else(|| ServiceError::UnknownSource(n.clone()))?],
         None => cfg.sources.clone(),
     };
+    let metrics = Metrics::new(selected.iter().map(|s| {
+        let kind = match s {
+            SourceConfig::Postgres(_) => "postgres",
+            SourceConfig::Mysql(_) => "mysql",
+            SourceConfig::Query(_) => "query",
+        };
+        (s.name().to_owned(), kind)
+    }));
+    // The admin endpoint and the WAL checks: owned here, stopped when the sources are done.
+    let aux_cancel = cancel.child_token();
+    let mut aux = JoinSet::new();
+    if cfg.admin.enabled {
+        match cfg.admin.listen_addr() {
+            Ok(addr) => match crate::admin::bind(addr).await {
+                Ok(listener) => {
+                    tracing::info!(listen = %addr, "admin endpoint listening (/metrics, /health, /ready, /sources)");
+                    aux.spawn(crate::admin::serve(
+                        listener,
+                        metrics.clone(),
+                        aux_cancel.clone(),
+                    ));
+                }
+                // Capture goes on without the endpoint: losing metrics must not stop data.
+                Err(error) => {
+                    tracing::error!(listen = %addr, %error, "cannot start the admin endpoint; streaming continues without it: free the port, or set [admin] listen to another address or enabled = false")
+                }
+            },
+            Err(problem) => tracing::error!(%problem, "admin.listen"),
+        }
+    }
+    for scfg in &selected {
+        if let (SourceConfig::Postgres(pg), Some(status)) = (scfg, metrics.source(scfg.name())) {
+            aux.spawn(crate::source::postgres::retention::watch(
+                pg.clone(),
+                cfg.admin.wal_check_interval,
+                cfg.admin.wal_retention_warn_mb,
+                status.clone(),
+                aux_cancel.clone(),
+            ));
+        }
+    }
+    let result = run_sources(&cfg, selected, &opts, &store, &metrics, &cancel).await;
+    aux_cancel.cancel();
+    while aux.join_next().await.is_some() {}
+    result
+}
+
+async fn run_sources(
+    cfg: &Config,
+    selected: Vec<SourceConfig>,
+    opts: &RunOptions,
+    store: &CheckpointStore,
+    metrics: &std::sync::Arc<Metrics>,
+    cancel: &CancellationToken,
+) -> Result<Vec<(String, Stats)>, ServiceError> {
     let mut tasks = JoinSet::new();
     for scfg in selected {
+        let Some(obs) = metrics.obs(scfg.name()) else {
+            return Err(ServiceError::UnknownSource(scfg.name().to_owned()));
+        };
         let mut sinks = Vec::new();
         for k in &cfg.sinks {
             if k.sources().is_empty() || k.sources().iter().any(|s| s == scfg.name()) {
@@ -88,6 +152,7 @@ pub async fn run(
             max_batch_events: cfg.pipeline.max_batch_events,
             channel_capacity: cfg.pipeline.channel_capacity,
             cancel: cancel.child_token(),
+            obs,
         };
         tasks.spawn(pair.run());
     }
@@ -113,6 +178,7 @@ struct SourcePair {
     max_batch_events: usize,
     channel_capacity: usize,
     cancel: CancellationToken,
+    obs: SourceObs,
 }
 
 impl SourcePair {
@@ -129,8 +195,12 @@ impl SourcePair {
         let filter = Arc::new(self.cfg.filter());
         let mut backoff = Duration::from_secs(1);
         let mut total = Stats::default();
+        let status = self.obs.status.clone();
+        let metrics = self.obs.metrics.clone();
         // The initial backfill runs before streaming, retried like the source on failure.
         loop {
+            // The backfill says `Backfilling` once connected with its start fixed.
+            status.set_state(SourceState::Connecting);
             match crate::backfill::run_initial(
                 &self.cfg,
                 &info,
@@ -139,6 +209,7 @@ impl SourcePair {
                 &mut self.sinks,
                 &self.cancel,
                 self.bounds.max_events,
+                &self.obs,
             )
             .await
             {
@@ -147,12 +218,15 @@ impl SourcePair {
                     if let Some(m) = self.bounds.max_events.as_mut() {
                         *m = m.saturating_sub(rows);
                         if *m == 0 {
+                            status.set_state(SourceState::Stopped);
                             return Ok((name, total));
                         }
                     }
                     break;
                 }
                 Err(e) if backfill_transient(&e) => {
+                    metrics.error(&name, "backfill_transient");
+                    status.set_error(ErrorChain(&e).to_string(), true);
                     tracing::warn!(source = %name, error = %ErrorChain(&e), retry_in_ms = backoff.as_millis() as u64, "backfill failed, retrying");
                     tokio::select! {
                         _ = self.cancel.cancelled() => return Ok((name, total)),
@@ -160,10 +234,15 @@ impl SourcePair {
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(60));
                 }
-                Err(e) => return Err(ServiceError::Backfill { name, source: e }),
+                Err(e) => {
+                    metrics.error(&name, "backfill_permanent");
+                    status.set_error(ErrorChain(&e).to_string(), false);
+                    return Err(ServiceError::Backfill { name, source: e });
+                }
             }
         }
         if self.cancel.is_cancelled() {
+            status.set_state(SourceState::Stopped);
             return Ok((name, total));
         }
         loop {
@@ -178,7 +257,9 @@ impl SourcePair {
                 resume_from: resume,
                 filter: filter.clone(),
                 cancel: src_cancel.clone(),
+                report: Reporter::new(status.clone()),
             };
+            status.set_state(SourceState::Connecting);
             let mut pipeline = Pipeline {
                 source: name.clone(),
                 rx,
@@ -189,6 +270,7 @@ impl SourcePair {
                 max_batch_events: self.max_batch_events,
                 retry: RetryPolicy::default(),
                 cancel: self.cancel.clone(),
+                obs: self.obs.clone(),
             };
             let started = Instant::now();
             let mut src_task = JoinSet::new();
@@ -204,10 +286,14 @@ impl SourcePair {
                 Some(r) => r?,
                 None => Ok(()),
             };
-            let (finish, stats) = outcome.map_err(|source| ServiceError::Pipeline {
-                name: name.clone(),
-                source,
-            })?;
+            let (finish, stats) = match outcome {
+                Ok(r) => r,
+                Err(source) => {
+                    metrics.error(&name, "pipeline");
+                    status.set_error(ErrorChain(&source).to_string(), false);
+                    return Err(ServiceError::Pipeline { name, source });
+                }
+            };
             total.events += stats.events;
             total.batches += stats.batches;
             total.checkpoints += stats.checkpoints;
@@ -217,12 +303,15 @@ impl SourcePair {
             match (finish, src_result) {
                 (Finish::BoundReached | Finish::Cancelled, _) | (Finish::SourceEnded, Ok(())) => {
                     tracing::info!(source = %name, events = total.events, "source stopped");
+                    status.set_state(SourceState::Stopped);
                     return Ok((name, total));
                 }
                 (Finish::SourceEnded, Err(e)) if e.class() == ErrorClass::Transient => {
                     if started.elapsed() > Duration::from_secs(60) {
                         backoff = Duration::from_secs(1);
                     }
+                    metrics.error(&name, "source_transient");
+                    status.set_error(ErrorChain(&e).to_string(), true);
                     tracing::warn!(source = %name, error = %ErrorChain(&e), retry_in_ms = backoff.as_millis() as u64, "source failed, reconnecting");
                     tokio::select! {
                         _ = self.cancel.cancelled() => return Ok((name, total)),
@@ -231,6 +320,8 @@ impl SourcePair {
                     backoff = (backoff * 2).min(Duration::from_secs(60));
                 }
                 (Finish::SourceEnded, Err(e)) => {
+                    metrics.error(&name, "source_permanent");
+                    status.set_error(ErrorChain(&e).to_string(), false);
                     return Err(ServiceError::Source { name, source: e });
                 }
             }

@@ -220,6 +220,7 @@ async fn run(store: &CheckpointStore, sink: AnySink, evs: &[ChangeEvent]) -> (An
             max_backoff: Duration::from_millis(20),
         },
         cancel: CancellationToken::new(),
+        obs: logtide::metrics::SourceObs::detached("app"),
     };
     for e in evs {
         tx.send(SourceMessage::Change(e.clone()))

@@ -32,7 +32,8 @@ pub mod postgres;
 
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::event::ChangeEvent;
-use crate::pipeline::{deliver_with_retry, PipelineError, RetryPolicy};
+use crate::metrics::SourceObs;
+use crate::pipeline::{count_events, deliver_with_retry, PipelineError, RetryPolicy};
 use crate::sink::AnySink;
 use serde::{Deserialize, Serialize};
 use std::io::IsTerminal;
@@ -168,7 +169,9 @@ impl Progress {
 }
 
 /// Delivers chunks from `rx` to the sinks in order, storing each table's progress after the
-/// chunk is accepted. Returns the number of rows delivered.
+/// chunk is accepted. Returns the number of rows delivered. While the source is paused
+/// (admin endpoint) no chunk is taken; the reader waits on the full channel.
+#[allow(clippy::too_many_arguments)]
 pub async fn deliver_chunks(
     source: &str,
     mut rx: mpsc::Receiver<Chunk>,
@@ -177,12 +180,22 @@ pub async fn deliver_chunks(
     progress: &mut Progress,
     cancel: &CancellationToken,
     max_rows: Option<u64>,
+    obs: &SourceObs,
 ) -> Result<u64, BackfillError> {
     let retry = RetryPolicy::default();
     let mut rows = 0;
+    let mut paused = obs.status.pause_watch();
     loop {
         if max_rows.is_some_and(|m| rows >= m) {
             return Ok(rows);
+        }
+        if *paused.borrow_and_update() {
+            tracing::info!(source, "paused: backfill waits");
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Ok(rows),
+                _ = crate::metrics::wait_pause(&mut paused, false) => tracing::info!(source, "resumed"),
+            }
         }
         let chunk = tokio::select! {
             biased;
@@ -198,17 +211,25 @@ pub async fn deliver_chunks(
                 // A bounded run stops inside this chunk: deliver part of it, but do not store
                 // progress past what was delivered (the next run reads the chunk again).
                 chunk.events.truncate(room);
-                deliver_with_retry(sinks, &chunk.events, &retry).await?;
+                deliver_with_retry(sinks, &chunk.events, &retry, &obs.metrics).await?;
+                count_events(obs, &chunk.events);
+                obs.metrics
+                    .backfill_rows(source, &chunk.table, chunk.events.len() as u64);
                 progress.advance(&chunk.table, room as u64);
                 return Ok(rows + room as u64);
             }
         }
         if !chunk.events.is_empty() {
-            deliver_with_retry(sinks, &chunk.events, &retry).await?;
+            deliver_with_retry(sinks, &chunk.events, &retry, &obs.metrics).await?;
+            count_events(obs, &chunk.events);
         }
         store
             .save_backfill(source, &chunk.table, &chunk.progress)
             .await?;
+        obs.metrics
+            .backfill_rows(source, &chunk.table, chunk.events.len() as u64);
+        obs.metrics
+            .backfill_done(source, &chunk.table, chunk.progress.done);
         rows += chunk.events.len() as u64;
         progress.advance(&chunk.table, chunk.events.len() as u64);
     }
@@ -235,6 +256,7 @@ pub fn load_progress(
 /// Runs (or resumes) the initial backfill of a source if it has not completed yet. Returns
 /// without doing anything when the source already streamed before (a stored position and no
 /// unfinished run) or backfill is off.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_initial(
     cfg: &crate::config::SourceConfig,
     info: &std::sync::Arc<crate::event::SourceInfo>,
@@ -243,6 +265,7 @@ pub async fn run_initial(
     sinks: &mut [AnySink],
     cancel: &CancellationToken,
     max_rows: Option<u64>,
+    obs: &SourceObs,
 ) -> Result<u64, BackfillError> {
     let name = cfg.name();
     let settings = cfg.backfill();
@@ -273,6 +296,7 @@ pub async fn run_initial(
                 cancel,
                 state.is_none(),
                 max_rows,
+                obs,
             )
             .await
         }
@@ -288,6 +312,7 @@ pub async fn run_initial(
                 cancel,
                 state.is_none(),
                 max_rows,
+                obs,
             )
             .await
         }
@@ -305,6 +330,7 @@ async fn run_postgres(
     cancel: &CancellationToken,
     first: bool,
     max_rows: Option<u64>,
+    obs: &SourceObs,
 ) -> Result<u64, BackfillError> {
     let name = cfg.name.as_str();
     let (client, driver) = postgres::connect(cfg).await?;
@@ -335,6 +361,9 @@ async fn run_postgres(
     store
         .save_backfill(name, RUN_KEY, &RunState { done: false })
         .await?;
+    // Connected, and the stream's start is fixed: changes from now on are not missed.
+    obs.status
+        .set_state(crate::metrics::SourceState::Backfilling);
     let plans = postgres::plan(&client, cfg, filter, settings, None).await?;
     let all: Vec<String> = plans.iter().map(|p| p.qualified()).collect();
     let (resume, estimate) = load_progress(
@@ -357,7 +386,7 @@ async fn run_postgres(
         tx,
     );
     // When delivery ends early (bound, cancel), dropping `rx` stops the reader.
-    let deliver = deliver_chunks(name, rx, sinks, store, &mut progress, cancel, max_rows);
+    let deliver = deliver_chunks(name, rx, sinks, store, &mut progress, cancel, max_rows, obs);
     let (read_res, deliver_res) = tokio::join!(reader, deliver);
     drop(client);
     let _ = driver.await;

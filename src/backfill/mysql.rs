@@ -645,6 +645,7 @@ pub async fn run_mysql(
     cancel: &CancellationToken,
     first: bool,
     max_rows: Option<u64>,
+    obs: &crate::metrics::SourceObs,
 ) -> Result<u64, BackfillError> {
     let name = cfg.name.as_str();
     let (c, f, s) = (cfg.clone(), filter.clone(), settings.clone());
@@ -670,6 +671,9 @@ pub async fn run_mysql(
     store
         .save_backfill(name, RUN_KEY, &RunState { done: false })
         .await?;
+    // Connected, and the stream's start is fixed: changes from now on are not missed.
+    obs.status
+        .set_state(crate::metrics::SourceState::Backfilling);
     let all: Vec<String> = plans.iter().map(|p| p.qualified()).collect();
     let (resume, estimate) = load_progress(
         store,
@@ -688,7 +692,8 @@ pub async fn run_mysql(
     });
     // When delivery ends early (bound, cancel), dropping `rx` stops the reader at its next
     // chunk.
-    let deliver = super::deliver_chunks(name, rx, sinks, store, &mut progress, cancel, max_rows);
+    let deliver =
+        super::deliver_chunks(name, rx, sinks, store, &mut progress, cancel, max_rows, obs);
     let (read_res, deliver_res) = tokio::join!(reader, deliver);
     let rows = deliver_res?;
     if cancel.is_cancelled() || max_rows.is_some_and(|m| rows >= m) {

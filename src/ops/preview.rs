@@ -105,6 +105,8 @@ pub async fn preview(
         resume_from: resume,
         filter: Arc::new(scfg.filter()),
         cancel: cancel.clone(),
+        // A preview reports to no admin endpoint.
+        report: Default::default(),
     };
     let mut tasks = JoinSet::new();
     let run_cfg = scfg.clone();

@@ -274,6 +274,7 @@ impl Delivery {
                         });
                     }
                     attempt += 1;
+                    crate::metrics::sink_retry(&self.sink);
                     // At least the receiver's hint, capped like the backoff.
                     let base = crate::pipeline::jitter(backoff);
                     let wait =

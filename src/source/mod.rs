@@ -48,6 +48,11 @@ pub struct SourceContext {
     pub filter: Arc<Filter>,
     /// Cancelled on shutdown; the source returns `Ok(())` promptly.
     pub cancel: CancellationToken,
+    /// Tells the service the stream is live (call [`Reporter::streaming`] once connected
+    /// and reading); `Default` reports nowhere.
+    ///
+    /// [`Reporter::streaming`]: crate::metrics::Reporter::streaming
+    pub report: crate::metrics::Reporter,
 }
 
 /// Whether retrying can help.

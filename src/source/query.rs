@@ -469,6 +469,7 @@ async fn run_inner(
         key: key_idx,
     });
     tracing::info!(source = %schema_arc.source.name, table = %cfg.table, interval_ms = cfg.interval.as_millis() as u64, resume = ?ctx.resume_from.as_ref().map(ToString::to_string), "query source ready");
+    ctx.report.streaming();
     let mut next_due = Instant::now();
     loop {
         tokio::select! {

@@ -539,6 +539,7 @@ impl Stream {
             resume_from: resume,
             filter,
             cancel: cancel.clone(),
+            report: Default::default(),
         };
         let info = Arc::new(logtide::event::SourceInfo {
             connector: logtide::event::Connector::Mysql,

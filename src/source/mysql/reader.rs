@@ -278,6 +278,7 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
         metadata_full = server.metadata_full,
         "mysql binlog stream started"
     );
+    ctx.report.streaming();
     let mut reader = Reader {
         filter: ctx.filter.clone(),
         tx_out: ctx.tx.clone(),

@@ -46,6 +46,7 @@ pub mod conn;
 mod decoder;
 pub mod frame;
 pub mod pgoutput;
+pub mod retention;
 pub mod setup;
 pub mod spill;
 pub mod tls;
@@ -196,6 +197,7 @@ pub async fn run(
     };
     let result = match started {
         Ok(Some((repl, client, resume))) => {
+            ctx.report.streaming();
             Box::pin(stream(cfg, info, &ctx, repl, client, resume)).await
         }
         Ok(None) => Ok(()),
@@ -534,6 +536,7 @@ mod tests {
             resume_from: None,
             filter: Arc::new(source.filter()),
             cancel: cancel.clone(),
+            report: Default::default(),
         };
         let info = Arc::new(SourceInfo {
             connector: crate::event::Connector::Postgres,
@@ -713,6 +716,7 @@ mod tests {
                 resume_from: None,
                 filter: Arc::new(source.filter()),
                 cancel: cancel.clone(),
+                report: Default::default(),
             };
             let info = Arc::new(SourceInfo {
                 connector: crate::event::Connector::Postgres,
@@ -842,6 +846,7 @@ mod tests {
             resume_from: None,
             filter: Arc::new(source.filter()),
             cancel: cancel.clone(),
+            report: Default::default(),
         };
         let info = Arc::new(SourceInfo {
             connector: crate::event::Connector::Postgres,
