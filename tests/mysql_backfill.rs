@@ -6,7 +6,8 @@ mod common;
 
 use common::mariadb::MariaServer;
 use common::run::{
-    apply_events, assert_cursors_increase, kill9, logs, spawn_run, wait_until, Workdir,
+    apply_events, assert_cursors_increase, kill9, logs, run_killed_after, spawn_run, wait_until,
+    Workdir,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -126,12 +127,17 @@ fn composite_and_binary_keys_and_tables_without_a_key() {
     w.write_config(&config(server, "bfck", &db, 400));
     let mut child = spawn_run(&w, &[], &[]);
     let total = 3005 + 1002 + 1500;
-    let ev = w.wait_events(total, WAIT);
-    // Nothing more comes (no row twice).
-    std::thread::sleep(Duration::from_millis(500));
-    let ev2 = w.events();
+    w.wait_events(total, WAIT);
+    // A streamed marker after the backfill: everything before it has arrived, so the
+    // backfill events can be counted exactly (no row twice).
+    server.sql(
+        &db,
+        "CREATE TABLE mark (id INT PRIMARY KEY); INSERT INTO mark VALUES (1)",
+    );
+    let all = wait_marker(&w, "mark", 1);
     kill9(&mut child);
-    assert_eq!(ev2.len(), ev.len(), "more events than rows");
+    let ev: Vec<serde_json::Value> = all.into_iter().filter(|e| e["op"] == "r").collect();
+    assert_eq!(ev.len(), total, "more events than rows");
     let c: Vec<&serde_json::Value> = ev.iter().filter(|e| e["source"]["table"] == "c").collect();
     assert_eq!(c.len(), 3005);
     let keys: BTreeSet<String> = c.iter().map(|e| e["key"].to_string()).collect();
@@ -175,11 +181,17 @@ fn every_row_exactly_once_and_the_run_is_not_repeated() {
     w.write_config(&config(server, "bfx", &db, 1500));
     let mut child = spawn_run(&w, &[], &[]);
     w.wait_events(20_002, WAIT);
-    std::thread::sleep(Duration::from_millis(500));
+    // A streamed marker: everything before it has arrived.
+    server.sql(&db, "INSERT INTO t VALUES (1000000000, 'marker')");
+    let all = wait_marker(&w, "t", 1_000_000_000);
     kill9(&mut child);
-    let ev = w.events();
+    assert_eq!(
+        all.len(),
+        20_003,
+        "exactly one event per row, then the marker"
+    );
+    let ev: Vec<serde_json::Value> = all.into_iter().filter(|e| e["op"] == "r").collect();
     assert_eq!(ev.len(), 20_002, "exactly one event per row");
-    assert!(ev.iter().all(|e| e["op"] == "r"));
     let ids: BTreeSet<String> = ev.iter().map(|e| e["after"]["id"].to_string()).collect();
     assert_eq!(ids.len(), 20_002, "every row once");
     assert!(ids.contains("18446744073709551615"));
@@ -198,7 +210,7 @@ fn every_row_exactly_once_and_the_run_is_not_repeated() {
     kill9(&mut child);
     let ev = w.events();
     assert_eq!(ev.iter().filter(|e| e["op"] == "r").count(), 20_002);
-    assert_eq!(ev.len(), 20_003, "{}", logs(&w));
+    assert_eq!(ev.len(), 20_004, "{}", logs(&w));
 }
 
 #[test]
@@ -252,13 +264,12 @@ fn kill9_mid_backfill_resumes_from_the_last_chunk() {
     let w = Workdir::new();
     let chunk = 200;
     w.write_config(&config(server, "bfk", &db, chunk));
-    let mut child = spawn_run(&w, &[], &[]);
-    w.wait_events(3000, WAIT);
-    kill9(&mut child);
-    let first = w.events().len();
+    // Stopped mid-backfill deterministically: the output goes through a FIFO the test
+    // stops reading after 3,000 lines.
+    let first = run_killed_after(&w, &[], 3_000).len();
     assert!(
         first < 20_000,
-        "backfill finished before the kill ({first} rows); the test needs a slower pace"
+        "the first run was not stopped mid-backfill ({first} rows)"
     );
     let mut child = spawn_run(&w, &[], &[]);
     server.sql(&db, "INSERT INTO t VALUES (-1, 'marker')");

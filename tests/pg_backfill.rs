@@ -4,7 +4,7 @@
 mod common;
 
 use common::pg::{PgServer, TestDb, PASSWORD, PASSWORD_ENV};
-use common::run::{apply_events, kill9, logs, spawn_run, wait_until, Workdir};
+use common::run::{apply_events, kill9, logs, run_killed_after, spawn_run, wait_until, Workdir};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -147,64 +147,13 @@ async fn kill9_mid_backfill_resumes_from_the_last_chunk() {
         "{}backfill_chunk_rows = {chunk}\n",
         db.server.source_toml(db.name(), &name)
     ));
-    // First run writes into a FIFO the test reads at its own pace: after 30,000 lines it
-    // stops reading, logtide blocks mid-backfill, and is killed there (deterministic,
-    // however fast the backfill is). The second run writes the same output file.
-    let fifo = w.path().join("fifo.jsonl");
-    let st = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .expect("mkfifo");
-    assert!(st.success());
-    let cfg = std::fs::read_to_string(w.config()).expect("config");
-    std::fs::write(
-        w.config(),
-        cfg.replace(
-            &format!("path = {:?}", w.out()),
-            &format!("path = {fifo:?}\nfsync = false"),
-        ),
-    )
-    .expect("config");
-    let mut child = spawn_run(&w, &[], &env());
-    let reader_path = fifo.clone();
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let f = std::fs::File::open(&reader_path).expect("open fifo");
-        let mut lines = std::io::BufReader::new(f).lines();
-        let mut out = Vec::new();
-        while out.len() < 30_000 {
-            match lines.next() {
-                Some(l) => out.push(l.expect("line")),
-                None => break,
-            }
-        }
-        // Hold the pipe open (logtide blocks) until the writer was killed, then drain it.
-        let _ = rx.recv();
-        out.extend(lines.map_while(Result::ok));
-        out
-    });
-    // Wait until the reader stopped and logtide is blocked writing.
-    // The reader has its 30,000 lines; give logtide a moment to fill the pipe and block.
-    assert!(wait_until(WAIT, || std::fs::metadata(w.state()).is_ok()));
-    std::thread::sleep(Duration::from_millis(300));
-    kill9(&mut child);
-    tx.send(()).expect("reader alive");
-    let mut first_lines = reader.join().expect("reader");
-    // The kill may have torn the last line (the file sink drops such a tail on restart).
-    if first_lines
-        .last()
-        .is_some_and(|l| serde_json::from_str::<serde_json::Value>(l).is_err())
-    {
-        first_lines.pop();
-    }
-    let first = first_lines.len();
+    // The first run is stopped mid-backfill deterministically (however fast it is): its
+    // output goes through a FIFO the test stops reading after 30,000 lines.
+    let first = run_killed_after(&w, &env(), 30_000).len();
     assert!(
         first < 100_000,
         "the first run was not stopped mid-backfill ({first} rows)"
     );
-    std::fs::write(w.out(), first_lines.join("\n") + "\n").expect("seed output");
-    std::fs::write(w.config(), &cfg).expect("config");
     let mut child = spawn_run(&w, &[], &env());
     db.exec("INSERT INTO t VALUES (-1, 'marker')").await;
     let ev = wait_marker(&w, -1);

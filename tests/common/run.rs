@@ -236,3 +236,60 @@ pub fn assert_cursors_increase(events: &[serde_json::Value]) {
         );
     }
 }
+
+/// Runs `logtide run` with the file sink writing into a FIFO that the test reads: after
+/// `lines` lines the test stops reading, so logtide blocks mid-run however fast it is, and
+/// is killed there (SIGKILL). The pipe is then drained; the complete lines the run
+/// delivered are written to `w.out()` (a torn last line is dropped, as the file sink does on
+/// restart) and the config is restored, so the next `spawn_run` continues the same output.
+pub fn run_killed_after(w: &Workdir, env: &[(&str, &str)], lines: usize) -> Vec<String> {
+    use std::io::BufRead;
+    let fifo = w.path().join("fifo.jsonl");
+    let st = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(st.success());
+    let cfg = std::fs::read_to_string(w.config()).expect("config");
+    let piped = cfg.replace(
+        &format!("path = {:?}", w.out()),
+        &format!("path = {fifo:?}\nfsync = false"),
+    );
+    assert_ne!(
+        piped,
+        cfg,
+        "the config has no file sink writing to {:?}",
+        w.out()
+    );
+    std::fs::write(w.config(), piped).expect("config");
+    let mut child = spawn_run(w, &[], env);
+    let (got_tx, got_rx) = std::sync::mpsc::channel::<()>();
+    let (drain_tx, drain_rx) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let f = std::fs::File::open(&fifo).expect("open fifo");
+        let mut it = std::io::BufReader::new(f).lines();
+        let mut out = Vec::new();
+        while out.len() < lines {
+            match it.next() {
+                Some(Ok(l)) => out.push(l),
+                _ => break,
+            }
+        }
+        let _ = got_tx.send(());
+        // Hold the pipe (logtide blocks on it) until the writer is dead, then drain it.
+        let _ = drain_rx.recv();
+        out.extend(it.map_while(Result::ok));
+        out
+    });
+    let reached = got_rx.recv_timeout(Duration::from_secs(120)).is_ok();
+    kill9(&mut child);
+    let _ = drain_tx.send(());
+    let mut out = reader.join().expect("fifo reader");
+    assert!(reached, "logtide never wrote {lines} lines:\n{}", logs(w));
+    if out
+        .last()
+        .is_some_and(|l| serde_json::from_str::<serde_json::Value>(l).is_err())
+    {
+        out.pop();
+    }
+    std::fs::write(w.out(), out.join("\n") + "\n").expect("seed output");
+    std::fs::write(w.config(), cfg).expect("restore config");
+    out
+}
