@@ -243,7 +243,7 @@ async fn async_main(cmd: Command) -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(2, &e),
             };
-            run_service(cfg, &config, source, until, max_events).await
+            run_service(cfg, None, &config, source, until, max_events).await
         }
         Command::Replay {
             config,
@@ -256,22 +256,20 @@ async fn async_main(cmd: Command) -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(2, &e),
             };
-            {
-                let store = match CheckpointStore::open(&cfg.state.path) {
-                    Ok(s) => s,
-                    Err(e) => return fail(1, &e),
-                };
-                match logtide::replay::prepare(&cfg, &store, &source, &from).await {
-                    Ok(r) => tracing::info!(
-                        source = %source,
-                        from = %r.from,
-                        previous = ?r.previous.map(|p| p.to_string()),
-                        "replaying: stored position moved"
-                    ),
-                    Err(e) => return fail(e.exit_code(), &e),
-                }
+            let store = match CheckpointStore::open(&cfg.state.path) {
+                Ok(s) => s,
+                Err(e) => return fail(1, &e),
+            };
+            match logtide::replay::prepare(&cfg, &store, &source, &from).await {
+                Ok(r) => tracing::info!(
+                    source = %source,
+                    from = %r.from,
+                    previous = ?r.previous.map(|p| p.to_string()),
+                    "replaying: stored position moved"
+                ),
+                Err(e) => return fail(e.exit_code(), &e),
             }
-            run_service(cfg, &config, Some(source), until, max_events).await
+            run_service(cfg, Some(store), &config, Some(source), until, max_events).await
         }
         Command::Status { config } => {
             let cfg = match Config::load(&config) {
@@ -530,6 +528,7 @@ async fn dead_letters(action: DeadLettersAction) -> ExitCode {
 /// `run` (and `replay` after moving the position): the service with its bounds.
 async fn run_service(
     cfg: Config,
+    store: Option<CheckpointStore>,
     config: &std::path::Path,
     source: Option<String>,
     until: Option<String>,
@@ -569,7 +568,10 @@ async fn run_service(
         only_source: source,
         bounds: Bounds { until, max_events },
     };
-    let res = service::run(cfg, opts, cancel.clone()).await;
+    let res = match store {
+        Some(store) => service::run_with_store(cfg, store, opts, cancel.clone()).await,
+        None => service::run(cfg, opts, cancel.clone()).await,
+    };
     cancel.cancel();
     let _ = signals.await;
     match res {

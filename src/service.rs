@@ -71,6 +71,17 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<Vec<(String, Stats)>, ServiceError> {
     let store = CheckpointStore::open(&cfg.state.path)?;
+    run_with_store(cfg, store, opts, cancel).await
+}
+
+/// [`run`] on an already opened store (a command that changed the store first keeps its
+/// handle: sled releases its directory lock only after its background threads let go).
+pub async fn run_with_store(
+    cfg: Config,
+    store: CheckpointStore,
+    opts: RunOptions,
+    cancel: CancellationToken,
+) -> Result<Vec<(String, Stats)>, ServiceError> {
     let selected: Vec<SourceConfig> = match &opts.only_source {
         Some(n) => vec![cfg
             .source(n)

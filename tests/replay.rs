@@ -15,13 +15,18 @@ fn cursor(e: &serde_json::Value) -> String {
     e["source"]["cursor"].as_str().expect("cursor").to_owned()
 }
 
-/// The stored position of `source` (read while no logtide runs: the store is locked).
+/// The stored position of `source`, from `logtide status` (opening the store in the test
+/// process would hold its lock for a moment after the handle is dropped).
 fn stored_position(w: &Workdir, source: &str) -> Option<String> {
-    let store = logtide::checkpoint::CheckpointStore::open(&w.state()).expect("open store");
-    store
-        .load(source)
-        .expect("load position")
-        .map(|p| p.to_string())
+    let out = run_to_end(
+        &["status", "--config", w.config().to_str().expect("path")],
+        &[],
+    );
+    assert!(out.status.success(), "status failed: {out:?}");
+    let prefix = format!("{source}\tposition ");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
 }
 
 /// Streams three 10-row transactions and stops cleanly; returns the 30 events.
