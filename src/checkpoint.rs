@@ -51,19 +51,41 @@ fn backfill_key(source: &str, table: &str) -> String {
     format!("backfill/{source}/{table}")
 }
 
+/// How long [`CheckpointStore::open`] waits for a directory lock held by someone else.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl CheckpointStore {
     /// Opens (creating if needed) the store in directory `path`.
+    ///
+    /// The directory is locked by one process at a time. A lock still held by a process
+    /// that is exiting (or by a store handle of this process whose background threads have
+    /// not let go yet) is waited for up to [`LOCK_WAIT`]; after that the error says another
+    /// logtide may be using the directory.
     pub fn open(path: &Path) -> Result<Self, CheckpointError> {
-        let db = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::LowSpace)
-            .cache_capacity(8 * 1024 * 1024)
-            .open()
-            .map_err(|source| CheckpointError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-        Ok(CheckpointStore { db })
+        let started = std::time::Instant::now();
+        loop {
+            let r = sled::Config::new()
+                .path(path)
+                .mode(sled::Mode::LowSpace)
+                .cache_capacity(8 * 1024 * 1024)
+                .open();
+            match r {
+                Ok(db) => return Ok(CheckpointStore { db }),
+                // sled reports a held lock as a plain io error with this text.
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && started.elapsed() < LOCK_WAIT =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(source) => {
+                    return Err(CheckpointError::Open {
+                        path: path.to_owned(),
+                        source,
+                    })
+                }
+            }
+        }
     }
 
     /// The stored position of `source`, if any.
@@ -167,6 +189,19 @@ impl CheckpointStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_waits_for_a_lock_that_is_being_released() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = CheckpointStore::open(dir.path()).expect("first open");
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(first);
+        });
+        let second = CheckpointStore::open(dir.path());
+        holder.join().expect("holder");
+        assert!(second.is_ok(), "{:?}", second.err());
+    }
     use crate::position::{Lsn, PgPosition};
 
     fn pg(l: u64) -> Position {
