@@ -235,7 +235,13 @@ pub fn decode_binlog(kind: &Kind, field: &[u8]) -> Result<Value, DecodeError> {
         }
         Kind::Date => {
             let v = le_uint(field, 3)?;
-            Value::Date(format!("{:04}-{:02}-{:02}", v >> 9, (v >> 5) & 15, v & 31))
+            let mut s = String::with_capacity(10);
+            push_padded(&mut s, v >> 9, 4);
+            s.push('-');
+            push_padded(&mut s, (v >> 5) & 15, 2);
+            s.push('-');
+            push_padded(&mut s, v & 31, 2);
+            Value::Date(s)
         }
         Kind::Time { fsp } => Value::Time(decode_time2(field, *fsp)?),
         Kind::TimeOld => {
@@ -262,16 +268,26 @@ pub fn decode_binlog(kind: &Kind, field: &[u8]) -> Result<Value, DecodeError> {
             let hms = int & ((1 << 17) - 1);
             let ym = ymd >> 5;
             let mut s = String::with_capacity(26);
-            let _ = write!(
-                s,
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-                ym / 13,
-                ym % 13,
-                ymd & 31,
-                hms >> 12,
-                (hms >> 6) & 63,
-                hms & 63
-            );
+            for (i, (v, w)) in [
+                (ym / 13, 4),
+                (ym % 13, 2),
+                (ymd & 31, 2),
+                (hms >> 12, 2),
+                ((hms >> 6) & 63, 2),
+                (hms & 63, 2),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                if i > 0 {
+                    s.push(match i {
+                        1 | 2 => '-',
+                        3 => 'T',
+                        _ => ':',
+                    });
+                }
+                push_padded(&mut s, v, w);
+            }
             push_frac(&mut s, frac as u64, *fsp);
             Value::Timestamp(s)
         }
@@ -406,7 +422,29 @@ fn push_frac(s: &mut String, micros: u64, fsp: u8) {
     }
     let fsp = fsp.min(6);
     let v = micros / 10u64.pow(u32::from(6 - fsp));
-    let _ = write!(s, ".{:0width$}", v, width = usize::from(fsp));
+    s.push('.');
+    push_padded(s, v, usize::from(fsp));
+}
+
+/// Appends `v` zero-padded to `width` digits (more digits if it has more), as
+/// `{:0width$}` does, without the formatting machinery: a DATETIME column formats this per
+/// row.
+fn push_padded(s: &mut String, v: u64, width: usize) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = v;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for _ in (buf.len() - i)..width {
+        s.push('0');
+    }
+    s.extend(buf[i..].iter().map(|&b| char::from(b)));
 }
 
 /// TIME2: 3 bytes big endian with offset 0x800000, then the fraction; negative values
@@ -626,6 +664,17 @@ pub fn decode_text(kind: &Kind, text: &[u8]) -> Result<Value, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_padded_matches_the_format_macro() {
+        for v in [0u64, 7, 42, 999, 2024, 12345, u64::MAX] {
+            for w in 0..=6 {
+                let mut s = String::new();
+                push_padded(&mut s, v, w);
+                assert_eq!(s, format!("{v:0w$}"));
+            }
+        }
+    }
 
     fn dec(kind: &Kind, bytes: &[u8]) -> Value {
         let n = field_len(kind, bytes).expect("len");
