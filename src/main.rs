@@ -217,6 +217,11 @@ fn load_for(path: &std::path::Path, source: Option<&str>) -> Result<Config, Exit
     Ok(cfg)
 }
 
+/// Opens the checkpoint store of `cfg`; exit code 1 when it cannot be opened.
+fn open_store(cfg: &Config) -> Result<CheckpointStore, ExitCode> {
+    CheckpointStore::open(&cfg.state.path).map_err(|e| fail(1, &e))
+}
+
 fn fail(code: u8, err: &(dyn std::error::Error + 'static)) -> ExitCode {
     eprintln!("error: {}", ErrorChain(err));
     ExitCode::from(code)
@@ -243,9 +248,9 @@ async fn async_main(cmd: Command) -> ExitCode {
             until,
             max_events,
         } => {
-            let cfg = match Config::load(&config) {
+            let cfg = match load_for(&config, None) {
                 Ok(c) => c,
-                Err(e) => return fail(2, &e),
+                Err(code) => return code,
             };
             run_service(cfg, None, &config, source, until, max_events).await
         }
@@ -256,13 +261,13 @@ async fn async_main(cmd: Command) -> ExitCode {
             until,
             max_events,
         } => {
-            let cfg = match Config::load(&config) {
+            let cfg = match load_for(&config, None) {
                 Ok(c) => c,
-                Err(e) => return fail(2, &e),
+                Err(code) => return code,
             };
-            let store = match CheckpointStore::open(&cfg.state.path) {
+            let store = match open_store(&cfg) {
                 Ok(s) => s,
-                Err(e) => return fail(1, &e),
+                Err(code) => return code,
             };
             match logtide::replay::prepare(&cfg, &store, &source, &from).await {
                 Ok(r) => tracing::info!(
@@ -276,13 +281,13 @@ async fn async_main(cmd: Command) -> ExitCode {
             run_service(cfg, Some(store), &config, Some(source), until, max_events).await
         }
         Command::Status { config } => {
-            let cfg = match Config::load(&config) {
+            let cfg = match load_for(&config, None) {
                 Ok(c) => c,
-                Err(e) => return fail(2, &e),
+                Err(code) => return code,
             };
-            let store = match CheckpointStore::open(&cfg.state.path) {
+            let store = match open_store(&cfg) {
                 Ok(s) => s,
-                Err(e) => return fail(1, &e),
+                Err(code) => return code,
             };
             let rows = match store.dump() {
                 Ok(rows) => rows,
@@ -431,9 +436,9 @@ async fn async_main(cmd: Command) -> ExitCode {
             source,
             yes,
         } => {
-            let cfg = match Config::load(&config) {
+            let cfg = match load_for(&config, None) {
                 Ok(c) => c,
-                Err(e) => return fail(2, &e),
+                Err(code) => return code,
             };
             if cfg.source(&source).is_none() {
                 eprintln!(
@@ -452,9 +457,9 @@ async fn async_main(cmd: Command) -> ExitCode {
                     return ExitCode::from(1);
                 }
             }
-            let store = match CheckpointStore::open(&cfg.state.path) {
+            let store = match open_store(&cfg) {
                 Ok(s) => s,
-                Err(e) => return fail(1, &e),
+                Err(code) => return code,
             };
             match store.reset(&source).await {
                 Ok(()) => {

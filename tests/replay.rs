@@ -29,6 +29,22 @@ fn stored_position(w: &Workdir, source: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
 }
 
+/// Runs `logtide replay --config <w> --source <source> --from <from> [extra]` to the end.
+fn replay(w: &Workdir, source: &str, from: &str, extra: &[&str]) -> std::process::Output {
+    let cfg = w.config();
+    let mut args = vec![
+        "replay",
+        "--config",
+        cfg.to_str().expect("path"),
+        "--source",
+        source,
+        "--from",
+        from,
+    ];
+    args.extend_from_slice(extra);
+    run_to_end(&args, &[(PASSWORD_ENV, PASSWORD)])
+}
+
 /// Streams three 10-row transactions and stops cleanly; returns the 30 events.
 fn stream_thirty(server: &MariaServer, db: &str, w: &Workdir) -> Vec<serde_json::Value> {
     server.sql(db, "CREATE TABLE r (id INT PRIMARY KEY, v VARCHAR(20))");
@@ -70,21 +86,7 @@ fn mysql_replay_from_an_event_cursor_redelivers_from_that_event() {
 
     // From the 13th event (3rd row of the second transaction): 18 events again.
     let from = cursor(&first[12]);
-    let cfg = w.config();
-    let out = run_to_end(
-        &[
-            "replay",
-            "--config",
-            cfg.to_str().expect("path"),
-            "--source",
-            "maria",
-            "--from",
-            &from,
-            "--max-events",
-            "18",
-        ],
-        &[],
-    );
+    let out = replay(&w, "maria", &from, &["--max-events", "18"]);
     assert!(
         out.status.success(),
         "replay failed: {}",
@@ -101,18 +103,7 @@ fn mysql_replay_from_an_event_cursor_redelivers_from_that_event() {
     assert_eq!(stored_position(&w, "maria"), stored);
 
     // A binlog that is not on the server: refused, position untouched.
-    let out = run_to_end(
-        &[
-            "replay",
-            "--config",
-            cfg.to_str().expect("path"),
-            "--source",
-            "maria",
-            "--from",
-            "mysql-bin.999999:4",
-        ],
-        &[],
-    );
+    let out = replay(&w, "maria", "mysql-bin.999999:4", &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(
@@ -122,18 +113,7 @@ fn mysql_replay_from_an_event_cursor_redelivers_from_that_event() {
     assert_eq!(stored_position(&w, "maria"), stored);
 
     // A bad position: a usage error.
-    let out = run_to_end(
-        &[
-            "replay",
-            "--config",
-            cfg.to_str().expect("path"),
-            "--source",
-            "maria",
-            "--from",
-            "yesterday",
-        ],
-        &[],
-    );
+    let out = replay(&w, "maria", "yesterday", &[]);
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -156,23 +136,9 @@ fn mysql_replay_from_a_gtid_until_a_gtid() {
     // Three transactions, three GTIDs of one domain.
     assert_ne!(gtid(0), gtid(10));
     assert_ne!(gtid(10), gtid(20));
-    let cfg = w.config();
     // After the first transaction's GTID, up to and including the second's: exactly the
     // second transaction, and the run ends by itself.
-    let out = run_to_end(
-        &[
-            "replay",
-            "--config",
-            cfg.to_str().expect("path"),
-            "--source",
-            "maria",
-            "--from",
-            &gtid(0),
-            "--until",
-            &gtid(10),
-        ],
-        &[],
-    );
+    let out = replay(&w, "maria", &gtid(0), &["--until", &gtid(10)]);
     assert!(
         out.status.success(),
         "replay failed: {}",
@@ -230,19 +196,7 @@ async fn postgres_replay_before_the_confirmed_position_is_refused() {
     let stored = stored_position(&w, &name);
     assert!(stored.is_some());
 
-    let cfg = w.config();
-    let out = run_to_end(
-        &[
-            "replay",
-            "--config",
-            cfg.to_str().expect("path"),
-            "--source",
-            &name,
-            "--from",
-            "0/1",
-        ],
-        &env,
-    );
+    let out = replay(&w, &name, "0/1", &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("never moves back"), "{err}");

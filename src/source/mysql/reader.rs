@@ -725,7 +725,12 @@ impl Reader {
         if self.skipped(&pos) {
             return Ok(());
         }
-        // Supersedes an older idle boundary of empty transactions.
+        self.boundary(pos)
+    }
+
+    /// Sends a checkpoint boundary; it supersedes an older idle boundary of empty
+    /// transactions.
+    fn boundary(&mut self, pos: MysqlPosition) -> Result<(), Halt> {
         self.idle_boundary = None;
         self.empty_txs = 0;
         send(
@@ -771,14 +776,7 @@ impl Reader {
             return Ok(());
         }
         if tx.emitted > 0 || ddl || self.empty_txs + 1 >= EMPTY_TX_BOUNDARY {
-            self.idle_boundary = None;
-            self.empty_txs = 0;
-            send(
-                &self.tx_out,
-                &self.handle,
-                &self.cancel,
-                SourceMessage::Boundary(Position::Mysql(pos)),
-            )?;
+            self.boundary(pos)?;
         } else {
             self.empty_txs += 1;
             self.idle_boundary = Some(pos);
