@@ -222,19 +222,10 @@ impl Position {
             }
             Position::Mysql(m) => {
                 // `{:010}:` without the formatting machinery (one call per event).
-                let mut b = [b'0'; 21];
-                let mut v = m.file_seq();
-                let mut i = 20;
-                loop {
-                    i -= 1;
-                    b[i] = b'0' + (v % 10) as u8;
-                    v /= 10;
-                    if v == 0 {
-                        break;
-                    }
-                }
-                b[20] = b':';
+                let mut b = [b'0'; 20];
+                let i = crate::value::digits_into(&mut b, m.file_seq());
                 out.write_all(&b[i.min(10)..])?;
+                out.write_all(b":")?;
                 out.write_all(&hex16(m.pos))?;
                 out.write_all(b":")?;
                 out.write_all(&hex16(m.ordinal))

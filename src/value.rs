@@ -135,18 +135,23 @@ fn itoa_buf() -> [u8; 20] {
     [0u8; 20]
 }
 
-fn fmt_int(buf: &mut [u8; 20], v: i64) -> &[u8] {
-    let neg = v < 0;
-    let mut n = v.unsigned_abs();
+/// The decimal digits of `n`, written at the end of `buf` (hot paths: event values,
+/// cursors, temporal fields; no formatting machinery). Returns where they start.
+pub(crate) fn digits_into(buf: &mut [u8; 20], mut n: u64) -> usize {
     let mut i = buf.len();
     loop {
         i -= 1;
         buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
-            break;
+            return i;
         }
     }
+}
+
+fn fmt_int(buf: &mut [u8; 20], v: i64) -> &[u8] {
+    let neg = v < 0;
+    let mut i = digits_into(buf, v.unsigned_abs());
     if neg {
         // i64::MIN has 19 digits, so there is always room for the sign.
         i -= 1;

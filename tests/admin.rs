@@ -153,23 +153,6 @@ fn ids(events: &[serde_json::Value]) -> Vec<i64> {
         .collect()
 }
 
-/// Inserts ids `from..to`, `per_tx` per transaction, on a new connection.
-async fn write(db: &TestDb<'_>, from: i64, to: i64, per_tx: i64, pad: usize) {
-    let c = db.connect().await;
-    let mut i = from;
-    while i < to {
-        let end = (i + per_tx).min(to);
-        c.batch_execute(&format!(
-            "INSERT INTO t SELECT g, repeat(md5(g::text), {}) FROM generate_series({i}, {}) g",
-            pad.max(1),
-            end - 1
-        ))
-        .await
-        .expect("insert");
-        i = end;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_match_what_was_delivered() {
     let db = PgServer::get().fresh_db();
@@ -185,7 +168,7 @@ async fn metrics_match_what_was_delivered() {
         logs(&w)
     );
     assert_eq!(status_of(port, "/health"), Some(200));
-    write(&db, 0, 250, 10, 1).await;
+    db.insert_ids("t", 0, 250, 10, 1).await;
     db.exec("UPDATE t SET v = 'x' WHERE id < 7").await;
     w.wait_events(257, WAIT);
     let table = [("source", name.as_str()), ("table", "public.t")];
@@ -283,7 +266,7 @@ async fn ready_follows_a_database_outage_and_nothing_is_lost() {
         "never ready\n{}",
         logs(&w)
     );
-    write(&db, 0, 100, 10, 1).await;
+    db.insert_ids("t", 0, 100, 10, 1).await;
     w.wait_events(100, WAIT);
     server.stop();
     assert!(
@@ -303,7 +286,7 @@ async fn ready_follows_a_database_outage_and_nothing_is_lost() {
         "/ready did not come back after the restart\n{}",
         logs(&w)
     );
-    write(&db, 100, 200, 10, 1).await;
+    db.insert_ids("t", 100, 200, 10, 1).await;
     assert!(
         wait_until(WAIT, || ids(&w.events())
             .into_iter()
@@ -360,7 +343,7 @@ async fn pause_holds_rows_back_and_resume_delivers_them_in_order() {
         "never ready\n{}",
         logs(&w)
     );
-    write(&db, 0, 50, 10, 1).await;
+    db.insert_ids("t", 0, 50, 10, 1).await;
     w.wait_events(50, WAIT);
     let (s, body) = http(port, "POST", &format!("/sources/{name}/pause")).expect("pause");
     assert_eq!(s, 200, "{body}");
@@ -370,7 +353,7 @@ async fn pause_holds_rows_back_and_resume_delivers_them_in_order() {
         value(&scrape(port), "logtide_source_paused", &[("source", &name)]),
         Some(1.0)
     );
-    write(&db, 50, 300, 10, 1).await;
+    db.insert_ids("t", 50, 300, 10, 1).await;
     // The walsender has sent everything written to logtide...
     let target = db.server.psql("postgres", "SELECT pg_current_wal_lsn()");
     let slot = format!("logtide_{name}");
@@ -439,7 +422,7 @@ async fn wal_retention_warning_names_the_slot() {
     let (s, _) = http(port, "POST", "/sources/walwarn/pause").expect("pause");
     assert_eq!(s, 200);
     // ~6 MB of WAL the paused source cannot confirm.
-    write(&db, 0, 3000, 500, 40).await;
+    db.insert_ids("t", 0, 3000, 500, 40).await;
     assert!(
         wait_until(WAIT, || {
             let l = logs(&w);

@@ -35,22 +35,6 @@ fn ids(events: &[serde_json::Value]) -> Vec<i64> {
         .collect()
 }
 
-/// Inserts ids `from..to`, 10 per transaction, on a new connection (survives restarts).
-async fn write(db: &TestDb<'_>, from: i64, to: i64) {
-    let c = db.connect().await;
-    let mut i = from;
-    while i < to {
-        let end = (i + 10).min(to);
-        c.batch_execute(&format!(
-            "INSERT INTO t SELECT g, md5(g::text) FROM generate_series({i}, {}) g",
-            end - 1
-        ))
-        .await
-        .expect("insert");
-        i = end;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_then_restart_loses_nothing() {
     let db = PgServer::get().fresh_db();
@@ -64,7 +48,7 @@ async fn kill9_then_restart_loses_nothing() {
         "{}",
         logs(&w)
     );
-    write(&db, 0, 3000).await;
+    db.insert_ids("t", 0, 3000, 10, 1).await;
     // Kill while events are flowing.
     w.wait_events(500, WAIT);
     kill9(&mut child);
@@ -80,7 +64,7 @@ async fn kill9_then_restart_loses_nothing() {
         .map(|s| s.trim().to_owned())
         .expect("a stored checkpoint");
     let before_restart = w.events();
-    write(&db, 3000, 4000).await;
+    db.insert_ids("t", 3000, 4000, 10, 1).await;
     let mut child = spawn_run(&w, &[], &env());
     let ev = w.wait_events(4000, WAIT);
     // Wait until everything arrived (duplicates make the count larger than 4000).
@@ -125,7 +109,7 @@ async fn sigterm_exits_cleanly_with_checkpoint() {
         "{}",
         logs(&w)
     );
-    write(&db, 0, 200).await;
+    db.insert_ids("t", 0, 200, 10, 1).await;
     w.wait_events(200, WAIT);
     sigterm(&child);
     let status = wait_exit(&mut child, Duration::from_secs(20));
@@ -157,7 +141,7 @@ async fn sigterm_exits_cleanly_with_checkpoint() {
         text.contains(&format!("position {confirmed}#0")),
         "slot confirmed {confirmed}, status {text}"
     );
-    write(&db, 200, 210).await;
+    db.insert_ids("t", 200, 210, 10, 1).await;
     let mut child = spawn_run(&w, &[], &env());
     w.wait_events(210, WAIT);
     kill9(&mut child);
@@ -177,13 +161,13 @@ async fn survives_a_database_restart() {
         "{}",
         logs(&w)
     );
-    write(&db, 0, 100).await;
+    db.insert_ids("t", 0, 100, 10, 1).await;
     w.wait_events(100, WAIT);
     server.kill9();
     server.start();
-    write(&db, 100, 300).await;
+    db.insert_ids("t", 100, 300, 10, 1).await;
     server.restart();
-    write(&db, 300, 400).await;
+    db.insert_ids("t", 300, 400, 10, 1).await;
     assert!(
         wait_until(WAIT, || ids(&w.events())
             .into_iter()

@@ -45,6 +45,20 @@ fn replay(w: &Workdir, source: &str, from: &str, extra: &[&str]) -> std::process
     run_to_end(&args, &[(PASSWORD_ENV, PASSWORD)])
 }
 
+/// A MariaDB source named `maria` on a fresh database that streamed three 10-row
+/// transactions and stopped cleanly: its workdir and the 30 events.
+fn maria_thirty() -> (Workdir, Vec<serde_json::Value>) {
+    let server = MariaServer::get();
+    let db = server.fresh_db();
+    let w = Workdir::new();
+    w.write_config(&format!(
+        "{}backfill = \"never\"\n",
+        server.source_toml("maria", &db)
+    ));
+    let ev = stream_thirty(server, &db, &w);
+    (w, ev)
+}
+
 /// Streams three 10-row transactions and stops cleanly; returns the 30 events.
 fn stream_thirty(server: &MariaServer, db: &str, w: &Workdir) -> Vec<serde_json::Value> {
     server.sql(db, "CREATE TABLE r (id INT PRIMARY KEY, v VARCHAR(20))");
@@ -72,14 +86,7 @@ fn stream_thirty(server: &MariaServer, db: &str, w: &Workdir) -> Vec<serde_json:
 
 #[test]
 fn mysql_replay_from_an_event_cursor_redelivers_from_that_event() {
-    let server = MariaServer::get();
-    let db = server.fresh_db();
-    let w = Workdir::new();
-    w.write_config(&format!(
-        "{}backfill = \"never\"\n",
-        server.source_toml("maria", &db)
-    ));
-    let first = stream_thirty(server, &db, &w);
+    let (w, first) = maria_thirty();
     assert_eq!(first.len(), 30);
     let stored = stored_position(&w, "maria");
     assert!(stored.is_some());
@@ -119,14 +126,7 @@ fn mysql_replay_from_an_event_cursor_redelivers_from_that_event() {
 
 #[test]
 fn mysql_replay_from_a_gtid_until_a_gtid() {
-    let server = MariaServer::get();
-    let db = server.fresh_db();
-    let w = Workdir::new();
-    w.write_config(&format!(
-        "{}backfill = \"never\"\n",
-        server.source_toml("maria", &db)
-    ));
-    let first = stream_thirty(server, &db, &w);
+    let (w, first) = maria_thirty();
     let gtid = |i: usize| {
         first[i]["source"]["gtid"]
             .as_str()

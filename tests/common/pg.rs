@@ -518,6 +518,25 @@ impl TestDb<'_> {
     }
 
     /// Runs SQL statements (simple query protocol); panics with the error.
+    /// Inserts rows `(g, repeat(md5(g), pad))` for ids `from..to` into `table(id, v)`,
+    /// `per_tx` per transaction, on a new connection (so it survives server restarts
+    /// between calls).
+    pub async fn insert_ids(&self, table: &str, from: i64, to: i64, per_tx: i64, pad: usize) {
+        let c = self.connect().await;
+        let mut i = from;
+        while i < to {
+            let end = (i + per_tx).min(to);
+            c.batch_execute(&format!(
+                "INSERT INTO {table} SELECT g, repeat(md5(g::text), {}) FROM generate_series({i}, {}) g",
+                pad.max(1),
+                end - 1
+            ))
+            .await
+            .expect("insert");
+            i = end;
+        }
+    }
+
     pub async fn exec(&self, sql: &str) {
         if let Err(e) = self.client().await.batch_execute(sql).await {
             panic!("{sql}: {e:?}");

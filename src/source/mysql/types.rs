@@ -431,16 +431,7 @@ fn push_frac(s: &mut String, micros: u64, fsp: u8) {
 /// row.
 fn push_padded(s: &mut String, v: u64, width: usize) {
     let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut n = v;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
+    let i = crate::value::digits_into(&mut buf, v);
     for _ in (buf.len() - i)..width {
         s.push('0');
     }
