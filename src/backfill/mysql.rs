@@ -433,6 +433,7 @@ pub fn plan(
     conn: &mut SqlConn,
     filter: &Filter,
     settings: &BackfillSettings,
+    only: Option<&str>,
 ) -> Result<Vec<TablePlan>, BackfillError> {
     let rs = conn
         .query(
@@ -450,8 +451,12 @@ pub fn plan(
             ))
         })
         .filter(|(db, name, _)| {
+            let qualified = format!("{db}.{name}");
             filter.table_selected(db, name)
-                && settings.mode_for(&format!("{db}.{name}")) != BackfillMode::Never
+                && match only {
+                    Some(t) => t == qualified,
+                    None => settings.mode_for(&qualified) != BackfillMode::Never,
+                }
         })
         .collect();
     tables.sort();
@@ -612,6 +617,84 @@ pub fn read_tables(
     Ok(())
 }
 
+/// The event schema of a planned table.
+pub fn table_schema(plan: &TablePlan, info: &Arc<SourceInfo>) -> Arc<TableSchema> {
+    Arc::new(TableSchema {
+        source: info.clone(),
+        db: plan.db.clone(),
+        schema: plan.db.clone(),
+        name: plan.name.clone(),
+        columns: plan.columns.clone(),
+        key: plan.key.clone(),
+    })
+}
+
+/// Reads one keyset chunk of a paginated table after `progress.last_key` (blocking) as
+/// `r` events; row `n` of the table (1-based) gets `position(n)`. `progress` then holds
+/// the last key and the row count.
+pub fn read_chunk(
+    conn: &mut SqlConn,
+    plan: &TablePlan,
+    schema: &Arc<TableSchema>,
+    progress: &mut TableProgress,
+    chunk_rows: usize,
+    position: &dyn Fn(u64) -> Position,
+) -> Result<Vec<ChangeEvent>, BackfillError> {
+    let qualified = plan.qualified();
+    let sql = chunk_sql(plan, progress.last_key.as_deref(), chunk_rows)
+        .map_err(|e| table_err(&qualified, "build the chunk query", e))?;
+    let rs = conn
+        .query(&sql)
+        .map_err(|e| table_err(&qualified, "read a chunk", e))?;
+    if rs.columns.len() != plan.columns.len() {
+        return Err(table_err(
+            &qualified,
+            "read a chunk",
+            format!(
+                "{} columns for {} planned (the table changed?)",
+                rs.columns.len(),
+                plan.columns.len()
+            ),
+        ));
+    }
+    let mut events = Vec::with_capacity(rs.rows.len());
+    for (ri, cells) in rs.rows.into_iter().enumerate() {
+        let mut row = Vec::with_capacity(cells.len());
+        for (cell, kind) in cells.iter().zip(&plan.kinds) {
+            row.push(Some(match cell {
+                None => Value::Null,
+                Some(b) => {
+                    decode_text(kind, b).map_err(|e| table_err(&qualified, "decode a value", e))?
+                }
+            }));
+        }
+        let k: Vec<String> = plan
+            .key
+            .iter()
+            .map(|&i| key_text(&plan.kinds[i], cells[i].as_deref().unwrap_or_default()))
+            .collect();
+        if ri == 0 && progress.last_key.as_ref() == Some(&k) {
+            return Err(table_err(
+                &qualified,
+                "paginate by its primary key",
+                "a chunk started at the previous chunk's last key",
+            ));
+        }
+        progress.last_key = Some(k);
+        progress.rows += 1;
+        events.push(ChangeEvent {
+            op: Op::Read,
+            table: schema.clone(),
+            before: None,
+            after: Some(row),
+            position: position(progress.rows),
+            txid: None,
+            commit_ts_ms: None,
+        });
+    }
+    Ok(events)
+}
+
 fn send(
     tx: &mpsc::Sender<Chunk>,
     table: &str,
@@ -656,7 +739,7 @@ pub async fn run_mysql(
             // The same checks as the stream, so a bad setting is reported the same way.
             validate::validate(&mut conn, &c.user).map_err(setup_err("validate the server"))?;
             let p0 = fix_start(&mut conn)?;
-            let plans = plan(&mut conn, &f, &s)?;
+            let plans = plan(&mut conn, &f, &s, None)?;
             Ok((conn, p0, plans))
         })
         .await,
