@@ -360,3 +360,37 @@ fn kill9_between_runs_continues_from_the_stored_timestamp_cursor() {
     assert_eq!(ids(&ev), [1, 2, 3, 4, 5, 6, 7, 8], "{}", logs(&w));
     assert_eq!(ids(&w.events()), [1, 2, 3, 4, 5, 6, 7, 8], "{}", logs(&w));
 }
+
+#[test]
+fn null_cursors_are_skipped_and_null_keys_break_ties_exactly() {
+    let srv = MariaServer::get();
+    let db = srv.fresh_db();
+    // MySQL sorts NULL first: a NULL key is the smallest key at its cursor value, a NULL
+    // cursor is never read.
+    srv.sql(
+        &db,
+        "CREATE TABLE n (id INT PRIMARY KEY, c INT NULL, k INT NULL);\
+         INSERT INTO n VALUES (1, NULL, 5), (2, 10, NULL), (3, 10, 1), (4, 10, 2), (5, 20, NULL)",
+    );
+    let w = Workdir::new();
+    let name = source_name("null");
+    // Batches of one: every row's (cursor, key) is the tie-break of the next page.
+    w.write_config(&query_toml(
+        &db,
+        &name,
+        &format!(
+            "query = \"SELECT id, c, k FROM n WHERE c >= {{{{cursor}}}}\"\n\
+             cursor_column = \"c\"\nkey_columns = [\"k\"]\ntable = \"{db}.n\"\n\
+             batch_size = 1\ninterval = \"200ms\"\ninitial_cursor = \"0\"\n"
+        ),
+    ));
+    let mut child = spawn_run(&w, &[], &env());
+    let ev = w.wait_events(4, WAIT);
+    assert_eq!(ids(&ev), [2, 3, 4, 5], "{}", logs(&w));
+    srv.sql(&db, "INSERT INTO n VALUES (6, 20, 7), (7, NULL, NULL)");
+    let ev = w.wait_events(5, WAIT);
+    wait_more_runs(&w, 3);
+    kill9(&mut child);
+    assert_eq!(ids(&ev), [2, 3, 4, 5, 6], "{}", logs(&w));
+    assert_eq!(ids(&w.events()), [2, 3, 4, 5, 6], "{}", logs(&w));
+}
