@@ -526,55 +526,21 @@ pub fn read_tables(
             continue;
         }
         let qualified = plan.qualified();
-        let schema = Arc::new(TableSchema {
-            source: info.clone(),
-            db: plan.db.clone(),
-            schema: plan.db.clone(),
-            name: plan.name.clone(),
-            columns: plan.columns.clone(),
-            key: plan.key.clone(),
-        });
+        let schema = table_schema(plan, info);
         // Ordinals are stable across restarts: table index in the sorted list of tables.
         let tindex = all_tables.iter().position(|t| *t == qualified).unwrap_or(0) as u64 + 1;
+        let position = |rows: u64| {
+            Position::Mysql(MysqlPosition {
+                file: start.file.clone(),
+                pos: start.pos.saturating_sub(1),
+                ordinal: (tindex << 40) | rows,
+                gtid: None,
+            })
+        };
         let mut progress = if plan.paginate {
             progress
         } else {
             TableProgress::default()
-        };
-        let decode_row =
-            |cells: &[Option<Vec<u8>>], rows: u64| -> Result<ChangeEvent, BackfillError> {
-                let mut row = Vec::with_capacity(cells.len());
-                for (cell, kind) in cells.iter().zip(&plan.kinds) {
-                    row.push(Some(match cell {
-                        None => Value::Null,
-                        Some(b) => decode_text(kind, b)
-                            .map_err(|e| table_err(&qualified, "decode a value", e))?,
-                    }));
-                }
-                Ok(ChangeEvent {
-                    op: Op::Read,
-                    table: schema.clone(),
-                    before: None,
-                    after: Some(row),
-                    position: Position::Mysql(MysqlPosition {
-                        file: start.file.clone(),
-                        pos: start.pos.saturating_sub(1),
-                        ordinal: (tindex << 40) | rows,
-                        gtid: None,
-                    }),
-                    txid: None,
-                    commit_ts_ms: None,
-                })
-            };
-        let columns_changed = |n: usize| {
-            table_err(
-                &qualified,
-                "read a chunk",
-                format!(
-                    "{n} columns for {} planned (the table changed?)",
-                    plan.columns.len()
-                ),
-            )
         };
         if !plan.paginate {
             // One pass: one SELECT whose rows are read from the socket as they are handed
@@ -586,7 +552,7 @@ pub fn read_tables(
                 .query_rows(&sql)
                 .map_err(|e| table_err(&qualified, "read a chunk", e))?;
             if rows.columns.len() != plan.columns.len() {
-                return Err(columns_changed(rows.columns.len()));
+                return Err(columns_changed(plan, rows.columns.len()));
             }
             let mut events = Vec::with_capacity(chunk_rows);
             while let Some(cells) = rows
@@ -594,7 +560,7 @@ pub fn read_tables(
                 .map_err(|e| table_err(&qualified, "read a chunk", e))?
             {
                 progress.rows += 1;
-                events.push(decode_row(&cells, progress.rows)?);
+                events.push(row_event(plan, &schema, &cells, position(progress.rows))?);
                 if events.len() >= chunk_rows {
                     let evs = std::mem::replace(&mut events, Vec::with_capacity(chunk_rows));
                     send(&tx, &qualified, evs, progress.clone())?;
@@ -605,43 +571,8 @@ pub fn read_tables(
             continue;
         }
         loop {
-            let sql = chunk_sql(plan, progress.last_key.as_deref(), chunk_rows)
-                .map_err(|e| table_err(&qualified, "build the chunk query", e))?;
-            let rs = conn
-                .query(&sql)
-                .map_err(|e| table_err(&qualified, "read a chunk", e))?;
-            let n = rs.rows.len();
-            if rs.columns.len() != plan.columns.len() {
-                return Err(columns_changed(rs.columns.len()));
-            }
-            let mut events = Vec::with_capacity(n.min(chunk_rows));
-            let mut last_key: Option<Vec<String>> = None;
-            for (ri, cells) in rs.rows.into_iter().enumerate() {
-                let k: Vec<String> = plan
-                    .key
-                    .iter()
-                    .map(|&i| {
-                        key_text(
-                            &plan.kinds[i],
-                            cells.get(i).and_then(|c| c.as_deref()).unwrap_or_default(),
-                        )
-                    })
-                    .collect();
-                if ri == 0 && progress.last_key.as_ref() == Some(&k) {
-                    return Err(table_err(
-                        &qualified,
-                        "paginate by its primary key",
-                        "a chunk started at the previous chunk's last key",
-                    ));
-                }
-                last_key = Some(k);
-                progress.rows += 1;
-                events.push(decode_row(&cells, progress.rows)?);
-            }
-            let finished = n < chunk_rows;
-            if last_key.is_some() {
-                progress.last_key = last_key;
-            }
+            let events = read_chunk(conn, plan, &schema, &mut progress, chunk_rows, &position)?;
+            let finished = events.len() < chunk_rows;
             progress.done = finished;
             send(&tx, &qualified, events, progress.clone())?;
             if finished {
@@ -650,6 +581,44 @@ pub fn read_tables(
         }
     }
     Ok(())
+}
+
+/// The error for a result whose column count no longer matches the plan.
+fn columns_changed(plan: &TablePlan, n: usize) -> BackfillError {
+    table_err(
+        &plan.qualified(),
+        "read a chunk",
+        format!(
+            "{n} columns for {} planned (the table changed?)",
+            plan.columns.len()
+        ),
+    )
+}
+
+/// Decodes one result row of `plan` into an `r` event at `position`.
+fn row_event(
+    plan: &TablePlan,
+    schema: &Arc<TableSchema>,
+    cells: &[Option<Vec<u8>>],
+    position: Position,
+) -> Result<ChangeEvent, BackfillError> {
+    let mut row = Vec::with_capacity(cells.len());
+    for (cell, kind) in cells.iter().zip(&plan.kinds) {
+        row.push(Some(match cell {
+            None => Value::Null,
+            Some(b) => decode_text(kind, b)
+                .map_err(|e| table_err(&plan.qualified(), "decode a value", e))?,
+        }));
+    }
+    Ok(ChangeEvent {
+        op: Op::Read,
+        table: schema.clone(),
+        before: None,
+        after: Some(row),
+        position,
+        txid: None,
+        commit_ts_ms: None,
+    })
 }
 
 /// The event schema of a planned table.
@@ -682,31 +651,19 @@ pub fn read_chunk(
         .query(&sql)
         .map_err(|e| table_err(&qualified, "read a chunk", e))?;
     if rs.columns.len() != plan.columns.len() {
-        return Err(table_err(
-            &qualified,
-            "read a chunk",
-            format!(
-                "{} columns for {} planned (the table changed?)",
-                rs.columns.len(),
-                plan.columns.len()
-            ),
-        ));
+        return Err(columns_changed(plan, rs.columns.len()));
     }
     let mut events = Vec::with_capacity(rs.rows.len());
     for (ri, cells) in rs.rows.into_iter().enumerate() {
-        let mut row = Vec::with_capacity(cells.len());
-        for (cell, kind) in cells.iter().zip(&plan.kinds) {
-            row.push(Some(match cell {
-                None => Value::Null,
-                Some(b) => {
-                    decode_text(kind, b).map_err(|e| table_err(&qualified, "decode a value", e))?
-                }
-            }));
-        }
         let k: Vec<String> = plan
             .key
             .iter()
-            .map(|&i| key_text(&plan.kinds[i], cells[i].as_deref().unwrap_or_default()))
+            .map(|&i| {
+                key_text(
+                    &plan.kinds[i],
+                    cells.get(i).and_then(|c| c.as_deref()).unwrap_or_default(),
+                )
+            })
             .collect();
         if ri == 0 && progress.last_key.as_ref() == Some(&k) {
             return Err(table_err(
@@ -717,15 +674,7 @@ pub fn read_chunk(
         }
         progress.last_key = Some(k);
         progress.rows += 1;
-        events.push(ChangeEvent {
-            op: Op::Read,
-            table: schema.clone(),
-            before: None,
-            after: Some(row),
-            position: position(progress.rows),
-            txid: None,
-            commit_ts_ms: None,
-        });
+        events.push(row_event(plan, schema, &cells, position(progress.rows))?);
     }
     Ok(events)
 }
