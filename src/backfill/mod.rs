@@ -397,27 +397,35 @@ async fn run_postgres(
     tracing::info!(source = name, tables = plans.len(), estimated_rows = estimate, start = %start, "backfill starting");
     let mut progress = Progress::new(estimate);
     let (tx, rx) = mpsc::channel(2);
-    let reader = postgres::read_tables(
-        &client,
-        cfg,
-        info,
-        &plans,
-        &all,
-        start,
-        resume,
-        settings.chunk_rows,
-        tx,
-    );
-    // When delivery ends early (bound, cancel), dropping `rx` stops the reader.
-    let deliver = deliver_chunks(name, rx, sinks, store, &mut progress, cancel, max_rows, obs);
-    let (read_res, deliver_res) = tokio::join!(reader, deliver);
-    drop(client);
+    // The reader (COPY parsing, value decoding) runs as its own task, in parallel with the
+    // delivery (JSON encoding, sink writes).
+    let reader = {
+        let (cfg, info, chunk_rows) = (cfg.clone(), info.clone(), settings.chunk_rows);
+        tokio::spawn(async move {
+            let r = postgres::read_tables(
+                &client, &cfg, &info, &plans, &all, start, resume, chunk_rows, tx,
+            )
+            .await;
+            drop(client);
+            r
+        })
+    };
+    let deliver_res =
+        deliver_chunks(name, rx, sinks, store, &mut progress, cancel, max_rows, obs).await;
+    // Delivery ended early (bound, cancel, failure): the reader's chunk is not wanted.
+    if deliver_res.is_err() || cancel.is_cancelled() {
+        reader.abort();
+    }
+    let read_res = reader.await;
     let _ = driver.await;
     let rows = deliver_res?;
     if cancel.is_cancelled() || max_rows.is_some_and(|m| rows >= m) {
         return Ok(rows);
     }
-    read_res?;
+    read_res.map_err(|e| BackfillError::Setup {
+        what: "run the backfill reader",
+        source: Box::new(e),
+    })??;
     progress.finish();
     store
         .save_backfill(name, RUN_KEY, &RunState { done: true })

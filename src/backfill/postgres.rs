@@ -368,7 +368,8 @@ impl TableReader<'_> {
         for (f, ty) in fields.iter().zip(self.tys) {
             row.push(Some(match f {
                 None => Value::Null,
-                Some(b) => decode_text(ty, b).map_err(table_err(&qualified(), "decode a value"))?,
+                Some(b) => decode_text(ty, b)
+                    .map_err(|e| table_err(&qualified(), "decode a value")(e))?,
             }));
         }
         let key = (!self.plan.key.is_empty()).then(|| {
@@ -413,14 +414,23 @@ impl TableReader<'_> {
             .await
             .map_err(table_err(&qualified, "start COPY"))?;
         futures_util::pin_mut!(stream);
+        // The server sends a row per message: lines are parsed in place, and only a row
+        // split across messages is joined here.
         let mut pending: Vec<u8> = Vec::new();
         let mut n = 0usize;
         while let Some(data) = stream.next().await {
-            let data: Bytes = data.map_err(table_err(&qualified, "read COPY data"))?;
-            pending.extend_from_slice(&data);
+            let data: Bytes = data.map_err(|e| table_err(&qualified, "read COPY data")(e))?;
+            let joined;
+            let buf: &[u8] = if pending.is_empty() {
+                &data
+            } else {
+                pending.extend_from_slice(&data);
+                joined = std::mem::take(&mut pending);
+                &joined
+            };
             let mut consumed = 0;
-            while let Some(nl) = pending[consumed..].iter().position(|&b| b == b'\n') {
-                let line = &pending[consumed..consumed + nl];
+            while let Some(nl) = buf[consumed..].iter().position(|&b| b == b'\n') {
+                let line = &buf[consumed..consumed + nl];
                 consumed += nl + 1;
                 let (event, key) = self.event(line, position(progress.rows + 1))?;
                 progress.rows += 1;
@@ -434,7 +444,7 @@ impl TableReader<'_> {
                     send(tx, &qualified, piece, progress.clone()).await?;
                 }
             }
-            pending.drain(..consumed);
+            pending.extend_from_slice(&buf[consumed..]);
         }
         Ok(n)
     }
