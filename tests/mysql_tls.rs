@@ -102,6 +102,17 @@ fn run_backfills_and_streams_over_verified_tls() {
     // (at least the backfill, metadata and binlog connections).
     let after = ssl_accepts(server);
     assert!(after >= before + 2, "Ssl_accepts {before} -> {after}");
+    // `logtide check` reports the TLS session.
+    let out = common::run::run_to_end(
+        &["check", "--config", &w.config().display().to_string()],
+        &[],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("TLS") && text.contains("certificate and host name verified"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

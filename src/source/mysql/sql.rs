@@ -86,6 +86,9 @@ impl SqlConn {
         let (mut channel, provider) = client
             .connect()
             .map_err(|e| tls.explain(proxy.as_ref(), &client.options, cdc("connect", e)))?;
+        if let Some(p) = &proxy {
+            tls.learn(p);
+        }
         let socket =
             super::socket::find_new(&before, &client.options.hostname, client.options.port);
         if let Some(s) = &socket {

@@ -25,7 +25,9 @@
 //!
 //! The proxy reports how the negotiation ended ([`Proxy::outcome`]) so a refused or failed
 //! connection surfaces as a typed [`TlsError`] instead of the crate's "connection lost".
-//! With `ssl_mode = "disabled"` no proxy is used: the crate connects directly, as before.
+//! With `ssl_mode = "disabled"` no proxy is used: the crate connects directly, as before;
+//! with `preferred`, once a connection found the server without TLS, the later connections
+//! of the same [`MysqlTls`] (one source start) connect directly too.
 //! Protocol: <https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_connection_phase.html>.
 
 use crate::config::{MysqlSourceConfig, MysqlSslMode};
@@ -36,6 +38,7 @@ use mysql_cdc::replica_options::ReplicaOptions;
 use rustls::ClientConfig;
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,6 +133,9 @@ pub struct MysqlTls {
     host: String,
     port: u16,
     timeout: Duration,
+    /// `preferred` found the server without TLS: later connections of this setup go
+    /// directly to the server (no proxy hop for a plain-text binlog stream).
+    plain: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for MysqlTls {
@@ -166,6 +172,7 @@ impl MysqlTls {
             host: cfg.host.clone(),
             port: cfg.port,
             timeout: cfg.connect_timeout,
+            plain: Arc::default(),
         })
     }
 
@@ -184,6 +191,9 @@ impl MysqlTls {
         let Some(config) = self.config.clone() else {
             return Ok(None);
         };
+        if self.mode == MysqlSslMode::Preferred && self.plain.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         // Without verification the name is only the SNI; a host that is no valid name
         // (rare) then sends none rather than failing a connection that worked before.
         let name = match crate::tls::server_name(&self.host) {
@@ -271,6 +281,13 @@ impl MysqlTls {
         }
     }
 
+    /// Notes how a successful connection through `proxy` was negotiated.
+    pub(super) fn learn(&self, proxy: &Proxy) {
+        if let Some(Ok(Negotiated::Plain)) = proxy.outcome(OUTCOME_WAIT) {
+            self.plain.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Whether the crate's login succeeds through the proxy with `required`.
     fn login_works_over_tls(&self, options: &ReplicaOptions) -> bool {
         let Ok(config) = client_config(MysqlSslMode::Required, None) else {
@@ -279,6 +296,7 @@ impl MysqlTls {
         let probe = MysqlTls {
             mode: MysqlSslMode::Required,
             config: Some(config),
+            plain: Arc::default(),
             ..self.clone()
         };
         let Ok(Some(proxy)) = probe.start(options) else {
