@@ -12,6 +12,7 @@
 //! the sources. It keeps each source's state in [`crate::metrics`] for `/ready` and
 //! `/sources` and counts failures by kind.
 
+use crate::backfill::ondemand::OnDemand;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::config::{Config, SourceConfig};
 use crate::event::{Connector, SourceInfo};
@@ -256,6 +257,7 @@ impl SourcePair {
             status.set_state(SourceState::Stopped);
             return Ok((name, total));
         }
+        let mut ondemand = OnDemand::load(&self.store, &self.cfg, &info, &filter)?;
         loop {
             let resume = self.store.load(&name)?;
             tracing::info!(source = %name, resume = ?resume.as_ref().map(ToString::to_string), "starting source");
@@ -282,6 +284,7 @@ impl SourcePair {
                 retry: RetryPolicy::default(),
                 cancel: self.cancel.clone(),
                 obs: self.obs.clone(),
+                ondemand: ondemand.take(),
             };
             let started = Instant::now();
             let mut src_task = JoinSet::new();
@@ -290,6 +293,7 @@ impl SourcePair {
             src_task.spawn(async move { source::run(&cfg, info2, ctx).await });
             let outcome = pipeline.run().await;
             self.sinks = std::mem::take(&mut pipeline.sinks);
+            ondemand = pipeline.ondemand.take();
             drop(pipeline);
             // The pipeline is done with this connection: stop the source and collect it.
             src_cancel.cancel();
@@ -343,24 +347,7 @@ impl SourcePair {
 /// Whether a backfill failure may succeed on retry (connection trouble, not SQL errors of
 /// ours or a permanent sink failure).
 fn backfill_transient(e: &crate::backfill::BackfillError) -> bool {
-    use crate::backfill::BackfillError as B;
-    match e {
-        B::Deliver(_) | B::Checkpoint(_) => false,
-        B::ReaderGone => true,
-        B::Setup { source, .. } | B::Postgres { source, .. } => {
-            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
-            while let Some(err) = cur {
-                if let Some(pg) = err.downcast_ref::<tokio_postgres::Error>() {
-                    return pg.is_closed() || pg.code().is_none();
-                }
-                if let Some(my) = err.downcast_ref::<crate::source::mysql::MysqlError>() {
-                    return my.class() == ErrorClass::Transient;
-                }
-                cur = err.source();
-            }
-            false
-        }
-    }
+    e.is_transient()
 }
 
 /// Displays an error with its whole `source()` chain: `outer: inner: innermost`.
