@@ -1228,14 +1228,6 @@ impl Config {
                         "is required when the query uses {{cursor}}: set the value the first run binds (e.g. \"0\" or \"1970-01-01\")",
                     ));
                 }
-                if q.protocol == QueryProtocol::Mysql
-                    && matches!(q.sslmode, SslMode::Require | SslMode::VerifyFull)
-                {
-                    return Err(invalid(
-                        key("sslmode"),
-                        "must be \"disable\" or \"prefer\" with protocol = \"mysql\": the MySQL client has no TLS yet (\"prefer\" connects without TLS); use an SSH tunnel or a private network",
-                    ));
-                }
                 if q.table
                     .split_once('.')
                     .is_none_or(|(a, b)| a.is_empty() || b.is_empty())
@@ -1355,10 +1347,7 @@ mod tests {
         assert_eq!(port(&c), (QueryProtocol::Mysql, 3306));
         let c = parse(&q("protocol = \"mysql\"\nport = 3307")).expect("mysql port");
         assert_eq!(port(&c), (QueryProtocol::Mysql, 3307));
-        let e = parse(&q("protocol = \"mysql\"\nsslmode = \"require\""))
-            .expect_err("no TLS for mysql")
-            .to_string();
-        assert!(e.contains("sslmode"), "{e}");
+        parse(&q("protocol = \"mysql\"\nsslmode = \"require\"")).expect("TLS for mysql");
         assert!(parse(&q("protocol = \"oracle\"")).is_err());
     }
 

@@ -162,16 +162,33 @@ pub enum Negotiated {
 impl MysqlTls {
     /// Builds the rustls configuration for the source's `ssl_mode` (reading `ssl_ca`).
     pub fn new(cfg: &MysqlSourceConfig) -> Result<MysqlTls, TlsError> {
-        let config = match cfg.ssl_mode {
+        MysqlTls::with(
+            cfg.ssl_mode,
+            cfg.ssl_ca.as_deref(),
+            &cfg.host,
+            cfg.port,
+            cfg.connect_timeout,
+        )
+    }
+
+    /// The same for any MySQL connection (query mode maps its `sslmode` here).
+    pub fn with(
+        mode: MysqlSslMode,
+        ca: Option<&Path>,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<MysqlTls, TlsError> {
+        let config = match mode {
             MysqlSslMode::Disabled => None,
-            mode => Some(client_config(mode, cfg.ssl_ca.as_deref())?),
+            mode => Some(client_config(mode, ca)?),
         };
         Ok(MysqlTls {
-            mode: cfg.ssl_mode,
+            mode,
             config,
-            host: cfg.host.clone(),
-            port: cfg.port,
-            timeout: cfg.connect_timeout,
+            host: host.to_owned(),
+            port,
+            timeout,
             plain: Arc::default(),
         })
     }
