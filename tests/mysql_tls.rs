@@ -265,3 +265,29 @@ fn required_against_a_server_without_tls_is_refused() {
     assert!(!wait_exit(&mut child, WAIT).success(), "{}", logs(&w));
     assert!(logs(&w).contains("does not offer TLS"), "{}", logs(&w));
 }
+
+#[test]
+fn query_mode_over_mysql_uses_tls_too() {
+    let server = tls_server();
+    let db = server.fresh_db();
+    server.sql(
+        &db,
+        "CREATE TABLE q (id INT PRIMARY KEY, v TEXT); INSERT INTO q VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+    );
+    let before = ssl_accepts(server);
+    let w = Workdir::new();
+    // require_secure_transport=ON: only a TLS session can read the rows.
+    w.write_config(&format!(
+        "[[sources]]\nkind = \"query\"\nprotocol = \"mysql\"\nname = \"qtls\"\nhost = \"127.0.0.1\"\n\
+         port = {}\nuser = \"{}\"\npassword_env = \"{}\"\ndatabase = \"{db}\"\nsslmode = \"require\"\n\
+         query = \"SELECT id, v FROM q WHERE id > {{{{cursor}}}}\"\ncursor_column = \"id\"\n\
+         key_columns = [\"id\"]\ntable = \"{db}.q\"\ninterval = \"1h\"\ninitial_cursor = \"0\"\n",
+        server.port(),
+        common::mariadb::USER,
+        common::mariadb::PASSWORD_ENV,
+    ));
+    let mut child = spawn_run(&w, &["--max-events", "3"], &[]);
+    assert!(wait_exit(&mut child, WAIT).success(), "{}", logs(&w));
+    assert_eq!(w.events().len(), 3, "{}", logs(&w));
+    assert!(ssl_accepts(server) > before);
+}
