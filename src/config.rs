@@ -283,6 +283,13 @@ pub struct MysqlSourceConfig {
     pub heartbeat: Duration,
     #[serde(default = "default_connect_timeout", deserialize_with = "de_duration")]
     pub connect_timeout: Duration,
+    /// TLS to the server (every connection: SQL and binlog). Default "preferred".
+    #[serde(default)]
+    pub ssl_mode: MysqlSslMode,
+    /// PEM file of CA certificates for `verify_ca` / `verify_identity` (default: the
+    /// Mozilla root store).
+    #[serde(default)]
+    pub ssl_ca: Option<PathBuf>,
     /// Initial backfill of existing rows: "initial" (first start only) or "never".
     #[serde(default)]
     pub backfill: BackfillMode,
@@ -296,6 +303,40 @@ pub struct MysqlSourceConfig {
     pub tables: TableFilterConfig,
     #[serde(default)]
     pub columns: BTreeMap<String, ColumnFilterConfig>,
+}
+
+/// TLS mode of a MySQL source, as the MySQL client (`--ssl-mode`) names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MysqlSslMode {
+    /// Never TLS.
+    Disabled,
+    /// TLS when the server offers it, else plain text; the certificate is not verified.
+    #[default]
+    Preferred,
+    /// TLS or fail; the certificate is not verified.
+    Required,
+    /// TLS or fail; the certificate must chain to `ssl_ca` (or a Mozilla root).
+    VerifyCa,
+    /// Like `verify_ca`, and the certificate must name `host`.
+    VerifyIdentity,
+}
+
+impl MysqlSslMode {
+    /// The name in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            MysqlSslMode::Disabled => "disabled",
+            MysqlSslMode::Preferred => "preferred",
+            MysqlSslMode::Required => "required",
+            MysqlSslMode::VerifyCa => "verify_ca",
+            MysqlSslMode::VerifyIdentity => "verify_identity",
+        }
+    }
+    /// Whether a server without TLS must be refused.
+    pub fn requires_tls(self) -> bool {
+        !matches!(self, MysqlSslMode::Disabled | MysqlSslMode::Preferred)
+    }
 }
 
 impl MysqlSourceConfig {
@@ -1187,14 +1228,6 @@ impl Config {
                         "is required when the query uses {{cursor}}: set the value the first run binds (e.g. \"0\" or \"1970-01-01\")",
                     ));
                 }
-                if q.protocol == QueryProtocol::Mysql
-                    && matches!(q.sslmode, SslMode::Require | SslMode::VerifyFull)
-                {
-                    return Err(invalid(
-                        key("sslmode"),
-                        "must be \"disable\" or \"prefer\" with protocol = \"mysql\": the MySQL client has no TLS yet (\"prefer\" connects without TLS); use an SSH tunnel or a private network",
-                    ));
-                }
                 if q.table
                     .split_once('.')
                     .is_none_or(|(a, b)| a.is_empty() || b.is_empty())
@@ -1203,6 +1236,29 @@ impl Config {
                         key("table"),
                         "must be schema.name, e.g. \"public.orders\"",
                     ));
+                }
+            }
+            if let SourceConfig::Mysql(m) = s {
+                if let Some(ca) = &m.ssl_ca {
+                    let key = format!("sources.{n}.ssl_ca");
+                    if !matches!(
+                        m.ssl_mode,
+                        MysqlSslMode::VerifyCa | MysqlSslMode::VerifyIdentity
+                    ) {
+                        return Err(invalid(
+                            key,
+                            &format!(
+                                "is only used with ssl_mode = \"verify_ca\" or \"verify_identity\" (ssl_mode is \"{}\"): set one of them to verify the server's certificate, or remove ssl_ca",
+                                m.ssl_mode.name()
+                            ),
+                        ));
+                    }
+                    if !ca.is_file() {
+                        return Err(invalid(
+                            key,
+                            &format!("names {}, which is not a readable file", ca.display()),
+                        ));
+                    }
                 }
             }
             if let SourceConfig::Postgres(p) = s {
@@ -1291,10 +1347,7 @@ mod tests {
         assert_eq!(port(&c), (QueryProtocol::Mysql, 3306));
         let c = parse(&q("protocol = \"mysql\"\nport = 3307")).expect("mysql port");
         assert_eq!(port(&c), (QueryProtocol::Mysql, 3307));
-        let e = parse(&q("protocol = \"mysql\"\nsslmode = \"require\""))
-            .expect_err("no TLS for mysql")
-            .to_string();
-        assert!(e.contains("sslmode"), "{e}");
+        parse(&q("protocol = \"mysql\"\nsslmode = \"require\"")).expect("TLS for mysql");
         assert!(parse(&q("protocol = \"oracle\"")).is_err());
     }
 
@@ -1309,6 +1362,39 @@ mod tests {
         assert_eq!(p.status_interval, Duration::from_secs(2));
         assert_eq!(p.sslmode, SslMode::Prefer);
         assert_eq!(c.pipeline.max_batch_events, 4096);
+    }
+
+    #[test]
+    fn mysql_tls_settings_are_checked_at_load() {
+        let mysql = |extra: &str| {
+            parse(&format!(
+                "[[sources]]\nkind = \"mysql\"\nname = \"m\"\nuser = \"u\"\n{extra}\n[[sinks]]\nkind = \"stdout\"\n"
+            ))
+        };
+        let c = mysql("").expect("valid");
+        let SourceConfig::Mysql(m) = &c.sources[0] else {
+            panic!("mysql")
+        };
+        assert_eq!(m.ssl_mode, MysqlSslMode::Preferred);
+        assert!(!m.ssl_mode.requires_tls());
+        let c = mysql("ssl_mode = \"verify_identity\"").expect("valid without ssl_ca");
+        let SourceConfig::Mysql(m) = &c.sources[0] else {
+            panic!("mysql")
+        };
+        assert!(m.ssl_mode.requires_tls() && m.ssl_ca.is_none());
+        let e = mysql("ssl_mode = \"verify-full\"").unwrap_err().to_string();
+        assert!(e.contains("verify-full"), "{e}");
+        let e = mysql("ssl_mode = \"required\"\nssl_ca = \"/etc/hostname\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sources.m.ssl_ca") && e.contains("verify_ca"),
+            "{e}"
+        );
+        let e = mysql("ssl_mode = \"verify_ca\"\nssl_ca = \"/nonexistent/ca.pem\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
     }
 
     #[test]

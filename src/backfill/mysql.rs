@@ -386,8 +386,10 @@ pub fn connect(cfg: &MysqlSourceConfig) -> Result<SqlConn, BackfillError> {
         }
     }
     last.map_err(unreachable)?;
+    let tls = crate::source::mysql::tls::MysqlTls::new(cfg)
+        .map_err(|e| setup_err("set up TLS")(MysqlError::from(e)))?;
     let client = BinlogClient::new(options(cfg, &password));
-    let mut conn = SqlConn::connect(&client).map_err(|e| {
+    let mut conn = SqlConn::connect(&client, &tls).map_err(|e| {
         let e = match e {
             MysqlError::Auth { code, message, .. } => MysqlError::Auth {
                 user: cfg.user.clone(),

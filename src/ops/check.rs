@@ -424,6 +424,45 @@ fn check_tables(
     }
 }
 
+/// Whether the connection is encrypted, as the server sees it (`Ssl_version`,
+/// `Ssl_cipher` of the session), against what `ssl_mode` asks for.
+fn tls_state(
+    cfg: &MysqlSourceConfig,
+    conn: &mut crate::source::mysql::sql::SqlConn,
+    r: &mut Report,
+) {
+    use crate::config::MysqlSslMode;
+    let mut status = |name: &str| {
+        conn.query(&format!("SHOW SESSION STATUS LIKE '{name}'"))
+            .ok()
+            .and_then(|rs| rs.text(0, 1))
+            .unwrap_or_default()
+    };
+    let (version, cipher) = (status("Ssl_version"), status("Ssl_cipher"));
+    let mode = cfg.ssl_mode;
+    if !cipher.is_empty() {
+        let checked = match mode {
+            MysqlSslMode::VerifyIdentity => "certificate and host name verified",
+            MysqlSslMode::VerifyCa => "certificate chain verified",
+            _ => "certificate not verified",
+        };
+        r.ok(format!(
+            "TLS {version} ({cipher}), ssl_mode = \"{}\": {checked}",
+            mode.name()
+        ));
+    } else if mode == MysqlSslMode::Disabled {
+        r.ok("unencrypted connection (ssl_mode = \"disabled\")");
+    } else {
+        r.warn(
+            format!(
+                "unencrypted connection: the server offers no TLS and ssl_mode = \"{}\"",
+                mode.name()
+            ),
+            "enable TLS on the server (ssl_cert / ssl_key) and set ssl_mode = \"verify_identity\" (or \"required\") so the connection never falls back to plain text",
+        );
+    }
+}
+
 /// MySQL/MariaDB: connection, binlog settings (validate.rs), privileges, captured tables,
 /// the stored position's binlog file, write grants.
 pub fn check_mysql(
@@ -463,6 +502,7 @@ pub fn check_mysql(
         if mariadb { "MariaDB" } else { "MySQL" },
         cfg.user
     ));
+    tls_state(cfg, &mut conn, &mut r);
     let problems = validate::setting_problems(&vars);
     for p in &problems {
         if let crate::source::mysql::MysqlError::Setting {

@@ -162,6 +162,10 @@ pub(crate) fn describe_mysql_connect_error(
             format!("cannot connect: {}", ErrorChain(e)),
             "check host, port and that the server is running".into(),
         ),
+        MysqlError::Tls(_) => (
+            format!("cannot connect: {}", ErrorChain(e)),
+            "check the source's ssl_mode and ssl_ca (README: TLS to MySQL)".into(),
+        ),
         other => (
             format!("cannot connect: {}", ErrorChain(other)),
             "check the source's connection settings".into(),
@@ -210,7 +214,8 @@ pub(crate) fn mysql_connect(cfg: &MysqlSourceConfig) -> Result<SqlConn, MysqlErr
         heartbeat_interval: cfg.heartbeat,
         binlog: BinlogOptions::from_end(),
     });
-    let mut conn = SqlConn::connect(&client).map_err(|e| match e {
+    let tls = crate::source::mysql::tls::MysqlTls::new(cfg)?;
+    let mut conn = SqlConn::connect(&client, &tls).map_err(|e| match e {
         MysqlError::Auth { code, message, .. } => MysqlError::Auth {
             user: cfg.user.clone(),
             code,

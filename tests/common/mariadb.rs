@@ -13,6 +13,12 @@
 //! the test process and kills the server and removes the directory when the pipe closes,
 //! however the test process ended.
 //!
+//! [`MariaBuilder::tls`] gives an instance TLS: a test CA and a server certificate (for
+//! `127.0.0.1` and `localhost`) made with the `openssl` CLI in `<instance>/tls/`
+//! ([`MariaServer::ca_pem`]), plus a second, unrelated CA ([`MariaServer::other_ca_pem`]);
+//! optionally `require_secure_transport=ON` (the unix socket the harness uses counts as
+//! secure).
+//!
 //! Users (TCP on 127.0.0.1, `mysql_native_password`): [`USER`] with exactly `REPLICATION
 //! SLAVE, BINLOG MONITOR, SELECT` (what logtide needs), [`ADMIN`] with all privileges for the
 //! tests' own writes; root has no password on the socket. Every wait is on a condition with
@@ -47,6 +53,8 @@ static NEXT_SERVER_ID: AtomicU32 = AtomicU32::new(100);
 #[derive(Clone)]
 pub struct MariaBuilder {
     settings: Vec<(String, String)>,
+    /// `Some(require_secure_transport)`: start with TLS.
+    tls: Option<bool>,
 }
 
 impl MariaBuilder {
@@ -61,6 +69,12 @@ impl MariaBuilder {
     }
     pub fn binlog_format(self, v: &str) -> Self {
         self.setting("binlog-format", v)
+    }
+    /// TLS with a test CA (see the module doc); `require_secure_transport` refuses
+    /// unencrypted TCP connections.
+    pub fn tls(mut self, require_secure_transport: bool) -> Self {
+        self.tls = Some(require_secure_transport);
+        self
     }
     pub fn start(self) -> MariaServer {
         MariaServer::launch(self)
@@ -90,7 +104,17 @@ impl MariaServer {
                 ("binlog-row-metadata".into(), "FULL".into()),
                 ("max-allowed-packet".into(), "256M".into()),
             ],
+            tls: None,
         }
+    }
+
+    /// The test CA that signed the server certificate (instances built with `tls`).
+    pub fn ca_pem(&self) -> PathBuf {
+        self.root.join("tls").join("ca.pem")
+    }
+    /// A CA that did not sign the server certificate.
+    pub fn other_ca_pem(&self) -> PathBuf {
+        self.root.join("tls").join("other-ca.pem")
     }
 
     pub fn port(&self) -> u16 {
@@ -294,7 +318,7 @@ impl MariaServer {
         self.start();
     }
 
-    fn launch(builder: MariaBuilder) -> MariaServer {
+    fn launch(mut builder: MariaBuilder) -> MariaServer {
         ensure_installed();
         std::env::set_var(PASSWORD_ENV, PASSWORD);
         let base = std::env::temp_dir().join("logtide-mariadb");
@@ -306,6 +330,20 @@ impl MariaServer {
         ));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).expect("create instance dir");
+        if let Some(require) = builder.tls {
+            let dir = root.join("tls");
+            make_certs(&dir);
+            for (k, f) in [
+                ("ssl-ca", "ca.pem"),
+                ("ssl-cert", "server.pem"),
+                ("ssl-key", "server.key"),
+            ] {
+                builder = builder.setting(k, &dir.join(f).display().to_string());
+            }
+            if require {
+                builder = builder.setting("require-secure-transport", "ON");
+            }
+        }
         let server = MariaServer {
             port: free_port(),
             root,
@@ -383,6 +421,100 @@ impl Drop for MariaServer {
             drop(stdin);
             let _ = child.wait();
         }
+    }
+}
+
+/// A test CA (`ca.pem`), a server certificate it signed for 127.0.0.1 and localhost
+/// (`server.pem`, `server.key`), and an unrelated CA (`other-ca.pem`), in `dir`.
+fn make_certs(dir: &Path) {
+    static OPENSSL: Once = Once::new();
+    OPENSSL.call_once(|| {
+        if !which("openssl") {
+            let ok = Command::new("apt-get")
+                .args(["install", "-y", "-q", "openssl"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(ok, "apt-get install openssl failed");
+        }
+    });
+    std::fs::create_dir_all(dir).expect("create tls dir");
+    let ext = dir.join("server.ext");
+    std::fs::write(
+        &ext,
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .expect("write server.ext");
+    let ca = |name: &str, cn: &str| -> Vec<String> {
+        [
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3", "-subj",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            format!("/CN={cn}"),
+            "-addext".into(),
+            "basicConstraints=critical,CA:TRUE".into(),
+            "-addext".into(),
+            "keyUsage=critical,keyCertSign,cRLSign".into(),
+            "-keyout".into(),
+            format!("{name}.key"),
+            "-out".into(),
+            format!("{name}.pem"),
+        ])
+        .collect()
+    };
+    let steps: Vec<Vec<String>> = vec![
+        ca("ca", "logtide test CA"),
+        ca("other-ca", "unrelated test CA"),
+        [
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        [
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "3",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    ];
+    for args in steps {
+        let out = Command::new("openssl")
+            .args(&args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

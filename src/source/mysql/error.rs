@@ -131,6 +131,8 @@ pub enum MysqlError {
     },
     #[error("the server logged an incident at {file}:{pos} (events may be missing from the binlog): re-backfill the affected tables and resume from a position after it")]
     Incident { file: String, pos: u64 },
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsError),
     #[error("cannot start the binlog reader thread: {0}")]
     Thread(#[source] std::io::Error),
     #[error("the binlog reader thread ended without a result")]
@@ -146,6 +148,7 @@ impl MysqlError {
             | MysqlError::Protocol { .. }
             | MysqlError::ThreadLost => ErrorClass::Transient,
             // Server shutdown / killed connection / too many connections / lock waits.
+            MysqlError::Tls(t) => t.class(),
             MysqlError::Stream { code, .. } | MysqlError::Query { code, .. } => match code {
                 1040
                 | 1053

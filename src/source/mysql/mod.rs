@@ -16,6 +16,7 @@
 //! * `table.rs`: table maps + `information_schema` → names, key, projection.
 //! * `ddl.rs`: query events (transaction markers, DDL, TRUNCATE).
 //! * `sql.rs`: a tiny text-protocol SQL client; `validate.rs`: startup checks.
+//! * `tls.rs`: TLS for every connection, through an in-process proxy in front of the crate.
 //!
 //! Positions (see [`crate::position`]): an event is `(file, offset where its transaction
 //! starts, 1-based row ordinal in the transaction)`, counting rows the filter drops, so a
@@ -24,7 +25,8 @@
 //! event, 0)`. A resumed dump starts at the checkpoint and skips events `<=` it.
 //!
 //! Not done here: the retry loop (the service's), GTID-based starts (positions are
-//! file:offset; the GTID travels alongside), TLS (the crate has none), ed25519 auth.
+//! file:offset; the GTID travels alongside), ed25519 auth. TLS is not the crate's (it has
+//! none): `tls.rs` terminates it in front of the crate's plain connection.
 
 pub mod charset;
 pub mod ddl;
@@ -35,6 +37,7 @@ pub mod rows;
 mod socket;
 pub mod sql;
 pub mod table;
+pub mod tls;
 pub mod types;
 pub mod validate;
 
@@ -113,7 +116,7 @@ pub fn binary_logs(cfg: &MysqlSourceConfig) -> Result<Vec<String>, MysqlError> {
         .password()?
         .map(|s| s.expose().to_owned())
         .unwrap_or_default();
-    let (_, mut sql) = reader::sql_connect(cfg, &password)?;
+    let (_, _, mut sql) = reader::sql_connect(cfg, &password)?;
     let rs = sql.query("SHOW BINARY LOGS")?;
     Ok((0..rs.rows.len()).filter_map(|i| rs.text(i, 0)).collect())
 }

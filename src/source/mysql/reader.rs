@@ -18,6 +18,7 @@ use super::error::MysqlError;
 use super::rows::{self, RowsError, RowsKind};
 use super::sql::{parse_err, SqlConn};
 use super::table::{self, BuildContext, SchemaInfo, TableInfo};
+use super::tls::MysqlTls;
 use super::validate;
 use crate::config::MysqlSourceConfig;
 use crate::event::{ChangeEvent, Op, SourceInfo};
@@ -114,6 +115,7 @@ struct Reader {
     stop: Arc<AtomicBool>,
     handle: tokio::runtime::Handle,
     sql_client: BinlogClient,
+    tls: MysqlTls,
     sql: Option<SqlConn>,
     mariadb: bool,
     metadata_full: bool,
@@ -163,16 +165,17 @@ fn reachable(cfg: &MysqlSourceConfig) -> Result<(), MysqlError> {
     Err(err(last))
 }
 
-/// A SQL connection for `cfg` (and the client that reconnects it): fails fast when the
-/// server is unreachable, names the user when authentication fails.
+/// A SQL connection for `cfg` (and the client and TLS settings that reconnect it): fails
+/// fast when the server is unreachable, names the user when authentication fails.
 pub(super) fn sql_connect(
     cfg: &MysqlSourceConfig,
     password: &str,
-) -> Result<(BinlogClient, SqlConn), MysqlError> {
+) -> Result<(BinlogClient, MysqlTls, SqlConn), MysqlError> {
+    let tls = MysqlTls::new(cfg)?;
     reachable(cfg)?;
     let client = BinlogClient::new(options(cfg, password, BinlogOptions::from_end()));
-    let sql = SqlConn::connect(&client).map_err(|e| with_user(e, &cfg.user))?;
-    Ok((client, sql))
+    let sql = SqlConn::connect(&client, &tls).map_err(|e| with_user(e, &cfg.user))?;
+    Ok((client, tls, sql))
 }
 
 fn with_user(e: MysqlError, user: &str) -> MysqlError {
@@ -196,7 +199,7 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
         stop_socket,
         handle,
     } = a;
-    let (sql_client, mut sql) = sql_connect(&cfg, &password)?;
+    let (sql_client, tls, mut sql) = sql_connect(&cfg, &password)?;
     let server = validate::validate(&mut sql, &cfg.user)?;
     let mut collations = CollationMap::builtin();
     if let Ok(rs) = sql.query(
@@ -261,6 +264,7 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
     let mut dump = start_dump(
         &cfg,
         &sql_client,
+        &tls,
         &start_file,
         start_pos,
         start_gtid.as_deref(),
@@ -287,6 +291,7 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
         stop,
         handle,
         sql_client,
+        tls,
         sql: Some(sql),
         mariadb: server.mariadb,
         metadata_full: server.metadata_full,
@@ -372,11 +377,12 @@ impl Dump {
 fn start_dump(
     cfg: &MysqlSourceConfig,
     client: &BinlogClient,
+    tls: &MysqlTls,
     file: &str,
     pos: u64,
     gtid: Option<&str>,
 ) -> Result<Dump, MysqlError> {
-    let mut conn = SqlConn::connect(client)?;
+    let mut conn = SqlConn::connect(client, tls)?;
     conn.query(&format!(
         "SET @master_heartbeat_period = {}",
         cfg.heartbeat.as_nanos()
@@ -911,7 +917,7 @@ impl Reader {
             return Ok(s.clone());
         }
         if self.sql.is_none() {
-            self.sql = Some(SqlConn::connect(&self.sql_client)?);
+            self.sql = Some(SqlConn::connect(&self.sql_client, &self.tls)?);
         }
         let Some(conn) = self.sql.as_mut() else {
             return Ok(None);

@@ -271,11 +271,23 @@ pub(crate) fn parse_err(packet: &[u8]) -> (u16, String) {
 }
 
 impl SqlConn {
-    /// Connects and authenticates with the crate's handshake.
+    /// Connects and authenticates with the crate's handshake, through the TLS proxy unless
+    /// `tls` is `disabled` (see [`super::tls`]).
     /// Sets `TCP_NODELAY` on the crate's socket when it can be found.
-    pub fn connect(client: &BinlogClient) -> Result<SqlConn, MysqlError> {
+    pub fn connect(
+        client: &BinlogClient,
+        tls: &super::tls::MysqlTls,
+    ) -> Result<SqlConn, MysqlError> {
+        let proxy = tls.start(&client.options)?;
+        let proxied = proxy.as_ref().map(|p| BinlogClient::new(p.options()));
+        let client = proxied.as_ref().unwrap_or(client);
         let before = super::socket::snapshot();
-        let (mut channel, provider) = client.connect().map_err(|e| cdc("connect", e))?;
+        let (mut channel, provider) = client
+            .connect()
+            .map_err(|e| tls.explain(proxy.as_ref(), &client.options, cdc("connect", e)))?;
+        if let Some(p) = &proxy {
+            tls.learn(p);
+        }
         let socket =
             super::socket::find_new(&before, &client.options.hostname, client.options.port);
         if let Some(s) = &socket {

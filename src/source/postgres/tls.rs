@@ -19,8 +19,8 @@
 //!   or, without it, the Mozilla roots of `webpki-roots`, and the certificate must name the
 //!   host (SAN DNS name or IP address).
 //!
-//! The crypto provider is aws-lc-rs, passed explicitly to every `ClientConfig` (no
-//! process-wide default is installed or relied on). ALPN offers `postgresql`, as libpq 17
+//! The rustls configurations (provider, root store, verifiers) are shared with MySQL in
+//! [`crate::tls`]. ALPN offers `postgresql`, as libpq 17
 //! does. On the SQL connection the TLS stream reports the `tls-server-end-point` channel
 //! binding (RFC 5929: the hash of the server certificate, SHA-256 for certificates signed
 //! with SHA-1/SHA-256/MD5, SHA-384 for SHA-384), so tokio-postgres uses
@@ -30,14 +30,12 @@
 //! report no binding and authenticate with plain SCRAM-SHA-256.
 
 use crate::config::{ConfigError, PostgresSourceConfig, SslMode};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use crate::tls::Verify;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::ClientConfig;
 use std::future::Future;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -49,25 +47,9 @@ use tokio_rustls::TlsConnector;
 /// A TLS setup or handshake failure, or a failure to open the SQL connection.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read sslrootcert {path}")]
-    ReadRootCert {
-        path: PathBuf,
-        #[source]
-        source: rustls::pki_types::pem::Error,
-    },
-    #[error("sslrootcert {path} holds no usable PEM certificate")]
-    NoRootCert { path: PathBuf },
-    #[error("sslrootcert {path} holds an invalid certificate")]
-    BadRootCert {
-        path: PathBuf,
-        #[source]
-        source: rustls::Error,
-    },
-    #[error("cannot build the TLS configuration")]
-    Config {
-        #[source]
-        source: rustls::Error,
-    },
+    /// The CA file (`sslrootcert`) or the rustls configuration.
+    #[error(transparent)]
+    Config(Box<crate::tls::TlsConfigError>),
     #[error("{host:?} is not a valid TLS server name (DNS name or IP address)")]
     ServerName {
         host: String,
@@ -120,62 +102,22 @@ pub fn requires_tls(mode: SslMode) -> bool {
     matches!(mode, SslMode::Require | SslMode::VerifyFull)
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
 /// The rustls client configuration for `mode` (`disable` → [`TlsError::Disabled`]).
 pub fn client_config(
     mode: SslMode,
     rootcert: Option<&Path>,
 ) -> Result<Arc<ClientConfig>, TlsError> {
-    let provider = provider();
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|source| TlsError::Config { source })?;
-    let mut config = match mode {
+    let verify = match mode {
         SslMode::Disable => return Err(TlsError::Disabled),
-        SslMode::Prefer | SslMode::Require => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert { provider }))
-            .with_no_client_auth(),
-        SslMode::VerifyFull => builder
-            .with_root_certificates(root_store(rootcert)?)
-            .with_no_client_auth(),
+        SslMode::Prefer | SslMode::Require => Verify::Nothing,
+        SslMode::VerifyFull => Verify::ChainAndName,
     };
-    config.alpn_protocols = vec![b"postgresql".to_vec()];
-    Ok(Arc::new(config))
-}
-
-fn root_store(rootcert: Option<&Path>) -> Result<RootCertStore, TlsError> {
-    let Some(path) = rootcert else {
-        return Ok(RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        });
-    };
-    let read_err = |source| TlsError::ReadRootCert {
-        path: path.to_owned(),
-        source,
-    };
-    let mut store = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(path).map_err(read_err)? {
-        store
-            .add(cert.map_err(read_err)?)
-            .map_err(|source| TlsError::BadRootCert {
-                path: path.to_owned(),
-                source,
-            })?;
-    }
-    if store.is_empty() {
-        return Err(TlsError::NoRootCert {
-            path: path.to_owned(),
-        });
-    }
-    Ok(store)
+    crate::tls::client_config(verify, rootcert, "sslrootcert", Some(b"postgresql"))
+        .map_err(|e| TlsError::Config(Box::new(e)))
 }
 
 fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
-    ServerName::try_from(host.to_owned()).map_err(|source| TlsError::ServerName {
+    crate::tls::server_name(host).map_err(|source| TlsError::ServerName {
         host: host.to_owned(),
         source,
     })
@@ -259,60 +201,6 @@ pub async fn connect_sql(
         mode: mode_name(cfg.sslmode),
         source,
     })
-}
-
-/// Accepts any server certificate (`sslmode=require`/`prefer`) but still checks that the
-/// server proves possession of its key (handshake signatures).
-#[derive(Debug)]
-struct AcceptAnyCert {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 /// `tokio_postgres::tls::MakeTlsConnect` with rustls; see [`make_tls_connect`].
@@ -520,6 +408,13 @@ mod tests {
         assert!(requires_tls(SslMode::VerifyFull) && !requires_tls(SslMode::Prefer));
     }
 
+    fn e_config(e: &TlsError) -> &crate::tls::TlsConfigError {
+        match e {
+            TlsError::Config(c) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn bad_rootcert_is_named() {
         let e = client_config(
@@ -532,7 +427,10 @@ mod tests {
         let p = dir.path().join("empty.pem");
         std::fs::write(&p, "not a pem\n").expect("write");
         let e = client_config(SslMode::VerifyFull, Some(&p)).expect_err("no certs");
-        assert!(matches!(e, TlsError::NoRootCert { .. }), "{e:?}");
+        assert!(
+            matches!(*e_config(&e), crate::tls::TlsConfigError::NoCa { .. }),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -40,9 +40,11 @@
 
 use super::{FetchedRow, QueryError, Request, CURSOR_PH, SYNC_PH};
 use crate::backfill::mysql::ident;
+use crate::config::MysqlSslMode;
 use crate::config::QuerySourceConfig;
 use crate::source::mysql::charset::Charset;
 use crate::source::mysql::sql::{ColumnDef, Interrupt, SqlConn};
+use crate::source::mysql::tls::MysqlTls;
 use crate::source::mysql::types::{decode_text, Kind};
 use crate::source::mysql::MysqlError;
 use crate::value::Value;
@@ -299,8 +301,18 @@ fn connect(cfg: &QuerySourceConfig, password: String) -> Result<SqlConn, QueryEr
         }
     }
     last.map_err(unreachable)?;
+    // libpq's names for the MySQL modes; verify-full checks chain and host name against
+    // the Mozilla roots (query sources have no CA setting).
+    let mode = match cfg.sslmode {
+        crate::config::SslMode::Disable => MysqlSslMode::Disabled,
+        crate::config::SslMode::Prefer => MysqlSslMode::Preferred,
+        crate::config::SslMode::Require => MysqlSslMode::Required,
+        crate::config::SslMode::VerifyFull => MysqlSslMode::VerifyIdentity,
+    };
+    let tls = MysqlTls::with(mode, None, &cfg.host, cfg.port(), cfg.connect_timeout)
+        .map_err(|e| my("setting up TLS")(MysqlError::from(e)))?;
     let client = BinlogClient::new(options(cfg, password));
-    let mut conn = SqlConn::connect(&client).map_err(|e| {
+    let mut conn = SqlConn::connect(&client, &tls).map_err(|e| {
         my("connecting")(match e {
             MysqlError::Auth { code, message, .. } => MysqlError::Auth {
                 user: cfg.user.clone(),
