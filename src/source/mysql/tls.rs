@@ -208,7 +208,10 @@ impl MysqlTls {
         let Some(config) = self.config.clone() else {
             return Ok(None);
         };
-        if self.mode == MysqlSslMode::Preferred && self.plain.load(Ordering::Relaxed) {
+        if self.mode == MysqlSslMode::Preferred
+            && (self.plain.load(Ordering::Relaxed) || self.offers_no_tls())
+        {
+            self.plain.store(true, Ordering::Relaxed);
             return Ok(None);
         }
         // Without verification the name is only the SNI; a host that is no valid name
@@ -303,6 +306,34 @@ impl MysqlTls {
         if let Some(Ok(Negotiated::Plain)) = proxy.outcome(OUTCOME_WAIT) {
             self.plain.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// `preferred` only: reads the server's greeting on a throw-away connection and says
+    /// whether it lacks `CLIENT_SSL`, so a plain-text connection (a backfill, the binlog
+    /// stream) goes directly to the server instead of through the proxy's extra hop.
+    /// `false` when the probe fails (the proxy then reports what is wrong).
+    fn offers_no_tls(&self) -> bool {
+        use std::io::Read as _;
+        use std::net::ToSocketAddrs as _;
+        let probe = || -> io::Result<bool> {
+            let addr = (self.host.as_str(), self.port)
+                .to_socket_addrs()?
+                .next()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?;
+            let mut s = std::net::TcpStream::connect_timeout(&addr, self.timeout)?;
+            s.set_read_timeout(Some(self.timeout))?;
+            let mut head = [0u8; 4];
+            s.read_exact(&mut head)?;
+            let (len, _) = parse_header(head);
+            let mut payload = vec![0u8; len.min(1024)];
+            s.read_exact(&mut payload)?;
+            Ok(parse_handshake(&payload).is_some_and(|h| h.capabilities & CLIENT_SSL == 0))
+        };
+        let plain = probe().unwrap_or(false);
+        if plain {
+            tracing::debug!(addr = %self.addr(), "mysql server offers no tls; ssl_mode = \"preferred\" connects unencrypted");
+        }
+        plain
     }
 
     /// Whether the crate's login succeeds through the proxy with `required`.
