@@ -32,4 +32,5 @@ pub mod replay;
 pub mod service;
 pub mod sink;
 pub mod source;
+pub mod tunnel;
 pub mod value;
