@@ -330,10 +330,27 @@ fn classify(source_name: &str, ssh: &SshTunnelConfig, said: String) -> TunnelErr
     TunnelError::Failed {
         source_name: source_name.to_owned(),
         via: via(ssh),
-        said,
+        said: shorten(&said),
         fix,
         permanent,
     }
+}
+
+/// Drops the banner of ssh's "host key changed" warning (the fix says what to do), keeping
+/// what it found: the key's fingerprint and the verdict.
+fn shorten(said: &str) -> String {
+    if !said.contains("@@@") && !said.contains("SOMETHING NASTY") {
+        return said.to_owned();
+    }
+    let kept: Vec<&str> = said
+        .split("; ")
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.starts_with("sha256:") || l.contains("host key") || l.contains("fingerprint")
+        })
+        .filter(|l| !l.contains("Add correct host key") && !l.contains("a host key has just"))
+        .collect();
+    kept.join(" ")
 }
 
 /// A free port on 127.0.0.1 right now (the OS picks; ssh binds it a moment later).
@@ -449,6 +466,13 @@ mod tests {
         assert!(line.ends_with("tunnel@bastion"));
         let v6 = ssh_args(&ssh(), ("::1", 3306), 40002).join(" ");
         assert!(v6.contains("127.0.0.1:40002:[::1]:3306"), "{v6}");
+    }
+
+    #[test]
+    fn host_key_banner_is_shortened() {
+        let banner = "@@@@@@@@; @    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @; @@@@@@@@; IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!; The fingerprint for the ED25519 key sent by the remote host is; SHA256:abc.; Add correct host key in /k/known to get rid of this message.; Host key for [bastion]:2222 has changed and you have requested strict checking.; Host key verification failed.";
+        let e = classify("app", &ssh(), banner.into()).to_string();
+        assert!(e.contains("failed: The fingerprint for the ED25519 key sent by the remote host is SHA256:abc. Host key for [bastion]:2222 has changed and you have requested strict checking. Host key verification failed. — "), "{e}");
     }
 
     #[test]
