@@ -16,6 +16,29 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(90);
 
+/// A running `logtide` that is killed when the test ends, also on a failed assertion.
+struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn env() -> Vec<(&'static str, &'static str)> {
     vec![
         (PASSWORD_ENV, PASSWORD),
@@ -126,7 +149,7 @@ async fn sighup_pauses_and_resumes_a_running_source() {
     let port = free_port();
     let src = db.server.source_toml(db.name(), name);
     write(&w, &src, "status_interval = \"1s\"\npaused = false\n", port);
-    let mut child = spawn_run(&w, &[], &env());
+    let mut child = Running(spawn_run(&w, &[], &env()));
     assert!(
         wait_until(WAIT, || http(port, "GET", "/ready")
             .is_some_and(|(s, _)| s == 200)),
@@ -193,7 +216,7 @@ async fn a_source_configured_paused_starts_paused() {
         "status_interval = \"1s\"\npaused = true\nbackfill = \"never\"\n",
         port,
     );
-    let mut child = spawn_run(&w, &[], &env());
+    let mut child = Running(spawn_run(&w, &[], &env()));
     let slot_active = format!(
         "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'logtide_{name}' AND active"
     );
@@ -228,7 +251,7 @@ async fn mysql_lag_bytes_grow_while_paused_and_return_to_zero() {
     let port = free_port();
     let src = server.source_toml(name, &db);
     write(&w, &src, "paused = false\n", port);
-    let mut child = spawn_run(&w, &[], &env());
+    let mut child = Running(spawn_run(&w, &[], &env()));
     assert!(
         wait_until(WAIT, || http(port, "GET", "/ready")
             .is_some_and(|(s, _)| s == 200)),

@@ -15,6 +15,29 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(90);
 
+/// A running `logtide` that is killed when the test ends, also on a failed assertion.
+struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn env() -> [(&'static str, &'static str); 1] {
     [(PASSWORD_ENV, PASSWORD)]
 }
@@ -248,7 +271,7 @@ async fn postgres_streams_through_the_tunnel_and_no_ssh_is_left() {
     db.exec("CREATE TABLE t (id int PRIMARY KEY, v text)").await;
     let w = Workdir::new();
     config(&w, &db, "tun", &sshd.ssh_toml("known_hosts", "client_key"));
-    let mut child = spawn_run(&w, &["--max-events", "3"], &env());
+    let mut child = Running(spawn_run(&w, &["--max-events", "3"], &env()));
     assert!(
         wait_until(WAIT, || !sshd.ssh_pids().is_empty()),
         "logtide started no ssh\n{}",
@@ -308,7 +331,7 @@ async fn a_dead_tunnel_is_restarted_and_sigterm_leaves_no_ssh() {
     db.exec("CREATE TABLE t (id int PRIMARY KEY, v text)").await;
     let w = Workdir::new();
     config(&w, &db, "tun2", &sshd.ssh_toml("known_hosts", "client_key"));
-    let child = spawn_run(&w, &[], &env());
+    let child = Running(spawn_run(&w, &[], &env()));
     let mut first = Vec::new();
     assert!(
         wait_until(WAIT, || {
