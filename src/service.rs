@@ -7,10 +7,17 @@
 //! the old channel are dropped (they were never checkpointed, so the new connection sends
 //! them again).
 //!
-//! Alongside the sources it owns the admin endpoint ([`crate::admin`]) and, per PostgreSQL
-//! source, the WAL-retention check ([`crate::source::postgres::retention`]); both stop with
-//! the sources. It keeps each source's state in [`crate::metrics`] for `/ready` and
-//! `/sources` and counts failures by kind.
+//! Alongside the sources it owns the admin endpoint ([`crate::admin`]), per PostgreSQL
+//! source the WAL-retention check ([`crate::source::postgres::retention`]), per MySQL
+//! source the binlog lag check ([`crate::source::mysql::lag`]), and the SIGHUP config
+//! reload ([`reload_on_sighup`]: applies changed `paused` values, names other changes);
+//! all stop with the sources. It keeps each source's state in [`crate::metrics`] for
+//! `/ready` and `/sources` and counts failures by kind.
+//!
+//! A source with `ssh` connects to its tunnel's local end ([`crate::tunnel`]): the source
+//! owns its [`crate::tunnel::Keeper`], which (re)starts ssh before every connection
+//! attempt, so a dropped tunnel is retried with the source's backoff; a permanent tunnel
+//! failure (host key, refused key) stops the source like a permanent source error.
 
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::config::{Config, SourceConfig};
