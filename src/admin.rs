@@ -139,10 +139,12 @@ impl Response {
     fn encode(&self) -> Vec<u8> {
         let reason = match self.status {
             200 => "OK",
+            202 => "Accepted",
             400 => "Bad Request",
             404 => "Not Found",
             405 => "Method Not Allowed",
             408 => "Request Timeout",
+            409 => "Conflict",
             431 => "Request Header Fields Too Large",
             503 => "Service Unavailable",
             _ => "Internal Server Error",
@@ -219,14 +221,52 @@ pub fn route(req: &Request, metrics: &Metrics) -> Response {
             }
             Response::json(200, &s.snapshot())
         }
+        ["sources", name, "backfill", table] => {
+            let Some(s) = metrics.source(name) else {
+                return Response::text(404, format!("no source named {name:?}\n"));
+            };
+            if req.method != "POST" {
+                return Response::method_not_allowed("POST");
+            }
+            if s.kind == "query" {
+                return Response::text(
+                    409,
+                    format!("source {name:?} is a query source: it has no backfill\n"),
+                );
+            }
+            let Some(table) = percent_decode(table).filter(|t| !t.is_empty()) else {
+                return Response::text(400, "bad table name: expected percent-encoded UTF-8\n");
+            };
+            tracing::info!(source = %s.name, %table, "on-demand backfill requested");
+            s.request_backfill(table);
+            Response::json(202, &s.snapshot())
+        }
         ["metrics"] | ["health"] | ["ready"] | ["sources"] | ["sources", _] => {
             Response::method_not_allowed("GET")
         }
         _ => Response::text(
             404,
-            "not found; try /metrics, /health, /ready, /sources, POST /sources/<name>/pause|resume\n",
+            "not found; try /metrics, /health, /ready, /sources, POST /sources/<name>/pause|resume, POST /sources/<name>/backfill/<schema.table>\n",
         ),
     }
+}
+
+/// Decodes `%XX` escapes of a path segment; `None` for a bad escape or non-UTF-8.
+fn percent_decode(seg: &str) -> Option<String> {
+    let b = seg.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Binds the admin listener.
@@ -353,6 +393,32 @@ mod tests {
         assert!(m.source("app").expect("app").is_paused());
         assert_eq!(route(&req("POST", "/sources/app/resume"), &m).status, 200);
         assert!(!m.source("app").expect("app").is_paused());
+        let r = route(&req("POST", "/sources/app/backfill/public.orders"), &m);
+        assert_eq!(r.status, 202, "{}", r.body);
+        assert!(r.body.contains("\"queued\""), "{}", r.body);
+        assert_eq!(
+            m.source("app").expect("app").take_backfill_requests(),
+            vec!["public.orders".to_owned()]
+        );
+        let r = route(&req("POST", "/sources/app/backfill/s%2Eodd%20name"), &m);
+        assert_eq!(r.status, 202, "{}", r.body);
+        assert_eq!(
+            m.source("app").expect("app").take_backfill_requests(),
+            vec!["s.odd name".to_owned()]
+        );
+        assert_eq!(
+            route(&req("POST", "/sources/app/backfill/%zz"), &m).status,
+            400
+        );
+        assert_eq!(
+            route(&req("POST", "/sources/app/backfill/%C3"), &m).status,
+            400
+        );
+        assert_eq!(
+            route(&req("GET", "/sources/app/backfill/t"), &m).status,
+            405
+        );
+        assert_eq!(route(&req("POST", "/sources/x/backfill/t"), &m).status, 404);
         assert_eq!(route(&req("POST", "/metrics"), &m).status, 405);
         assert_eq!(route(&req("GET", "/nope"), &m).status, 404);
         m.source("app")

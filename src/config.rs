@@ -202,7 +202,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Postgres(c) => (&c.host, c.port),
             SourceConfig::Mysql(c) => (&c.host, c.port),
-            SourceConfig::Query(c) => (&c.host, c.port),
+            SourceConfig::Query(c) => (&c.host, c.port()),
         }
     }
 
@@ -221,7 +221,7 @@ impl SourceConfig {
             }
             SourceConfig::Query(c) => {
                 c.tls_server_name = Some(std::mem::replace(&mut c.host, local));
-                c.port = local_port;
+                c.port_setting = Some(local_port);
             }
         }
     }
@@ -404,16 +404,32 @@ pub enum BackfillMode {
     Never,
 }
 
-/// `kind = "query"`: scheduled incremental SELECTs over the PostgreSQL wire protocol (also
-/// Redshift) for databases whose log logtide cannot read. See `src/source/query.rs`.
+/// The wire protocol a query-mode source speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryProtocol {
+    /// PostgreSQL (also Redshift and other PostgreSQL-wire databases).
+    #[default]
+    Postgres,
+    /// MySQL / MariaDB.
+    Mysql,
+}
+
+/// `kind = "query"`: scheduled incremental SELECTs over the PostgreSQL or the MySQL/MariaDB
+/// wire protocol (`protocol`) for databases whose log logtide cannot read. See
+/// `src/source/query/`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuerySourceConfig {
     pub name: String,
+    /// "postgres" (default; also Redshift) or "mysql" (MySQL, MariaDB).
+    #[serde(default)]
+    pub protocol: QueryProtocol,
     #[serde(default = "default_host")]
     pub host: String,
-    #[serde(default = "default_pg_port")]
-    pub port: u16,
+    /// Default 5432 for postgres, 3306 for mysql; see [`QuerySourceConfig::port`].
+    #[serde(default, rename = "port")]
+    pub port_setting: Option<u16>,
     pub user: String,
     #[serde(default)]
     pub password_env: Option<String>,
@@ -465,6 +481,13 @@ impl QuerySourceConfig {
     /// As [`PostgresSourceConfig::tls_host`].
     pub fn tls_host(&self) -> &str {
         self.tls_server_name.as_deref().unwrap_or(&self.host)
+    }
+    /// The configured port, else the protocol's default (5432 / 3306).
+    pub fn port(&self) -> u16 {
+        self.port_setting.unwrap_or(match self.protocol {
+            QueryProtocol::Postgres => default_pg_port(),
+            QueryProtocol::Mysql => default_mysql_port(),
+        })
     }
 }
 
@@ -1316,6 +1339,14 @@ impl Config {
                         "is required when the query uses {{cursor}}: set the value the first run binds (e.g. \"0\" or \"1970-01-01\")",
                     ));
                 }
+                if q.protocol == QueryProtocol::Mysql
+                    && matches!(q.sslmode, SslMode::Require | SslMode::VerifyFull)
+                {
+                    return Err(invalid(
+                        key("sslmode"),
+                        "must be \"disable\" or \"prefer\" with protocol = \"mysql\": the MySQL client has no TLS yet (\"prefer\" connects without TLS); use an SSH tunnel or a private network",
+                    ));
+                }
                 if q.table
                     .split_once('.')
                     .is_none_or(|(a, b)| a.is_empty() || b.is_empty())
@@ -1391,6 +1422,32 @@ mod tests {
 
     fn parse(t: &str) -> Result<Config, ConfigError> {
         Config::parse(t, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn query_protocol_picks_the_default_port_and_checks_tls() {
+        let q = |extra: &str| {
+            format!(
+                "[[sources]]\nkind = \"query\"\nname = \"w\"\nuser = \"u\"\ndatabase = \"d\"\n\
+                 query = \"SELECT id FROM t WHERE id > {{{{cursor}}}}\"\ncursor_column = \"id\"\n\
+                 table = \"d.t\"\ninitial_cursor = \"0\"\n{extra}\n[[sinks]]\nkind = \"stdout\"\n"
+            )
+        };
+        let port = |c: &Config| match &c.sources[0] {
+            SourceConfig::Query(q) => (q.protocol, q.port()),
+            _ => panic!("not a query source"),
+        };
+        let c = parse(&q("")).expect("postgres default");
+        assert_eq!(port(&c), (QueryProtocol::Postgres, 5432));
+        let c = parse(&q("protocol = \"mysql\"\nsslmode = \"disable\"")).expect("mysql");
+        assert_eq!(port(&c), (QueryProtocol::Mysql, 3306));
+        let c = parse(&q("protocol = \"mysql\"\nport = 3307")).expect("mysql port");
+        assert_eq!(port(&c), (QueryProtocol::Mysql, 3307));
+        let e = parse(&q("protocol = \"mysql\"\nsslmode = \"require\""))
+            .expect_err("no TLS for mysql")
+            .to_string();
+        assert!(e.contains("sslmode"), "{e}");
+        assert!(parse(&q("protocol = \"oracle\"")).is_err());
     }
 
     #[test]

@@ -148,6 +148,30 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = logtide::config::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Backfill one table on demand while its source keeps streaming.
+    ///
+    /// Checks the table (captured by the source's filters, with a primary key) and hands
+    /// the request to the running service through its admin endpoint; the service reads
+    /// the table in keyset chunks between transactions of the stream and delivers them as
+    /// `op = "r"` events (see the README, "On-demand backfill"). With no service running,
+    /// the request is stored and the next `logtide run` performs it. Exit codes: 0
+    /// requested / stored (with --wait: finished), 3 the table cannot be backfilled or the
+    /// backfill failed, 1 the service could not be reached, 2 bad arguments or config.
+    Backfill {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The source the table belongs to.
+        #[arg(long)]
+        source: String,
+        /// `schema.table` (PostgreSQL; a bare name means `public.`) or `database.table`
+        /// (MySQL; a bare name means the source's `database`).
+        #[arg(long)]
+        table: String,
+        /// Follow the running service's progress until the backfill is done.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Forget the stored position of a source (it restarts from the slot / binlog start).
     Reset {
         #[arg(long, short)]
@@ -296,6 +320,46 @@ async fn async_main(cmd: Command) -> ExitCode {
                 Err(e) => return fail(e.exit_code(), &e),
             }
             run_service(cfg, Some(store), &config, Some(source), until, max_events).await
+        }
+        Command::Backfill {
+            config,
+            source,
+            table,
+            wait,
+        } => {
+            let cfg = match load_for(&config, Some(&source)) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let Some(scfg) = cfg.source(&source).cloned() else {
+                return ExitCode::from(2);
+            };
+            if matches!(scfg, logtide::config::SourceConfig::Query(_)) {
+                eprintln!("error: source {source:?} is a query source: it has no backfill (its runs read from the stored cursor)");
+                return ExitCode::from(2);
+            }
+            use logtide::ops::backfill::Outcome;
+            match logtide::ops::backfill::request(&cfg, &scfg, &table, wait).await {
+                Ok(Outcome::Requested { table, admin }) => {
+                    println!("backfill of {table} requested from the running service ({admin}); follow it on /sources/{source} or with --wait");
+                    ExitCode::SUCCESS
+                }
+                Ok(Outcome::Stored { table }) => {
+                    println!("no running service answered: backfill of {table} stored; it runs when `logtide run` starts");
+                    ExitCode::SUCCESS
+                }
+                Ok(Outcome::AlreadyStored { table }) => {
+                    println!(
+                        "backfill of {table} is already stored; it runs when `logtide run` starts"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(Outcome::Done { table, rows }) => {
+                    println!("backfill of {table} done: {rows} rows");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e.exit_code(), &e),
+            }
         }
         Command::Status { config } => {
             let cfg = match load_for(&config, None) {

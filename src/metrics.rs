@@ -164,6 +164,20 @@ pub struct SourceStatus {
     pub kind: &'static str,
     inner: Mutex<StatusInner>,
     paused: watch::Sender<bool>,
+    /// Tables asked for an on-demand backfill, not yet taken by the pipeline.
+    backfill_requests: Mutex<Vec<String>>,
+    backfill_notify: tokio::sync::Notify,
+}
+
+/// An on-demand backfill as `/sources` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OnDemandSnapshot {
+    pub table: String,
+    /// Rows delivered so far.
+    pub rows: u64,
+    /// `queued`, `running`, `done` or `failed`.
+    pub state: &'static str,
+    pub error: Option<String>,
 }
 
 #[derive(Default)]
@@ -177,6 +191,7 @@ struct StatusInner {
     lag_bytes: Option<u64>,
     retained_bytes: Option<u64>,
     error: Option<String>,
+    ondemand: Vec<OnDemandSnapshot>,
 }
 
 /// What `GET /sources` shows of one source.
@@ -196,6 +211,9 @@ pub struct SourceSnapshot {
     pub slot_retained_bytes: Option<u64>,
     /// The failure that stopped the source (state `failed`) or the last transient one.
     pub error: Option<String>,
+    /// On-demand backfills of this run (`logtide backfill`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backfills: Vec<OnDemandSnapshot>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -210,7 +228,36 @@ impl SourceStatus {
             kind,
             inner: Mutex::new(StatusInner::default()),
             paused: watch::Sender::new(false),
+            backfill_requests: Mutex::new(Vec::new()),
+            backfill_notify: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Asks the source's pipeline for an on-demand backfill of `table`.
+    pub fn request_backfill(&self, table: String) {
+        lock(&self.inner).ondemand.push(OnDemandSnapshot {
+            table: table.clone(),
+            rows: 0,
+            state: "queued",
+            error: None,
+        });
+        lock(&self.backfill_requests).push(table);
+        self.backfill_notify.notify_one();
+    }
+
+    /// The tables requested since the last call.
+    pub fn take_backfill_requests(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.backfill_requests))
+    }
+
+    /// Completes when a backfill was requested (at once if one is waiting).
+    pub async fn backfill_requested(&self) {
+        self.backfill_notify.notified().await
+    }
+
+    /// The pipeline's view of its on-demand backfills.
+    pub fn set_ondemand(&self, jobs: Vec<OnDemandSnapshot>) {
+        lock(&self.inner).ondemand = jobs;
     }
 
     pub fn state(&self) -> SourceState {
@@ -304,6 +351,7 @@ impl SourceStatus {
             lag_bytes: i.lag_bytes,
             slot_retained_bytes: i.retained_bytes,
             error: i.error.clone(),
+            backfills: i.ondemand.clone(),
         }
     }
 }

@@ -15,6 +15,7 @@
 //!   backpressure as a slow sink, so PostgreSQL keeps getting status updates (see
 //!   [`crate::source::postgres`]) and the stored checkpoint stays valid.
 
+use crate::backfill::ondemand::OnDemand;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::event::ChangeEvent;
 use crate::metrics::{Metrics, SourceObs};
@@ -99,6 +100,17 @@ pub struct Pipeline {
     pub cancel: CancellationToken,
     /// Metrics, the source's status and its pause switch.
     pub obs: SourceObs,
+    /// On-demand backfills, read between transactions ([`crate::backfill::ondemand`]);
+    /// `None` for sources without a log (query mode) and finite tools.
+    pub ondemand: Option<OnDemand>,
+}
+
+/// What woke the pipeline.
+enum Wake {
+    Messages(usize),
+    Chunk,
+    Requested,
+    Again,
 }
 
 impl Pipeline {
@@ -118,6 +130,11 @@ impl Pipeline {
         let mut pending: Option<Position> = None;
         let mut last_save = Instant::now();
         let mut pause = self.obs.status.pause_watch();
+        // The last transaction boundary seen, and whether events after it were delivered:
+        // an on-demand backfill chunk is read only at a boundary (see `backfill::ondemand`).
+        let mut at: Option<Position> = self.checkpointed.borrow().clone();
+        let mut in_tx = false;
+        let mut chunk_last = false;
         loop {
             if self.obs.status.is_paused() {
                 self.store_pending(&mut pending, &mut stats).await?;
@@ -127,8 +144,20 @@ impl Pipeline {
                     None => return Ok((Finish::SourceEnded, stats)),
                 }
             }
+            if let Some(od) = self.ondemand.as_mut() {
+                od.take_requests(&self.store, &self.obs).await?;
+            }
+            // A chunk alternates with batches while messages wait; back to back when idle.
+            let chunk_now = !in_tx
+                && (!chunk_last || self.rx.is_empty())
+                && self
+                    .ondemand
+                    .as_ref()
+                    .is_some_and(|od| od.ready(at.as_ref()));
+            let retry_at = self.ondemand.as_ref().and_then(OnDemand::retry_at);
+            let listening = self.ondemand.is_some();
             msgs.clear();
-            let n = tokio::select! {
+            let wake = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => {
                     self.store_pending(&mut pending, &mut stats).await?;
@@ -136,9 +165,35 @@ impl Pipeline {
                 }
                 // A pause while waiting for messages takes effect before the next batch
                 // (`recv_many` is cancel safe).
-                _ = crate::metrics::wait_pause(&mut pause, true) => continue,
-                n = self.rx.recv_many(&mut msgs, self.max_batch_events) => n,
+                _ = crate::metrics::wait_pause(&mut pause, true) => Wake::Again,
+                _ = std::future::ready(()), if chunk_now => Wake::Chunk,
+                _ = self.obs.status.backfill_requested(), if listening => Wake::Requested,
+                _ = sleep_until(retry_at), if retry_at.is_some() && !chunk_now => Wake::Again,
+                n = self.rx.recv_many(&mut msgs, self.max_batch_events) => Wake::Messages(n),
             };
+            let n = match wake {
+                Wake::Messages(n) => n,
+                Wake::Requested | Wake::Again => continue,
+                Wake::Chunk => {
+                    // Everything up to `at` is delivered: store it, then read at it.
+                    self.store_pending(&mut pending, &mut stats).await?;
+                    last_save = Instant::now();
+                    if let (Some(od), Some(b)) = (self.ondemand.as_mut(), at.as_ref()) {
+                        // Boxed: the chunk read's future is large and rarely alive.
+                        stats.events += Box::pin(od.step(
+                            b,
+                            &mut self.sinks,
+                            &self.store,
+                            &self.obs,
+                            &self.retry,
+                        ))
+                        .await?;
+                    }
+                    chunk_last = true;
+                    continue;
+                }
+            };
+            chunk_last = false;
             if n == 0 {
                 self.store_pending(&mut pending, &mut stats).await?;
                 return Ok((Finish::SourceEnded, stats));
@@ -149,6 +204,7 @@ impl Pipeline {
             for m in msgs.drain(..) {
                 match m {
                     SourceMessage::Change(e) => {
+                        in_tx = true;
                         if let Some(until) = &self.bounds.until {
                             if e.position.beyond(until) {
                                 bound_hit = true;
@@ -164,6 +220,7 @@ impl Pipeline {
                         events.push(e);
                     }
                     SourceMessage::Boundary(p) => {
+                        in_tx = false;
                         let reached = self.bounds.until.as_ref().is_some_and(|u| p.reached(u));
                         boundary = Some(p);
                         if reached {
@@ -178,11 +235,15 @@ impl Pipeline {
                 stats.events += events.len() as u64;
                 stats.batches += 1;
                 self.count(&events);
+                if let Some(od) = self.ondemand.as_mut() {
+                    od.note(&events);
+                }
             } else if boundary.is_some() && self.rx.is_empty() {
                 // The source moved past everything delivered and has nothing else: idle.
                 self.obs.status.idle();
             }
             if let Some(p) = boundary {
+                at = Some(p.clone());
                 pending = Some(p);
             }
             let max_hit = self.bounds.max_events.is_some_and(|m| stats.events >= m);
@@ -248,6 +309,14 @@ impl Pipeline {
                 }
             }
         }
+    }
+}
+
+/// Sleeps until `t` (forever without one; the caller guards the branch).
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -379,6 +448,7 @@ mod tests {
             retry: RetryPolicy::default(),
             cancel: CancellationToken::new(),
             obs: SourceObs::detached("s"),
+            ondemand: None,
         };
         (p, tx, wrx, dir)
     }

@@ -19,6 +19,7 @@
 //! attempt, so a dropped tunnel is retried with the source's backoff; a permanent tunnel
 //! failure (host key, refused key) stops the source like a permanent source error.
 
+use crate::backfill::ondemand::OnDemand;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::config::{Config, SourceConfig};
 use crate::event::{Connector, SourceInfo};
@@ -306,6 +307,7 @@ impl SourcePair {
             status.set_state(SourceState::Stopped);
             return Ok((name, total));
         }
+        let mut ondemand = OnDemand::load(&self.store, &self.cfg, &info, &filter)?;
         loop {
             if !self.tunnel_up(&mut backoff).await? {
                 status.set_state(SourceState::Stopped);
@@ -336,6 +338,7 @@ impl SourcePair {
                 retry: RetryPolicy::default(),
                 cancel: self.cancel.clone(),
                 obs: self.obs.clone(),
+                ondemand: ondemand.take(),
             };
             let started = Instant::now();
             let mut src_task = JoinSet::new();
@@ -344,6 +347,7 @@ impl SourcePair {
             src_task.spawn(async move { source::run(&cfg, info2, ctx).await });
             let outcome = pipeline.run().await;
             self.sinks = std::mem::take(&mut pipeline.sinks);
+            ondemand = pipeline.ondemand.take();
             drop(pipeline);
             // The pipeline is done with this connection: stop the source and collect it.
             src_cancel.cancel();
@@ -533,24 +537,7 @@ pub fn apply_reload(old: &Config, new: &Config, metrics: &Metrics) -> Vec<String
 /// Whether a backfill failure may succeed on retry (connection trouble, not SQL errors of
 /// ours or a permanent sink failure).
 fn backfill_transient(e: &crate::backfill::BackfillError) -> bool {
-    use crate::backfill::BackfillError as B;
-    match e {
-        B::Deliver(_) | B::Checkpoint(_) => false,
-        B::ReaderGone => true,
-        B::Setup { source, .. } | B::Postgres { source, .. } => {
-            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
-            while let Some(err) = cur {
-                if let Some(pg) = err.downcast_ref::<tokio_postgres::Error>() {
-                    return pg.is_closed() || pg.code().is_none();
-                }
-                if let Some(my) = err.downcast_ref::<crate::source::mysql::MysqlError>() {
-                    return my.class() == ErrorClass::Transient;
-                }
-                cur = err.source();
-            }
-            false
-        }
-    }
+    e.is_transient()
 }
 
 /// Displays an error with its whole `source()` chain: `outer: inner: innermost`.

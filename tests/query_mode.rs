@@ -298,3 +298,29 @@ async fn a_run_that_would_overlap_is_skipped_and_logged() {
     assert_eq!(ids(&ev2), [1, 2, 3, 4, 5], "{}", logs(&w));
     assert_eq!(ids(&w.events()), [1, 2, 3, 4, 5]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_with_a_null_cursor_are_not_read_and_do_not_stop_the_source() {
+    let db = PgServer::get().fresh_db();
+    db.exec("CREATE TABLE nc (id int PRIMARY KEY, c int)").await;
+    db.exec("INSERT INTO nc VALUES (1, 10), (2, NULL), (3, 20)")
+        .await;
+    let w = Workdir::new();
+    let name = source_name("nullc");
+    w.write_config(&query_toml(
+        &db,
+        &name,
+        "query = \"SELECT id, c FROM nc WHERE c > {{cursor}} OR c IS NULL\"\n\
+         cursor_column = \"c\"\nkey_columns = [\"id\"]\ntable = \"public.nc\"\n\
+         batch_size = 5\ninterval = \"200ms\"\ninitial_cursor = \"0\"\n",
+    ));
+    let mut child = spawn_run(&w, &[], &env());
+    let ev = w.wait_events(2, WAIT);
+    assert_eq!(ids(&ev), [1, 3], "{}", logs(&w));
+    // A NULL cursor delivered last would have stopped every later run from reading.
+    db.exec("INSERT INTO nc VALUES (4, 30)").await;
+    let ev = w.wait_events(3, WAIT);
+    kill9(&mut child);
+    assert_eq!(ids(&ev), [1, 3, 4], "{}", logs(&w));
+    assert_eq!(ids(&w.events()), [1, 3, 4], "{}", logs(&w));
+}

@@ -221,6 +221,7 @@ async fn run(store: &CheckpointStore, sink: AnySink, evs: &[ChangeEvent]) -> (An
         },
         cancel: CancellationToken::new(),
         obs: logtide::metrics::SourceObs::detached("app"),
+        ondemand: None,
     };
     for e in evs {
         tx.send(SourceMessage::Change(e.clone()))

@@ -28,6 +28,7 @@
 //! says so), and an interrupted pass starts that table again from the beginning.
 
 pub mod mysql;
+pub mod ondemand;
 pub mod postgres;
 
 use crate::checkpoint::{CheckpointError, CheckpointStore};
@@ -92,6 +93,28 @@ impl BackfillError {
             self,
             BackfillError::Deliver(_) | BackfillError::Checkpoint(_)
         )
+    }
+
+    /// Whether retrying later may succeed: the connection dropped or the server went away,
+    /// as opposed to a setting, privilege or value to fix.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            BackfillError::Deliver(_) | BackfillError::Checkpoint(_) => false,
+            BackfillError::ReaderGone => true,
+            BackfillError::Setup { source, .. } | BackfillError::Postgres { source, .. } => {
+                let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+                while let Some(err) = cur {
+                    if let Some(pg) = err.downcast_ref::<tokio_postgres::Error>() {
+                        return pg.is_closed() || pg.code().is_none();
+                    }
+                    if let Some(my) = err.downcast_ref::<crate::source::mysql::MysqlError>() {
+                        return my.class() == crate::source::ErrorClass::Transient;
+                    }
+                    cur = err.source();
+                }
+                false
+            }
+        }
     }
 }
 

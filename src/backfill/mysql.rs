@@ -12,7 +12,10 @@
 //! collation applies, no escaping involved), binary strings as `X'…'`, ENUM by member index,
 //! temporal values quoted (the session is `time_zone = '+00:00'`). Keys that cannot be
 //! compared exactly (FLOAT, DOUBLE, SET, …) make the table a one-pass table, like a table
-//! without a primary key. The hand-over rule is in the parent module's docs.
+//! without a primary key. A one-pass table is one SELECT whose rows are streamed from the
+//! socket ([`SqlConn::query_rows`]) and handed over in chunks, so memory stays bounded; its
+//! progress keeps no key, so an interrupted pass starts the table over. The hand-over rule
+//! is in the parent module's docs.
 
 use super::{load_progress, BackfillError, Chunk, Progress, RunState, TableProgress, RUN_KEY};
 use crate::checkpoint::CheckpointStore;
@@ -433,6 +436,7 @@ pub fn plan(
     conn: &mut SqlConn,
     filter: &Filter,
     settings: &BackfillSettings,
+    only: Option<&str>,
 ) -> Result<Vec<TablePlan>, BackfillError> {
     let rs = conn
         .query(
@@ -450,8 +454,12 @@ pub fn plan(
             ))
         })
         .filter(|(db, name, _)| {
+            let qualified = format!("{db}.{name}");
             filter.table_selected(db, name)
-                && settings.mode_for(&format!("{db}.{name}")) != BackfillMode::Never
+                && match only {
+                    Some(t) => t == qualified,
+                    None => settings.mode_for(&qualified) != BackfillMode::Never,
+                }
         })
         .collect();
     tables.sort();
@@ -533,27 +541,8 @@ pub fn read_tables(
         } else {
             TableProgress::default()
         };
-        loop {
-            let sql = chunk_sql(plan, progress.last_key.as_deref(), chunk_rows)
-                .map_err(|e| table_err(&qualified, "build the chunk query", e))?;
-            let rs = conn
-                .query(&sql)
-                .map_err(|e| table_err(&qualified, "read a chunk", e))?;
-            let n = rs.rows.len();
-            if rs.columns.len() != plan.columns.len() {
-                return Err(table_err(
-                    &qualified,
-                    "read a chunk",
-                    format!(
-                        "{} columns for {} planned (the table changed?)",
-                        rs.columns.len(),
-                        plan.columns.len()
-                    ),
-                ));
-            }
-            let mut events = Vec::with_capacity(n.min(chunk_rows));
-            let mut last_key: Option<Vec<String>> = None;
-            for (ri, cells) in rs.rows.into_iter().enumerate() {
+        let decode_row =
+            |cells: &[Option<Vec<u8>>], rows: u64| -> Result<ChangeEvent, BackfillError> {
                 let mut row = Vec::with_capacity(cells.len());
                 for (cell, kind) in cells.iter().zip(&plan.kinds) {
                     row.push(Some(match cell {
@@ -562,23 +551,7 @@ pub fn read_tables(
                             .map_err(|e| table_err(&qualified, "decode a value", e))?,
                     }));
                 }
-                if plan.paginate {
-                    let k: Vec<String> = plan
-                        .key
-                        .iter()
-                        .map(|&i| key_text(&plan.kinds[i], cells[i].as_deref().unwrap_or_default()))
-                        .collect();
-                    if ri == 0 && progress.last_key.as_ref() == Some(&k) {
-                        return Err(table_err(
-                            &qualified,
-                            "paginate by its primary key",
-                            "a chunk started at the previous chunk's last key",
-                        ));
-                    }
-                    last_key = Some(k);
-                }
-                progress.rows += 1;
-                events.push(ChangeEvent {
+                Ok(ChangeEvent {
                     op: Op::Read,
                     table: schema.clone(),
                     before: None,
@@ -586,19 +559,86 @@ pub fn read_tables(
                     position: Position::Mysql(MysqlPosition {
                         file: start.file.clone(),
                         pos: start.pos.saturating_sub(1),
-                        ordinal: (tindex << 40) | progress.rows,
+                        ordinal: (tindex << 40) | rows,
                         gtid: None,
                     }),
                     txid: None,
                     commit_ts_ms: None,
-                });
-                // One-pass tables come in one result: hand them over in chunk-sized pieces.
-                if !plan.paginate && events.len() >= chunk_rows && progress.rows < n as u64 {
+                })
+            };
+        let columns_changed = |n: usize| {
+            table_err(
+                &qualified,
+                "read a chunk",
+                format!(
+                    "{n} columns for {} planned (the table changed?)",
+                    plan.columns.len()
+                ),
+            )
+        };
+        if !plan.paginate {
+            // One pass: one SELECT whose rows are read from the socket as they are handed
+            // over, `chunk_rows` at a time, so memory stays bounded. Its progress stays
+            // `last_key = None`, so an interrupted pass starts the table over.
+            let sql = chunk_sql(plan, None, chunk_rows)
+                .map_err(|e| table_err(&qualified, "build the chunk query", e))?;
+            let mut rows = conn
+                .query_rows(&sql)
+                .map_err(|e| table_err(&qualified, "read a chunk", e))?;
+            if rows.columns.len() != plan.columns.len() {
+                return Err(columns_changed(rows.columns.len()));
+            }
+            let mut events = Vec::with_capacity(chunk_rows);
+            while let Some(cells) = rows
+                .next_row()
+                .map_err(|e| table_err(&qualified, "read a chunk", e))?
+            {
+                progress.rows += 1;
+                events.push(decode_row(&cells, progress.rows)?);
+                if events.len() >= chunk_rows {
                     let evs = std::mem::replace(&mut events, Vec::with_capacity(chunk_rows));
                     send(&tx, &qualified, evs, progress.clone())?;
                 }
             }
-            let finished = !plan.paginate || n < chunk_rows;
+            progress.done = true;
+            send(&tx, &qualified, events, progress.clone())?;
+            continue;
+        }
+        loop {
+            let sql = chunk_sql(plan, progress.last_key.as_deref(), chunk_rows)
+                .map_err(|e| table_err(&qualified, "build the chunk query", e))?;
+            let rs = conn
+                .query(&sql)
+                .map_err(|e| table_err(&qualified, "read a chunk", e))?;
+            let n = rs.rows.len();
+            if rs.columns.len() != plan.columns.len() {
+                return Err(columns_changed(rs.columns.len()));
+            }
+            let mut events = Vec::with_capacity(n.min(chunk_rows));
+            let mut last_key: Option<Vec<String>> = None;
+            for (ri, cells) in rs.rows.into_iter().enumerate() {
+                let k: Vec<String> = plan
+                    .key
+                    .iter()
+                    .map(|&i| {
+                        key_text(
+                            &plan.kinds[i],
+                            cells.get(i).and_then(|c| c.as_deref()).unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                if ri == 0 && progress.last_key.as_ref() == Some(&k) {
+                    return Err(table_err(
+                        &qualified,
+                        "paginate by its primary key",
+                        "a chunk started at the previous chunk's last key",
+                    ));
+                }
+                last_key = Some(k);
+                progress.rows += 1;
+                events.push(decode_row(&cells, progress.rows)?);
+            }
+            let finished = n < chunk_rows;
             if last_key.is_some() {
                 progress.last_key = last_key;
             }
@@ -610,6 +650,84 @@ pub fn read_tables(
         }
     }
     Ok(())
+}
+
+/// The event schema of a planned table.
+pub fn table_schema(plan: &TablePlan, info: &Arc<SourceInfo>) -> Arc<TableSchema> {
+    Arc::new(TableSchema {
+        source: info.clone(),
+        db: plan.db.clone(),
+        schema: plan.db.clone(),
+        name: plan.name.clone(),
+        columns: plan.columns.clone(),
+        key: plan.key.clone(),
+    })
+}
+
+/// Reads one keyset chunk of a paginated table after `progress.last_key` (blocking) as
+/// `r` events; row `n` of the table (1-based) gets `position(n)`. `progress` then holds
+/// the last key and the row count.
+pub fn read_chunk(
+    conn: &mut SqlConn,
+    plan: &TablePlan,
+    schema: &Arc<TableSchema>,
+    progress: &mut TableProgress,
+    chunk_rows: usize,
+    position: &dyn Fn(u64) -> Position,
+) -> Result<Vec<ChangeEvent>, BackfillError> {
+    let qualified = plan.qualified();
+    let sql = chunk_sql(plan, progress.last_key.as_deref(), chunk_rows)
+        .map_err(|e| table_err(&qualified, "build the chunk query", e))?;
+    let rs = conn
+        .query(&sql)
+        .map_err(|e| table_err(&qualified, "read a chunk", e))?;
+    if rs.columns.len() != plan.columns.len() {
+        return Err(table_err(
+            &qualified,
+            "read a chunk",
+            format!(
+                "{} columns for {} planned (the table changed?)",
+                rs.columns.len(),
+                plan.columns.len()
+            ),
+        ));
+    }
+    let mut events = Vec::with_capacity(rs.rows.len());
+    for (ri, cells) in rs.rows.into_iter().enumerate() {
+        let mut row = Vec::with_capacity(cells.len());
+        for (cell, kind) in cells.iter().zip(&plan.kinds) {
+            row.push(Some(match cell {
+                None => Value::Null,
+                Some(b) => {
+                    decode_text(kind, b).map_err(|e| table_err(&qualified, "decode a value", e))?
+                }
+            }));
+        }
+        let k: Vec<String> = plan
+            .key
+            .iter()
+            .map(|&i| key_text(&plan.kinds[i], cells[i].as_deref().unwrap_or_default()))
+            .collect();
+        if ri == 0 && progress.last_key.as_ref() == Some(&k) {
+            return Err(table_err(
+                &qualified,
+                "paginate by its primary key",
+                "a chunk started at the previous chunk's last key",
+            ));
+        }
+        progress.last_key = Some(k);
+        progress.rows += 1;
+        events.push(ChangeEvent {
+            op: Op::Read,
+            table: schema.clone(),
+            before: None,
+            after: Some(row),
+            position: position(progress.rows),
+            txid: None,
+            commit_ts_ms: None,
+        });
+    }
+    Ok(events)
 }
 
 fn send(
@@ -656,7 +774,7 @@ pub async fn run_mysql(
             // The same checks as the stream, so a bad setting is reported the same way.
             validate::validate(&mut conn, &c.user).map_err(setup_err("validate the server"))?;
             let p0 = fix_start(&mut conn)?;
-            let plans = plan(&mut conn, &f, &s)?;
+            let plans = plan(&mut conn, &f, &s, None)?;
             Ok((conn, p0, plans))
         })
         .await,

@@ -306,6 +306,140 @@ pub fn parse_copy_row(line: &[u8]) -> Result<Vec<Option<Vec<u8>>>, &'static str>
     Ok(out)
 }
 
+/// The event schema of a planned table.
+pub fn table_schema(
+    plan: &TablePlan,
+    cfg: &PostgresSourceConfig,
+    info: &Arc<SourceInfo>,
+) -> Arc<TableSchema> {
+    Arc::new(TableSchema {
+        source: info.clone(),
+        db: cfg.database.clone(),
+        schema: plan.schema.clone(),
+        name: plan.name.clone(),
+        columns: plan.columns.iter().map(|c| c.0.clone()).collect(),
+        key: plan.key.clone(),
+    })
+}
+
+/// Resolves the types of a planned table's columns.
+pub async fn column_types(
+    client: &Client,
+    types: &mut TypeCache,
+    plan: &TablePlan,
+) -> Result<Vec<PgType>, BackfillError> {
+    let oids: Vec<u32> = plan.columns.iter().map(|c| c.1).collect();
+    types
+        .resolve(client, &oids)
+        .await
+        .map_err(table_err(&plan.qualified(), "resolve column types"))?;
+    Ok(oids.iter().map(|o| types.get(*o)).collect())
+}
+
+/// One table being read: its plan, column types and event schema.
+pub struct TableReader<'a> {
+    pub plan: &'a TablePlan,
+    pub tys: &'a [PgType],
+    pub schema: &'a Arc<TableSchema>,
+}
+
+impl TableReader<'_> {
+    /// Decodes one COPY text line into an `r` event at `position` and, for a keyed table,
+    /// the text forms of its key.
+    fn event(
+        &self,
+        line: &[u8],
+        position: Position,
+    ) -> Result<(ChangeEvent, Option<Vec<String>>), BackfillError> {
+        let qualified = || self.plan.qualified();
+        let fields = parse_copy_row(line).map_err(|e| BackfillError::Postgres {
+            table: qualified(),
+            what: "parse COPY row",
+            source: e.into(),
+        })?;
+        if fields.len() != self.tys.len() {
+            return Err(BackfillError::Postgres {
+                table: qualified(),
+                what: "parse COPY row",
+                source: format!("{} fields for {} columns", fields.len(), self.tys.len()).into(),
+            });
+        }
+        let mut row = Vec::with_capacity(self.tys.len());
+        for (f, ty) in fields.iter().zip(self.tys) {
+            row.push(Some(match f {
+                None => Value::Null,
+                Some(b) => decode_text(ty, b).map_err(table_err(&qualified(), "decode a value"))?,
+            }));
+        }
+        let key = (!self.plan.key.is_empty()).then(|| {
+            self.plan
+                .key
+                .iter()
+                .map(|&i| {
+                    String::from_utf8_lossy(fields[i].as_deref().unwrap_or_default()).into_owned()
+                })
+                .collect()
+        });
+        let event = ChangeEvent {
+            op: Op::Read,
+            table: self.schema.clone(),
+            before: None,
+            after: Some(row),
+            position,
+            txid: None,
+            commit_ts_ms: None,
+        };
+        Ok((event, key))
+    }
+
+    /// Runs the chunk query after `progress.last_key` and appends every row's event to
+    /// `events`. Row `n` of the table (1-based, counting `progress.rows`) gets
+    /// `position(n)`. A keyless table's one query streams through here whole: with
+    /// `pieces`, every `chunk_rows` events are sent on as a chunk. Returns the rows read;
+    /// `progress` then holds the last key and the row count.
+    pub async fn copy(
+        &self,
+        client: &Client,
+        progress: &mut TableProgress,
+        chunk_rows: usize,
+        position: &(dyn Fn(u64) -> Position + Sync),
+        events: &mut Vec<ChangeEvent>,
+        pieces: Option<&mpsc::Sender<Chunk>>,
+    ) -> Result<usize, BackfillError> {
+        let qualified = self.plan.qualified();
+        let sql = chunk_sql(self.plan, progress.last_key.as_deref(), chunk_rows);
+        let stream = client
+            .copy_out(sql.as_str())
+            .await
+            .map_err(table_err(&qualified, "start COPY"))?;
+        futures_util::pin_mut!(stream);
+        let mut pending: Vec<u8> = Vec::new();
+        let mut n = 0usize;
+        while let Some(data) = stream.next().await {
+            let data: Bytes = data.map_err(table_err(&qualified, "read COPY data"))?;
+            pending.extend_from_slice(&data);
+            let mut consumed = 0;
+            while let Some(nl) = pending[consumed..].iter().position(|&b| b == b'\n') {
+                let line = &pending[consumed..consumed + nl];
+                consumed += nl + 1;
+                let (event, key) = self.event(line, position(progress.rows + 1))?;
+                progress.rows += 1;
+                n += 1;
+                if key.is_some() {
+                    progress.last_key = key;
+                }
+                events.push(event);
+                if let Some(tx) = pieces.filter(|_| events.len() >= chunk_rows) {
+                    let piece = std::mem::replace(events, Vec::with_capacity(chunk_rows));
+                    send(tx, &qualified, piece, progress.clone()).await?;
+                }
+            }
+            pending.drain(..consumed);
+        }
+        Ok(n)
+    }
+}
+
 /// Reads every planned table, sending chunks in order. `start` is the stream's start LSN.
 #[allow(clippy::too_many_arguments)]
 pub async fn read_tables(
@@ -325,101 +459,43 @@ pub async fn read_tables(
             continue;
         }
         let qualified = plan.qualified();
-        let oids: Vec<u32> = plan.columns.iter().map(|c| c.1).collect();
-        types
-            .resolve(client, &oids)
-            .await
-            .map_err(table_err(&qualified, "resolve column types"))?;
-        let tys: Vec<PgType> = oids.iter().map(|o| types.get(*o)).collect();
-        let schema = Arc::new(TableSchema {
-            source: info.clone(),
-            db: cfg.database.clone(),
-            schema: plan.schema.clone(),
-            name: plan.name.clone(),
-            columns: plan.columns.iter().map(|c| c.0.clone()).collect(),
-            key: plan.key.clone(),
-        });
+        let tys = column_types(client, &mut types, plan).await?;
+        let schema = table_schema(plan, cfg, info);
+        let reader = TableReader {
+            plan,
+            tys: &tys,
+            schema: &schema,
+        };
         // Ordinals are stable across restarts: table index in the sorted list of tables.
         let tindex = all_tables.iter().position(|t| *t == qualified).unwrap_or(0) as u64 + 1;
         let lsn = Lsn(start.0.saturating_sub(1));
-        let mut progress = if plan.key.is_empty() {
+        let position = |row: u64| {
+            Position::Postgres(PgPosition {
+                lsn,
+                ordinal: (tindex << 40) | row,
+            })
+        };
+        let keyless = plan.key.is_empty();
+        let mut progress = if keyless {
             TableProgress::default()
         } else {
             progress
         };
         loop {
-            let sql = chunk_sql(plan, progress.last_key.as_deref(), chunk_rows);
-            let stream = client
-                .copy_out(sql.as_str())
-                .await
-                .map_err(table_err(&qualified, "start COPY"))?;
-            futures_util::pin_mut!(stream);
             let mut events = Vec::with_capacity(chunk_rows.min(65_536));
-            let mut last_key: Option<Vec<String>> = None;
-            let mut pending: Vec<u8> = Vec::new();
-            let mut in_chunk = 0usize;
-            while let Some(data) = stream.next().await {
-                let data: Bytes = data.map_err(table_err(&qualified, "read COPY data"))?;
-                pending.extend_from_slice(&data);
-                let mut consumed = 0;
-                while let Some(nl) = pending[consumed..].iter().position(|&b| b == b'\n') {
-                    let line = &pending[consumed..consumed + nl];
-                    consumed += nl + 1;
-                    let fields = parse_copy_row(line).map_err(|e| BackfillError::Postgres {
-                        table: qualified.clone(),
-                        what: "parse COPY row",
-                        source: e.into(),
-                    })?;
-                    if fields.len() != tys.len() {
-                        return Err(BackfillError::Postgres {
-                            table: qualified.clone(),
-                            what: "parse COPY row",
-                            source: format!("{} fields for {} columns", fields.len(), tys.len())
-                                .into(),
-                        });
-                    }
-                    let mut row = Vec::with_capacity(tys.len());
-                    for (f, ty) in fields.iter().zip(&tys) {
-                        row.push(Some(match f {
-                            None => Value::Null,
-                            Some(b) => decode_text(ty, b)
-                                .map_err(table_err(&qualified, "decode a value"))?,
-                        }));
-                    }
-                    if !plan.key.is_empty() {
-                        let mut k = Vec::with_capacity(plan.key.len());
-                        for &i in &plan.key {
-                            let text = fields[i].as_deref().unwrap_or_default();
-                            k.push(String::from_utf8_lossy(text).into_owned());
-                        }
-                        last_key = Some(k);
-                    }
-                    progress.rows += 1;
-                    in_chunk += 1;
-                    events.push(ChangeEvent {
-                        op: Op::Read,
-                        table: schema.clone(),
-                        before: None,
-                        after: Some(row),
-                        position: Position::Postgres(PgPosition {
-                            lsn,
-                            ordinal: (tindex << 40) | progress.rows,
-                        }),
-                        txid: None,
-                        commit_ts_ms: None,
-                    });
-                    // Keyless tables come in one COPY: hand them over in chunk-sized pieces.
-                    if plan.key.is_empty() && events.len() >= chunk_rows {
-                        let evs = std::mem::replace(&mut events, Vec::with_capacity(chunk_rows));
-                        send(&tx, &qualified, evs, progress.clone()).await?;
-                    }
-                }
-                pending.drain(..consumed);
-            }
-            let finished = plan.key.is_empty() || in_chunk < chunk_rows;
-            if last_key.is_some() {
-                progress.last_key = last_key;
-            }
+            // Keyless tables come in one COPY: hand them over in chunk-sized pieces.
+            let pieces = keyless.then_some(&tx);
+            let in_chunk = reader
+                .copy(
+                    client,
+                    &mut progress,
+                    chunk_rows,
+                    &position,
+                    &mut events,
+                    pieces,
+                )
+                .await?;
+            let finished = keyless || in_chunk < chunk_rows;
             progress.done = finished;
             send(&tx, &qualified, events, progress.clone()).await?;
             if finished {

@@ -10,6 +10,7 @@
 //! Nothing here prints a password: connection errors are reduced to what failed and for
 //! which user.
 
+pub mod backfill;
 pub mod check;
 pub mod discover;
 pub mod preview;

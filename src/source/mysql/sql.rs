@@ -8,11 +8,19 @@
 //! both connections. Results are raw bytes per cell, which is what the shared type decoder
 //! ([`super::types::decode_text`]) takes.
 //!
+//! Results are read whole ([`SqlConn::query`], for metadata) or streamed row by row
+//! ([`SqlConn::query_rows`], for the backfill's one-pass tables and query mode's pages), and
+//! [`ColumnDef::kind`] maps a result column to the decoder's [`Kind`] where no
+//! `information_schema` description exists (query mode's arbitrary SELECTs).
+//!
 //! The session uses utf8mb4 (the crate's handshake collation 45).
 
+use super::charset::Charset;
 use super::error::{cdc, MysqlError};
+use super::types::Kind;
 use mysql_cdc::binlog_client::BinlogClient;
 use std::io;
+use std::sync::Arc;
 
 /// One column of a result set.
 #[derive(Debug, Clone)]
@@ -22,6 +30,128 @@ pub struct ColumnDef {
     pub column_type: u8,
     pub flags: u16,
     pub decimals: u8,
+}
+
+/// The binary "character set" (collation id 63) of byte-string columns.
+const BINARY_COLLATION: u16 = 63;
+const UNSIGNED_FLAG: u16 = 0x20;
+const ENUM_FLAG: u16 = 0x100;
+const SET_FLAG: u16 = 0x800;
+
+impl ColumnDef {
+    /// Whether the column holds byte strings (collation `binary`), not text.
+    pub fn is_binary(&self) -> bool {
+        self.charset == BINARY_COLLATION
+    }
+
+    /// The decoding kind of a text-protocol result column, for
+    /// [`super::types::decode_text`] (the session's `character_set_results` is utf8mb4, so
+    /// every text column arrives as UTF-8). `Err` names the protocol type code.
+    ///
+    /// Result metadata is thinner than `information_schema`: ENUM and SET members are not
+    /// sent (ENUM decodes to its text, SET to its members either way), and MariaDB's JSON is
+    /// a LONGTEXT here, so it decodes as text.
+    pub fn kind(&self) -> Result<Kind, String> {
+        let unsigned = self.flags & UNSIGNED_FLAG != 0;
+        let charset = if self.is_binary() {
+            Charset::Binary
+        } else {
+            Charset::Utf8
+        };
+        let fsp = self.decimals.min(6);
+        let no_members = || Arc::new(Vec::new());
+        Ok(match self.column_type {
+            1 => Kind::Int { bytes: 1, unsigned },
+            2 => Kind::Int { bytes: 2, unsigned },
+            9 => Kind::Int { bytes: 3, unsigned },
+            3 => Kind::Int { bytes: 4, unsigned },
+            8 => Kind::Int { bytes: 8, unsigned },
+            13 => Kind::Year,
+            4 => Kind::Float,
+            5 => Kind::Double,
+            0 | 246 => Kind::Decimal {
+                precision: 65,
+                scale: self.decimals,
+            },
+            16 => Kind::Bit { bits: 64 },
+            10 | 14 => Kind::Date,
+            11 => Kind::Time { fsp },
+            12 => Kind::DateTime { fsp },
+            7 => Kind::Timestamp { fsp },
+            245 => Kind::JsonText { pack_len: 4 },
+            255 => Kind::Geometry { pack_len: 4 },
+            // NULL-typed column (e.g. `SELECT NULL AS x`): every value is NULL.
+            6 => Kind::Varchar {
+                max_len: 0,
+                charset,
+            },
+            15 | 253 | 254 | 247 | 248
+                if self.flags & ENUM_FLAG != 0 || self.column_type == 247 =>
+            {
+                Kind::Enum {
+                    pack_len: 1,
+                    names: no_members(),
+                }
+            }
+            15 | 253 | 254 | 248 if self.flags & SET_FLAG != 0 || self.column_type == 248 => {
+                Kind::Set {
+                    pack_len: 1,
+                    names: no_members(),
+                }
+            }
+            15 | 253 | 254 => Kind::Varchar {
+                max_len: u16::MAX,
+                charset,
+            },
+            249..=252 => Kind::Blob {
+                pack_len: 4,
+                charset,
+            },
+            t => return Err(format!("unknown MySQL result column type code {t}")),
+        })
+    }
+
+    /// A short SQL type name for listings (`logtide discover`): the protocol type, which
+    /// is coarser than the column's declared type (VARCHAR and CHAR look alike).
+    pub fn type_name(&self) -> String {
+        let bin = self.is_binary();
+        let base = match self.column_type {
+            1 => "tinyint",
+            2 => "smallint",
+            9 => "mediumint",
+            3 => "int",
+            8 => "bigint",
+            13 => "year",
+            4 => "float",
+            5 => "double",
+            0 | 246 => "decimal",
+            16 => "bit",
+            10 | 14 => "date",
+            11 => "time",
+            12 => "datetime",
+            7 => "timestamp",
+            245 => "json",
+            255 => "geometry",
+            6 => "null",
+            _ if self.flags & ENUM_FLAG != 0 => "enum",
+            _ if self.flags & SET_FLAG != 0 => "set",
+            15 | 253 if bin => "varbinary",
+            15 | 253 => "varchar",
+            254 if bin => "binary",
+            254 => "char",
+            249..=252 if bin => "blob",
+            249..=252 => "text",
+            _ => "unknown",
+        };
+        let mut s = base.to_owned();
+        if matches!(self.column_type, 7 | 11 | 12) && self.decimals > 0 && self.decimals <= 6 {
+            s.push_str(&format!("({})", self.decimals));
+        }
+        if matches!(self.column_type, 1 | 2 | 3 | 8 | 9) && self.flags & UNSIGNED_FLAG != 0 {
+            s.push_str(" unsigned");
+        }
+        s
+    }
 }
 
 /// A fully read result set: cells are `None` for SQL NULL.
@@ -56,6 +186,75 @@ pub struct SqlConn {
     pub mariadb: bool,
     /// The connection's socket, when it could be identified (see [`super::socket`]).
     socket: Option<super::socket::Socket>,
+    /// A result is being read (or was abandoned) and the connection cannot take a new
+    /// statement.
+    mid_result: bool,
+}
+
+/// The rows of one statement's result, read from the connection as they are asked for
+/// (see [`SqlConn::query_rows`]).
+pub struct Rows<'a> {
+    conn: &'a mut SqlConn,
+    /// The result's columns (empty for a statement without a result set).
+    pub columns: Vec<ColumnDef>,
+    sql: String,
+    done: bool,
+}
+
+impl Rows<'_> {
+    /// The next row (cells `None` for SQL NULL), or `None` after the last one.
+    pub fn next_row(&mut self) -> Result<Option<Vec<Option<Vec<u8>>>>, MysqlError> {
+        if self.done {
+            return Ok(None);
+        }
+        let qerr = |sql: &str, code, message| MysqlError::Query {
+            sql: sql.to_owned(),
+            code,
+            message,
+        };
+        let p = self.conn.read()?;
+        if is_eof(&p) {
+            self.done = true;
+            self.conn.mid_result = false;
+            return Ok(None);
+        }
+        if p.first() == Some(&0xFF) {
+            // An error ends the result (e.g. a query killed mid-way).
+            self.done = true;
+            self.conn.mid_result = false;
+            let (code, message) = parse_err(&p);
+            return Err(qerr(&self.sql, code, message));
+        }
+        let mut pos = 0;
+        let mut row = Vec::with_capacity(self.columns.len());
+        for _ in 0..self.columns.len() {
+            if p.get(pos) == Some(&0xFB) {
+                pos += 1;
+                row.push(None);
+                continue;
+            }
+            let n =
+                lenenc(&p, &mut pos).ok_or_else(|| qerr(&self.sql, 0, "bad row".into()))? as usize;
+            let cell = pos
+                .checked_add(n)
+                .and_then(|end| p.get(pos..end))
+                .ok_or_else(|| qerr(&self.sql, 0, "truncated row".into()))?;
+            row.push(Some(cell.to_vec()));
+            pos += n;
+        }
+        Ok(Some(row))
+    }
+}
+
+/// Interrupts a connection from another thread: shuts its socket down, so a read blocked
+/// on it (a long query) returns at once with an error. The connection is unusable after.
+#[derive(Clone, Debug)]
+pub struct Interrupt(super::socket::Socket);
+
+impl Interrupt {
+    pub fn interrupt(&self) {
+        self.0.shutdown();
+    }
 }
 
 /// Splits a server error packet (after the 0xFF byte) into code and message.
@@ -91,7 +290,14 @@ impl SqlConn {
             chan,
             mariadb,
             socket,
+            mid_result: false,
         })
+    }
+
+    /// A handle that can interrupt this connection from another thread, when its socket
+    /// could be identified (see [`super::socket`]); `None` otherwise.
+    pub fn interrupter(&self) -> Option<Interrupt> {
+        self.socket.clone().map(Interrupt)
     }
 
     /// The connection's socket, if it was identified.
@@ -129,6 +335,29 @@ impl SqlConn {
 
     /// Runs one statement and reads its whole result (empty for statements without rows).
     pub fn query(&mut self, sql: &str) -> Result<ResultSet, MysqlError> {
+        let mut rows = self.query_rows(sql)?;
+        let mut all = Vec::new();
+        while let Some(row) = rows.next_row()? {
+            all.push(row);
+        }
+        let columns = rows.columns;
+        Ok(ResultSet { columns, rows: all })
+    }
+
+    /// Runs one statement and returns its result as a stream of rows read from the socket
+    /// one at a time ([`Rows::next_row`]), so memory stays bounded whatever the result size.
+    /// The connection is busy until the last row was read; a [`Rows`] dropped before that
+    /// leaves the connection unusable (the next statement fails with an i/o error instead of
+    /// reading the rest of the old result).
+    pub fn query_rows(&mut self, sql: &str) -> Result<Rows<'_>, MysqlError> {
+        if self.mid_result {
+            return Err(MysqlError::Io {
+                context: "sending a query",
+                source: io::Error::other(
+                    "the connection is in the middle of an unread result (a row stream was dropped early)",
+                ),
+            });
+        }
         let mut cmd = Vec::with_capacity(sql.len() + 1);
         cmd.push(0x03);
         cmd.extend_from_slice(sql.as_bytes());
@@ -136,14 +365,22 @@ impl SqlConn {
             context: "sending a query",
             source,
         })?;
+        let sql_head: String = sql.chars().take(200).collect();
         let first = self.read()?;
         let qerr = |code, message| MysqlError::Query {
-            sql: sql.chars().take(200).collect(),
+            sql: sql_head.clone(),
             code,
             message,
         };
         match first.first() {
-            Some(0x00) => return Ok(ResultSet::default()),
+            Some(0x00) => {
+                return Ok(Rows {
+                    conn: self,
+                    columns: Vec::new(),
+                    sql: sql_head,
+                    done: true,
+                })
+            }
             Some(0xFF) => {
                 let (code, message) = parse_err(&first);
                 return Err(qerr(code, message));
@@ -151,9 +388,11 @@ impl SqlConn {
             None => return Err(qerr(0, "empty response".into())),
             _ => {}
         }
+        // From here on the server sends the result whatever we do with it.
+        self.mid_result = true;
         let mut pos = 0;
         let ncols = lenenc(&first, &mut pos).ok_or_else(|| qerr(0, "bad column count".into()))?;
-        let mut columns = Vec::with_capacity(ncols as usize);
+        let mut columns = Vec::with_capacity(ncols.min(4096) as usize);
         for _ in 0..ncols {
             let p = self.read()?;
             columns.push(parse_column(&p).ok_or_else(|| qerr(0, "bad column definition".into()))?);
@@ -162,35 +401,12 @@ impl SqlConn {
         if !is_eof(&eof) {
             return Err(qerr(0, "expected EOF after column definitions".into()));
         }
-        let mut rows = Vec::new();
-        loop {
-            let p = self.read()?;
-            if is_eof(&p) {
-                break;
-            }
-            if p.first() == Some(&0xFF) {
-                let (code, message) = parse_err(&p);
-                return Err(qerr(code, message));
-            }
-            let mut pos = 0;
-            let mut row = Vec::with_capacity(columns.len());
-            for _ in 0..columns.len() {
-                if p.get(pos) == Some(&0xFB) {
-                    pos += 1;
-                    row.push(None);
-                    continue;
-                }
-                let n = lenenc(&p, &mut pos).ok_or_else(|| qerr(0, "bad row".into()))? as usize;
-                let cell = pos
-                    .checked_add(n)
-                    .and_then(|end| p.get(pos..end))
-                    .ok_or_else(|| qerr(0, "truncated row".into()))?;
-                row.push(Some(cell.to_vec()));
-                pos += n;
-            }
-            rows.push(row);
-        }
-        Ok(ResultSet { columns, rows })
+        Ok(Rows {
+            conn: self,
+            columns,
+            sql: sql_head,
+            done: false,
+        })
     }
 
     /// The first column of the first row, as text.
@@ -286,6 +502,51 @@ mod tests {
         assert_eq!(pos, 3);
         let mut pos = 0;
         assert_eq!(lenenc(&[0xFD, 1, 0], &mut pos), None);
+    }
+
+    #[test]
+    fn result_column_kinds() {
+        let col = |column_type, charset, flags, decimals| ColumnDef {
+            name: "c".into(),
+            charset,
+            column_type,
+            flags,
+            decimals,
+        };
+        assert_eq!(
+            col(8, 63, UNSIGNED_FLAG, 0).kind(),
+            Ok(Kind::Int {
+                bytes: 8,
+                unsigned: true
+            })
+        );
+        assert_eq!(col(8, 63, UNSIGNED_FLAG, 0).type_name(), "bigint unsigned");
+        assert_eq!(col(12, 63, 0, 6).kind(), Ok(Kind::DateTime { fsp: 6 }));
+        assert_eq!(col(12, 63, 0, 6).type_name(), "datetime(6)");
+        assert!(matches!(
+            col(253, 45, 0, 0).kind(),
+            Ok(Kind::Varchar {
+                charset: Charset::Utf8,
+                ..
+            })
+        ));
+        assert!(matches!(
+            col(252, 63, 0, 0).kind(),
+            Ok(Kind::Blob {
+                charset: Charset::Binary,
+                ..
+            })
+        ));
+        assert!(matches!(
+            col(254, 45, ENUM_FLAG, 0).kind(),
+            Ok(Kind::Enum { .. })
+        ));
+        assert!(matches!(
+            col(254, 45, SET_FLAG, 0).kind(),
+            Ok(Kind::Set { .. })
+        ));
+        assert_eq!(col(254, 45, SET_FLAG, 0).type_name(), "set");
+        assert!(col(200, 63, 0, 0).kind().is_err());
     }
 
     #[test]
