@@ -170,6 +170,62 @@ impl SourceConfig {
         }
     }
 
+    /// The SSH tunnel this source is reached through, if any.
+    pub fn ssh(&self) -> Option<&SshTunnelConfig> {
+        match self {
+            SourceConfig::Postgres(c) => c.ssh.as_ref(),
+            SourceConfig::Mysql(c) => c.ssh.as_ref(),
+            SourceConfig::Query(c) => c.ssh.as_ref(),
+        }
+    }
+
+    /// `paused = true`: the source starts paused.
+    pub fn paused(&self) -> bool {
+        match self {
+            SourceConfig::Postgres(c) => c.paused,
+            SourceConfig::Mysql(c) => c.paused,
+            SourceConfig::Query(c) => c.paused,
+        }
+    }
+
+    /// Sets `paused` (for comparing configs apart from it).
+    pub fn set_paused(&mut self, paused: bool) {
+        match self {
+            SourceConfig::Postgres(c) => c.paused = paused,
+            SourceConfig::Mysql(c) => c.paused = paused,
+            SourceConfig::Query(c) => c.paused = paused,
+        }
+    }
+
+    /// The database `host` and `port` (what a tunnel forwards to).
+    pub fn endpoint(&self) -> (&str, u16) {
+        match self {
+            SourceConfig::Postgres(c) => (&c.host, c.port),
+            SourceConfig::Mysql(c) => (&c.host, c.port),
+            SourceConfig::Query(c) => (&c.host, c.port()),
+        }
+    }
+
+    /// Points the source at `127.0.0.1:<local_port>` (a tunnel's local end); TLS keeps
+    /// verifying the original host name.
+    pub fn redirect_to_local(&mut self, local_port: u16) {
+        let local = "127.0.0.1".to_owned();
+        match self {
+            SourceConfig::Postgres(c) => {
+                c.tls_server_name = Some(std::mem::replace(&mut c.host, local));
+                c.port = local_port;
+            }
+            SourceConfig::Mysql(c) => {
+                c.tls_server_name = Some(std::mem::replace(&mut c.host, local));
+                c.port = local_port;
+            }
+            SourceConfig::Query(c) => {
+                c.tls_server_name = Some(std::mem::replace(&mut c.host, local));
+                c.port_setting = Some(local_port);
+            }
+        }
+    }
+
     pub fn filter(&self) -> Filter {
         let (t, c) = match self {
             SourceConfig::Postgres(c) => (&c.tables, &c.columns),
@@ -237,6 +293,18 @@ pub struct PostgresSourceConfig {
     /// Rows per backfill chunk (one keyset SELECT). Default 20000.
     #[serde(default = "default_chunk_rows")]
     pub backfill_chunk_rows: usize,
+    /// Reach the database through an SSH tunnel (`ssh = { host, user, private_key,
+    /// known_hosts }`); see [`SshTunnelConfig`].
+    #[serde(default)]
+    pub ssh: Option<SshTunnelConfig>,
+    /// Start paused (no events taken until resumed); a SIGHUP applies a changed value to a
+    /// running `logtide run`. Default false.
+    #[serde(default)]
+    pub paused: bool,
+    /// The name the server certificate must carry when `host` was rewritten to a tunnel's
+    /// local end (set by [`crate::tunnel`], never read from the file).
+    #[serde(skip)]
+    pub tls_server_name: Option<String>,
     #[serde(default)]
     pub tables: TableFilterConfig,
     #[serde(default)]
@@ -256,6 +324,11 @@ impl PostgresSourceConfig {
     }
     pub fn password(&self) -> Result<Option<Secret>, ConfigError> {
         read_secret(self.password_env.as_deref(), &self.name)
+    }
+    /// The host name TLS verifies and sends as SNI: `host`, or the real database host when
+    /// `host` points at an SSH tunnel.
+    pub fn tls_host(&self) -> &str {
+        self.tls_server_name.as_deref().unwrap_or(&self.host)
     }
 }
 
@@ -299,6 +372,18 @@ pub struct MysqlSourceConfig {
     /// Rows per backfill chunk (one keyset SELECT). Default 20000.
     #[serde(default = "default_chunk_rows")]
     pub backfill_chunk_rows: usize,
+    /// Reach the database through an SSH tunnel (`ssh = { host, user, private_key,
+    /// known_hosts }`); see [`SshTunnelConfig`].
+    #[serde(default)]
+    pub ssh: Option<SshTunnelConfig>,
+    /// Start paused (no events taken until resumed); a SIGHUP applies a changed value to a
+    /// running `logtide run`. Default false.
+    #[serde(default)]
+    pub paused: bool,
+    /// The name the server certificate must carry when `host` was rewritten to a tunnel's
+    /// local end (set by [`crate::tunnel`], never read from the file).
+    #[serde(skip)]
+    pub tls_server_name: Option<String>,
     #[serde(default)]
     pub tables: TableFilterConfig,
     #[serde(default)]
@@ -420,11 +505,27 @@ pub struct QuerySourceConfig {
     pub initial_cursor: Option<String>,
     #[serde(default = "default_connect_timeout", deserialize_with = "de_duration")]
     pub connect_timeout: Duration,
+    /// Reach the database through an SSH tunnel (`ssh = { host, user, private_key,
+    /// known_hosts }`); see [`SshTunnelConfig`].
+    #[serde(default)]
+    pub ssh: Option<SshTunnelConfig>,
+    /// Start paused (no events taken until resumed); a SIGHUP applies a changed value to a
+    /// running `logtide run`. Default false.
+    #[serde(default)]
+    pub paused: bool,
+    /// The name the server certificate must carry when `host` was rewritten to a tunnel's
+    /// local end (set by [`crate::tunnel`], never read from the file).
+    #[serde(skip)]
+    pub tls_server_name: Option<String>,
 }
 
 impl QuerySourceConfig {
     pub fn password(&self) -> Result<Option<Secret>, ConfigError> {
         read_secret(self.password_env.as_deref(), &self.name)
+    }
+    /// As [`PostgresSourceConfig::tls_host`].
+    pub fn tls_host(&self) -> &str {
+        self.tls_server_name.as_deref().unwrap_or(&self.host)
     }
     /// The configured port, else the protocol's default (5432 / 3306).
     pub fn port(&self) -> u16 {
@@ -433,6 +534,41 @@ impl QuerySourceConfig {
             QueryProtocol::Mysql => default_mysql_port(),
         })
     }
+}
+
+/// `ssh = { ... }` of a source: the database is reached through an SSH tunnel (a bastion
+/// host). `logtide` runs the system OpenSSH client (`ssh -N -L`), checks the server's host
+/// key strictly against `known_hosts`, authenticates with `private_key` only, and connects
+/// the source to the tunnel's local end; `host`/`port` of the source are then resolved
+/// and connected to on the SSH server's side. See [`crate::tunnel`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshTunnelConfig {
+    /// The SSH server (bastion) host name or address.
+    pub host: String,
+    /// Default 22.
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    pub user: String,
+    /// The private key file (OpenSSH format, mode 0600, no passphrase).
+    pub private_key: PathBuf,
+    /// A known_hosts file holding the server's host key line (e.g. from
+    /// `ssh-keyscan -p <port> <host>`); nothing else is trusted.
+    pub known_hosts: PathBuf,
+    /// Longest wait for the tunnel to be up. Default "10s".
+    #[serde(default = "default_connect_timeout", deserialize_with = "de_duration")]
+    pub connect_timeout: Duration,
+    /// SSH keepalive (`ServerAliveInterval`; 3 unanswered ones close the tunnel). Default
+    /// "15s".
+    #[serde(default = "default_ssh_keepalive", deserialize_with = "de_duration")]
+    pub keepalive_interval: Duration,
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+fn default_ssh_keepalive() -> Duration {
+    Duration::from_secs(15)
 }
 
 fn default_query_batch() -> usize {
@@ -1208,6 +1344,26 @@ impl Config {
                     "is used twice: source names must be unique",
                 ));
             }
+            if let Some(ssh) = s.ssh() {
+                if s.endpoint().0.starts_with('/') {
+                    return Err(invalid(
+                        format!("sources.{n}.ssh"),
+                        "cannot forward to a unix socket: set host to the database's address as seen from the SSH server",
+                    ));
+                }
+                if ssh.host.is_empty() || ssh.user.is_empty() {
+                    return Err(invalid(
+                        format!("sources.{n}.ssh"),
+                        "needs host and user of the SSH server",
+                    ));
+                }
+                if ssh.connect_timeout.is_zero() {
+                    return Err(invalid(
+                        format!("sources.{n}.ssh.connect_timeout"),
+                        "must be more than 0",
+                    ));
+                }
+            }
             if let SourceConfig::Query(q) = s {
                 let key = |k: &str| format!("sources.{n}.{k}");
                 if q.batch_size == 0 {
@@ -1453,6 +1609,31 @@ mod tests {
         .expect("valid");
         assert!(!c.admin.enabled);
         assert_eq!(c.admin.wal_check_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn ssh_and_paused_parse_and_redirect() {
+        let text = GOOD.replace(
+            "status_interval = \"2s\"",
+            "status_interval = \"2s\"\npaused = true\nhost = \"db.internal\"\n\
+             ssh = { host = \"bastion\", user = \"tunnel\", private_key = \"/k\", known_hosts = \"/kh\" }",
+        );
+        let c = parse(&text).expect("parses");
+        let mut s = c.sources.first().expect("source").clone();
+        assert!(s.paused());
+        let ssh = s.ssh().expect("ssh").clone();
+        assert_eq!((ssh.port, ssh.connect_timeout.as_secs()), (22, 10));
+        s.redirect_to_local(40000);
+        assert_eq!(s.endpoint(), ("127.0.0.1", 40000));
+        match &s {
+            SourceConfig::Postgres(p) => assert_eq!(p.tls_host(), "db.internal"),
+            _ => panic!("postgres"),
+        }
+        let bad = text.replace("host = \"db.internal\"", "host = \"/run/pg\"");
+        let err = parse(&bad)
+            .expect_err("unix socket through ssh")
+            .to_string();
+        assert!(err.contains("sources.app.ssh"), "{err}");
     }
 
     #[test]

@@ -33,4 +33,5 @@ pub mod service;
 pub mod sink;
 pub mod source;
 pub mod tls;
+pub mod tunnel;
 pub mod value;

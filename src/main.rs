@@ -241,6 +241,17 @@ fn load_for(path: &std::path::Path, source: Option<&str>) -> Result<Config, Exit
     Ok(cfg)
 }
 
+/// Opens the SSH tunnels of the sources a command uses (`only`, else all): a copy of `cfg`
+/// pointing at them, and the tunnels to keep while it is used; exit code 3 when one fails.
+async fn tunneled(
+    cfg: &Config,
+    only: Option<&str>,
+) -> Result<(Config, Vec<logtide::tunnel::Keeper>), ExitCode> {
+    logtide::tunnel::open(cfg, only)
+        .await
+        .map_err(|e| fail(3, &e))
+}
+
 /// Opens the checkpoint store of `cfg`; exit code 1 when it cannot be opened.
 fn open_store(cfg: &Config) -> Result<CheckpointStore, ExitCode> {
     CheckpointStore::open(&cfg.state.path).map_err(|e| fail(1, &e))
@@ -293,7 +304,13 @@ async fn async_main(cmd: Command) -> ExitCode {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            match logtide::replay::prepare(&cfg, &store, &source, &from).await {
+            let (tcfg, tunnels) = match tunneled(&cfg, Some(&source)).await {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
+            let prepared = logtide::replay::prepare(&tcfg, &store, &source, &from).await;
+            drop(tunnels);
+            match prepared {
                 Ok(r) => tracing::info!(
                     source = %source,
                     from = %r.from,
@@ -312,6 +329,11 @@ async fn async_main(cmd: Command) -> ExitCode {
         } => {
             let cfg = match load_for(&config, Some(&source)) {
                 Ok(c) => c,
+                Err(code) => return code,
+            };
+            // The table is checked on the database, through the source's tunnel if any.
+            let (cfg, _tunnels) = match tunneled(&cfg, Some(&source)).await {
+                Ok(t) => t,
                 Err(code) => return code,
             };
             let Some(scfg) = cfg.source(&source).cloned() else {
@@ -376,6 +398,14 @@ async fn async_main(cmd: Command) -> ExitCode {
             }
             drop(store);
             for (s, p) in cfg.sources.iter().zip(&stored) {
+                let (tcfg, _tunnels) = match logtide::tunnel::open(&cfg, Some(s.name())).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        println!("{}\tunreachable: {}", s.name(), ErrorChain(&e));
+                        continue;
+                    }
+                };
+                let s = tcfg.source(s.name()).unwrap_or(s);
                 match logtide::ops::status::lag(s, p.as_ref()).await {
                     Ok(line) => println!("{}\tlag {line}", s.name()),
                     Err(why) => println!("{}\tunreachable: {why}", s.name()),
@@ -386,6 +416,10 @@ async fn async_main(cmd: Command) -> ExitCode {
         Command::Check { config, source } => {
             let cfg = match load_for(&config, source.as_deref()) {
                 Ok(c) => c,
+                Err(code) => return code,
+            };
+            let (cfg, _tunnels) = match tunneled(&cfg, source.as_deref()).await {
+                Ok(t) => t,
                 Err(code) => return code,
             };
             // Stored positions, when the store exists and is not held by a running service.
@@ -435,6 +469,10 @@ async fn async_main(cmd: Command) -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            let (cfg, _tunnels) = match tunneled(&cfg, source.as_deref()).await {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
             let mut all = Vec::new();
             for s in cfg
                 .sources
@@ -476,6 +514,10 @@ async fn async_main(cmd: Command) -> ExitCode {
         } => {
             let cfg = match load_for(&config, Some(&source)) {
                 Ok(c) => c,
+                Err(code) => return code,
+            };
+            let (cfg, _tunnels) = match tunneled(&cfg, Some(&source)).await {
+                Ok(t) => t,
                 Err(code) => return code,
             };
             let opts = logtide::ops::preview::PreviewOptions { limit, timeout };
@@ -640,6 +682,7 @@ async fn run_service(
     let opts = RunOptions {
         only_source: source,
         bounds: Bounds { until, max_events },
+        config_path: Some(config.to_owned()),
     };
     let res = match store {
         Some(store) => service::run_with_store(cfg, store, opts, cancel.clone()).await,
@@ -657,6 +700,7 @@ async fn run_service(
         Err(e) => {
             let code = match &e {
                 ServiceError::Source { .. } => 3,
+                ServiceError::Tunnel(t) if t.is_permanent() => 3,
                 ServiceError::Backfill { source, .. } if source.is_source_side() => 3,
                 ServiceError::UnknownSource(_) => 2,
                 _ => 1,

@@ -7,10 +7,17 @@
 //! the old channel are dropped (they were never checkpointed, so the new connection sends
 //! them again).
 //!
-//! Alongside the sources it owns the admin endpoint ([`crate::admin`]) and, per PostgreSQL
-//! source, the WAL-retention check ([`crate::source::postgres::retention`]); both stop with
-//! the sources. It keeps each source's state in [`crate::metrics`] for `/ready` and
-//! `/sources` and counts failures by kind.
+//! Alongside the sources it owns the admin endpoint ([`crate::admin`]), per PostgreSQL
+//! source the WAL-retention check ([`crate::source::postgres::retention`]), per MySQL
+//! source the binlog lag check ([`crate::source::mysql::lag`]), and the SIGHUP config
+//! reload ([`reload_on_sighup`]: applies changed `paused` values, names other changes);
+//! all stop with the sources. It keeps each source's state in [`crate::metrics`] for
+//! `/ready` and `/sources` and counts failures by kind.
+//!
+//! A source with `ssh` connects to its tunnel's local end ([`crate::tunnel`]): the source
+//! owns its [`crate::tunnel::Keeper`], which (re)starts ssh before every connection
+//! attempt, so a dropped tunnel is retried with the source's backoff; a permanent tunnel
+//! failure (host key, refused key) stops the source like a permanent source error.
 
 use crate::backfill::ondemand::OnDemand;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
@@ -51,6 +58,8 @@ pub enum ServiceError {
         #[source]
         source: crate::backfill::BackfillError,
     },
+    #[error(transparent)]
+    Tunnel(#[from] crate::tunnel::TunnelError),
     #[error("no source named {0:?} in the config")]
     UnknownSource(String),
     #[error("internal task failed")]
@@ -63,6 +72,8 @@ pub struct RunOptions {
     /// Run only this source.
     pub only_source: Option<String>,
     pub bounds: Bounds,
+    /// The config file: when set, SIGHUP re-reads it (see [`reload_on_sighup`]).
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// Runs every selected source until shutdown, a bound, or a permanent failure.
@@ -90,6 +101,16 @@ pub async fn run_with_store(
             .ok_or_else(|| ServiceError::UnknownSource(n.clone()))?],
         None => cfg.sources.clone(),
     };
+    // Sources behind an SSH tunnel connect to its local end (ports picked now, ssh started
+    // by each source before it connects).
+    let mut keepers = std::collections::HashMap::new();
+    let mut selected = selected;
+    for s in &mut selected {
+        if let Some(k) = crate::tunnel::Keeper::for_source(s)? {
+            s.redirect_to_local(k.local_port());
+            keepers.insert(s.name().to_owned(), k);
+        }
+    }
     let metrics = Metrics::new(selected.iter().map(|s| {
         let kind = match s {
             SourceConfig::Postgres(_) => "postgres",
@@ -98,6 +119,12 @@ pub async fn run_with_store(
         };
         (s.name().to_owned(), kind)
     }));
+    for s in selected.iter().filter(|s| s.paused()) {
+        if let Some(status) = metrics.source(s.name()) {
+            status.set_paused(true);
+            tracing::info!(source = %s.name(), "starting paused (paused = true in the config)");
+        }
+    }
     // The admin endpoint and the WAL checks: owned here, stopped when the sources are done.
     let aux_cancel = cancel.child_token();
     let mut aux = JoinSet::new();
@@ -130,8 +157,24 @@ pub async fn run_with_store(
                 aux_cancel.clone(),
             ));
         }
+        if let (SourceConfig::Mysql(my), Some(status)) = (scfg, metrics.source(scfg.name())) {
+            aux.spawn(crate::source::mysql::lag::watch(
+                my.clone(),
+                cfg.admin.wal_check_interval,
+                status.clone(),
+                aux_cancel.clone(),
+            ));
+        }
     }
-    let result = run_sources(&cfg, selected, &opts, &store, &metrics, &cancel).await;
+    if let Some(path) = &opts.config_path {
+        aux.spawn(reload_on_sighup(
+            path.clone(),
+            cfg.clone(),
+            metrics.clone(),
+            aux_cancel.clone(),
+        ));
+    }
+    let result = run_sources(&cfg, selected, keepers, &opts, &store, &metrics, &cancel).await;
     aux_cancel.cancel();
     while aux.join_next().await.is_some() {}
     result
@@ -140,6 +183,7 @@ pub async fn run_with_store(
 async fn run_sources(
     cfg: &Config,
     selected: Vec<SourceConfig>,
+    mut keepers: std::collections::HashMap<String, crate::tunnel::Keeper>,
     opts: &RunOptions,
     store: &CheckpointStore,
     metrics: &std::sync::Arc<Metrics>,
@@ -157,6 +201,7 @@ async fn run_sources(
             }
         }
         let pair = SourcePair {
+            tunnel: keepers.remove(scfg.name()),
             cfg: scfg,
             sinks,
             store: store.clone(),
@@ -191,6 +236,8 @@ struct SourcePair {
     channel_capacity: usize,
     cancel: CancellationToken,
     obs: SourceObs,
+    /// The source's SSH tunnel (its `cfg` already points at the local end).
+    tunnel: Option<crate::tunnel::Keeper>,
 }
 
 impl SourcePair {
@@ -213,6 +260,9 @@ impl SourcePair {
         loop {
             // The backfill says `Backfilling` once connected with its start fixed.
             status.set_state(SourceState::Connecting);
+            if !self.tunnel_up(&mut backoff).await? {
+                return Ok((name, total));
+            }
             match crate::backfill::run_initial(
                 &self.cfg,
                 &info,
@@ -259,6 +309,10 @@ impl SourcePair {
         }
         let mut ondemand = OnDemand::load(&self.store, &self.cfg, &info, &filter)?;
         loop {
+            if !self.tunnel_up(&mut backoff).await? {
+                status.set_state(SourceState::Stopped);
+                return Ok((name, total));
+            }
             let resume = self.store.load(&name)?;
             tracing::info!(source = %name, resume = ?resume.as_ref().map(ToString::to_string), "starting source");
             let (tx, rx) = mpsc::channel(self.channel_capacity);
@@ -342,6 +396,142 @@ impl SourcePair {
             }
         }
     }
+}
+
+impl SourcePair {
+    /// Brings the source's SSH tunnel up (restarting a dead ssh), retrying transient
+    /// failures with the source's backoff. `Ok(false)`: cancelled while waiting.
+    async fn tunnel_up(&mut self, backoff: &mut Duration) -> Result<bool, ServiceError> {
+        let Some(keeper) = self.tunnel.as_mut() else {
+            return Ok(true);
+        };
+        let name = self.cfg.name();
+        loop {
+            let up = tokio::select! {
+                _ = self.cancel.cancelled() => return Ok(false),
+                r = keeper.ensure() => r,
+            };
+            match up {
+                Ok(()) => return Ok(true),
+                Err(e) if !e.is_permanent() => {
+                    self.obs.metrics.error(name, "tunnel_transient");
+                    self.obs.status.set_error(ErrorChain(&e).to_string(), true);
+                    tracing::warn!(source = %name, error = %ErrorChain(&e), retry_in_ms = backoff.as_millis() as u64, "ssh tunnel failed, retrying");
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return Ok(false),
+                        _ = tokio::time::sleep(crate::pipeline::jitter(*backoff)) => {}
+                    }
+                    *backoff = (*backoff * 2).min(Duration::from_secs(60));
+                }
+                Err(e) => {
+                    self.obs.metrics.error(name, "tunnel_permanent");
+                    self.obs.status.set_error(ErrorChain(&e).to_string(), false);
+                    return Err(ServiceError::Tunnel(e));
+                }
+            }
+        }
+    }
+}
+
+/// On SIGHUP, re-reads the config file at `path`: changed `paused` values of running
+/// sources are applied through their pause switch (the same as the admin endpoint's
+/// pause/resume); other changes are named in a warning (they need a restart); an invalid
+/// file is reported and the running config kept. Runs until `cancel`.
+pub async fn reload_on_sighup(
+    path: std::path::PathBuf,
+    mut current: Config,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot install the SIGHUP handler: config reload is off");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = hup.recv() => if r.is_none() { return },
+            }
+            tracing::info!(config = %path.display(), "sighup received, reloading the config");
+            match Config::load(&path) {
+                Ok(new) => {
+                    apply_reload(&current, &new, &metrics);
+                    current = new;
+                }
+                Err(e) => {
+                    tracing::error!(error = %ErrorChain(&e), "the changed config is invalid: fix it and send SIGHUP again; running on with the previous config")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, &mut current, metrics);
+        cancel.cancelled().await;
+    }
+}
+
+/// Applies the `paused` changes from `old` to `new` to the running sources in `metrics`;
+/// returns the names of the other changed settings (logged: they need a restart).
+pub fn apply_reload(old: &Config, new: &Config, metrics: &Metrics) -> Vec<String> {
+    let mut restart = Vec::new();
+    for n in &new.sources {
+        let name = n.name();
+        let Some(o) = old.source(name) else {
+            restart.push(format!("sources.{name} (added)"));
+            continue;
+        };
+        if o.paused() != n.paused() {
+            if let Some(status) = metrics.source(name) {
+                status.set_paused(n.paused());
+                tracing::info!(source = %name, paused = n.paused(), "config reload: source {}", if n.paused() { "paused" } else { "resumed" });
+            }
+        }
+        let (mut a, mut b) = (o.clone(), n.clone());
+        a.set_paused(false);
+        b.set_paused(false);
+        if format!("{a:?}") != format!("{b:?}") {
+            restart.push(format!("sources.{name}"));
+        }
+    }
+    for o in &old.sources {
+        if new.source(o.name()).is_none() {
+            restart.push(format!("sources.{} (removed)", o.name()));
+        }
+    }
+    for (section, a, b) in [
+        (
+            "sinks",
+            format!("{:?}", old.sinks),
+            format!("{:?}", new.sinks),
+        ),
+        (
+            "pipeline",
+            format!("{:?}", old.pipeline),
+            format!("{:?}", new.pipeline),
+        ),
+        (
+            "state",
+            format!("{:?}", old.state),
+            format!("{:?}", new.state),
+        ),
+        (
+            "admin",
+            format!("{:?}", old.admin),
+            format!("{:?}", new.admin),
+        ),
+    ] {
+        if a != b {
+            restart.push(section.to_owned());
+        }
+    }
+    if !restart.is_empty() {
+        tracing::warn!(changed = %restart.join(", "), "config reload: these changes apply only after a restart (restart to apply); only `paused` is applied live");
+    }
+    restart
 }
 
 /// Whether a backfill failure may succeed on retry (connection trouble, not SQL errors of

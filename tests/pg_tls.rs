@@ -306,3 +306,23 @@ async fn scram_plus_channel_binding_is_accepted_by_the_server() {
         let _ = task.await;
     }
 }
+
+#[tokio::test]
+async fn verify_full_checks_the_database_name_behind_an_ssh_tunnel() {
+    let s = setup();
+    // A tunnel points the source at 127.0.0.1 (not in the certificate) and keeps the
+    // database's host name for TLS.
+    let cfg = source(&s.server, "localhost", "verify-full", Some(&s.certs.ca));
+    let mut sc = logtide::config::SourceConfig::Postgres(cfg.clone());
+    sc.redirect_to_local(s.server.port());
+    let logtide::config::SourceConfig::Postgres(tunneled) = sc else {
+        panic!("postgres source");
+    };
+    assert_eq!(tunneled.host, "127.0.0.1");
+    assert_eq!(tunneled.tls_host(), "localhost");
+    assert!(sql_ssl(&tunneled).await.expect("verified as localhost"));
+    // The same address without the kept name fails verification.
+    let mut plain = cfg;
+    plain.host = "127.0.0.1".into();
+    assert!(sql_ssl(&plain).await.is_err());
+}

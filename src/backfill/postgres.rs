@@ -368,8 +368,9 @@ impl TableReader<'_> {
         for (f, ty) in fields.iter().zip(self.tys) {
             row.push(Some(match f {
                 None => Value::Null,
-                Some(b) => decode_text(ty, b)
-                    .map_err(|e| table_err(&qualified(), "decode a value")(e))?,
+                Some(b) => {
+                    decode_text(ty, b).map_err(|e| table_err(&qualified(), "decode a value")(e))?
+                }
             }));
         }
         let key = (!self.plan.key.is_empty()).then(|| {

@@ -8,7 +8,7 @@
 //! position's file is still there, and the bytes between it and the current end.
 
 use crate::config::{MysqlSourceConfig, PostgresSourceConfig, SourceConfig};
-use crate::position::{binlog_file_seq, MysqlPosition, Position};
+use crate::position::{MysqlPosition, Position};
 use crate::service::ErrorChain;
 
 /// One line (without the source name) describing the source's lag; an `Err` says why it
@@ -89,26 +89,8 @@ fn mysql_lag(cfg: &MysqlSourceConfig, stored: Option<&MysqlPosition>) -> Result<
         let (what, fix) = super::describe_mysql_connect_error(cfg, &e);
         format!("{what} — {fix}")
     })?;
-    let master = conn
-        .query("SHOW MASTER STATUS")
-        .map_err(|e| format!("SHOW MASTER STATUS failed: {e}"))?;
-    let (Some(file), Some(pos)) = (
-        master.text(0, 0),
-        master.text(0, 1).and_then(|p| p.parse::<u64>().ok()),
-    ) else {
-        return Err("SHOW MASTER STATUS returned nothing: is log_bin on?".into());
-    };
-    let logs = conn
-        .query("SHOW BINARY LOGS")
-        .map_err(|e| format!("SHOW BINARY LOGS failed: {e}"))?;
-    let files: Vec<(String, u64)> = (0..logs.rows.len())
-        .filter_map(|r| {
-            Some((
-                logs.text(r, 0)?,
-                logs.text(r, 1).and_then(|s| s.parse().ok()).unwrap_or(0),
-            ))
-        })
-        .collect();
+    let crate::source::mysql::lag::BinlogEnd { file, pos, files } =
+        crate::source::mysql::lag::binlog_end(&mut conn)?;
     let oldest = files.first().map(|(f, _)| f.as_str()).unwrap_or("-");
     let mut line = format!("binlog current={file}:{pos} oldest={oldest}");
     if let Some(s) = stored {
@@ -122,54 +104,11 @@ fn mysql_lag(cfg: &MysqlSourceConfig, stored: Option<&MysqlPosition>) -> Result<
             }
         ));
         if present {
-            line.push_str(&format!(" behind_bytes={}", behind(&files, s, &file, pos)));
+            line.push_str(&format!(
+                " behind_bytes={}",
+                crate::source::mysql::lag::behind(&files, s, &file, pos)
+            ));
         }
     }
     Ok(line)
-}
-
-/// Binlog bytes from the stored position to the current end (file sizes from SHOW BINARY
-/// LOGS; the current file counts up to the current position).
-fn behind(files: &[(String, u64)], stored: &MysqlPosition, cur_file: &str, cur_pos: u64) -> u64 {
-    let from = stored.file_seq();
-    let to = binlog_file_seq(cur_file);
-    let mut total = 0u64;
-    for (f, size) in files {
-        let seq = binlog_file_seq(f);
-        if seq < from || seq > to {
-            continue;
-        }
-        let end = if f == cur_file { cur_pos } else { *size };
-        let start = if seq == from { stored.pos } else { 0 };
-        total += end.saturating_sub(start);
-    }
-    total
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bytes_behind_span_files() {
-        let files = vec![
-            ("b.000001".to_string(), 1000),
-            ("b.000002".to_string(), 500),
-            ("b.000003".to_string(), 300),
-        ];
-        let s = MysqlPosition {
-            file: "b.000002".into(),
-            pos: 100,
-            ordinal: 0,
-            gtid: None,
-        };
-        assert_eq!(behind(&files, &s, "b.000003", 250), 400 + 250);
-        let s = MysqlPosition {
-            file: "b.000003".into(),
-            pos: 250,
-            ordinal: 0,
-            gtid: None,
-        };
-        assert_eq!(behind(&files, &s, "b.000003", 250), 0);
-    }
 }

@@ -32,6 +32,7 @@ pub mod charset;
 pub mod ddl;
 pub mod error;
 pub mod jsonb;
+pub mod lag;
 mod reader;
 pub mod rows;
 mod socket;

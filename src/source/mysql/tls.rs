@@ -133,6 +133,8 @@ pub struct MysqlTls {
     host: String,
     port: u16,
     timeout: Duration,
+    /// The name to verify and send as SNI when `host` is a tunnel's local end.
+    server_name: Option<String>,
     /// `preferred` found the server without TLS: later connections of this setup go
     /// directly to the server (no proxy hop for a plain-text binlog stream).
     plain: Arc<AtomicBool>,
@@ -162,13 +164,16 @@ pub enum Negotiated {
 impl MysqlTls {
     /// Builds the rustls configuration for the source's `ssl_mode` (reading `ssl_ca`).
     pub fn new(cfg: &MysqlSourceConfig) -> Result<MysqlTls, TlsError> {
-        MysqlTls::with(
+        let mut tls = MysqlTls::with(
             cfg.ssl_mode,
             cfg.ssl_ca.as_deref(),
             &cfg.host,
             cfg.port,
             cfg.connect_timeout,
-        )
+        )?;
+        // Through an SSH tunnel: connect to its local end, verify the real host's name.
+        tls.server_name = cfg.tls_server_name.clone();
+        Ok(tls)
     }
 
     /// The same for any MySQL connection (query mode maps its `sslmode` here).
@@ -189,6 +194,7 @@ impl MysqlTls {
             host: host.to_owned(),
             port,
             timeout,
+            server_name: None,
             plain: Arc::default(),
         })
     }
@@ -216,7 +222,8 @@ impl MysqlTls {
         }
         // Without verification the name is only the SNI; a host that is no valid name
         // (rare) then sends none rather than failing a connection that worked before.
-        let name = match crate::tls::server_name(&self.host) {
+        let name = match crate::tls::server_name(self.server_name.as_deref().unwrap_or(&self.host))
+        {
             Ok(n) => n,
             Err(_) if !self.mode.requires_tls() || self.mode == MysqlSslMode::Required => {
                 rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into())

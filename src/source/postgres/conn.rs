@@ -524,7 +524,7 @@ async fn negotiate_tls(
     let answer = tcp.read_u8().await.map_err(ConnError::Io)?;
     match answer {
         b'S' => {
-            let tls = tls::connect(tcp, &cfg.host, cfg.sslmode, cfg.sslrootcert.as_deref())
+            let tls = tls::connect(tcp, cfg.tls_host(), cfg.sslmode, cfg.sslrootcert.as_deref())
                 .await
                 .map_err(|source| ConnError::Tls {
                     addr: addr.to_owned(),

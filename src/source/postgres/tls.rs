@@ -156,7 +156,11 @@ pub fn make_tls_connect(
         SslMode::Disable => None,
         _ => Some(client_config(mode, rootcert)?),
     };
-    Ok(MakeRustlsConnect { config, mode })
+    Ok(MakeRustlsConnect {
+        config,
+        mode,
+        server_name: None,
+    })
 }
 
 /// The SQL connection's driver future: poll it (e.g. in the service's `JoinSet`) for the
@@ -192,7 +196,8 @@ pub async fn connect_sql(
     {
         pg.password(pw.expose());
     }
-    let tls = make_tls_connect(cfg.sslmode, cfg.sslrootcert.as_deref())?;
+    let tls = make_tls_connect(cfg.sslmode, cfg.sslrootcert.as_deref())?
+        .with_server_name(cfg.tls_server_name.clone());
     tracing::debug!(host = %cfg.host, port = cfg.port, user = %cfg.user, sslmode = mode_name(cfg.sslmode), "connecting to postgres (sql)");
     pg.connect(tls).await.map_err(|source| TlsError::Connect {
         host: cfg.host.clone(),
@@ -209,6 +214,17 @@ pub struct MakeRustlsConnect {
     /// `None` for `sslmode=disable`.
     config: Option<Arc<ClientConfig>>,
     mode: SslMode,
+    /// Verify this name instead of the connected host (the database behind an SSH tunnel).
+    server_name: Option<String>,
+}
+
+impl MakeRustlsConnect {
+    /// Verifies (and sends as SNI) `name` instead of the host tokio-postgres connects to;
+    /// `None` keeps the connected host.
+    pub fn with_server_name(mut self, name: Option<String>) -> Self {
+        self.server_name = name;
+        self
+    }
 }
 
 impl std::fmt::Debug for MakeRustlsConnect {
@@ -233,7 +249,10 @@ where
         Ok(RustlsConnect {
             config: self.config.clone(),
             mode: self.mode,
-            host: domain.to_owned(),
+            host: self
+                .server_name
+                .clone()
+                .unwrap_or_else(|| domain.to_owned()),
         })
     }
 }

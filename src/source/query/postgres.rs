@@ -206,7 +206,9 @@ async fn connect(
     {
         pg.password(pw.expose());
     }
-    let tls = make_tls_connect(cfg.sslmode, None).map_err(QueryError::Connect)?;
+    let tls = make_tls_connect(cfg.sslmode, None)
+        .map_err(QueryError::Connect)?
+        .with_server_name(cfg.tls_server_name.clone());
     pg.connect(tls).await.map_err(|source| {
         QueryError::Connect(TlsError::Connect {
             host: cfg.host.clone(),
