@@ -5,12 +5,12 @@
 mod common;
 
 use common::mariadb::MariaServer;
-use common::pg::{PgServer, TestDb, PASSWORD, PASSWORD_ENV};
+use common::pg::{PgServer, PASSWORD, PASSWORD_ENV};
 use common::run::{
-    apply_events, assert_cursors_increase, kill9, logs, run_killed_after, run_to_end, spawn_run,
-    wait_until, Workdir,
+    assert_cursors_increase, consumer_state, consumer_text_rows, kill9, logs, run_killed_after,
+    run_to_end, spawn_run, wait_marker, wait_until, Workdir,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::process::Output;
 use std::time::Duration;
 
@@ -83,47 +83,6 @@ fn text_of(o: &Output) -> String {
     )
 }
 
-/// Waits until a `c` event with `after.id == id` in `table` arrived.
-fn wait_marker(w: &Workdir, table: &str, id: i64) -> Vec<serde_json::Value> {
-    let mut ev = Vec::new();
-    let ok = wait_until(WAIT, || {
-        ev = w.events();
-        ev.iter()
-            .any(|e| e["op"] == "c" && e["source"]["table"] == table && e["after"]["id"] == id)
-    });
-    assert!(ok, "marker {id} never arrived\n{}", logs(w));
-    ev
-}
-
-/// PostgreSQL's view of the table: key JSON -> row JSON.
-async fn pg_state(db: &TestDb<'_>, table: &str) -> BTreeMap<String, serde_json::Value> {
-    db.text_rows(&format!(
-        "SELECT json_build_object('id', id)::text, row_to_json(x)::text FROM {table} x"
-    ))
-    .await
-    .into_iter()
-    .map(|r| {
-        let k: serde_json::Value =
-            serde_json::from_str(r[0].as_deref().expect("key")).expect("json");
-        let v: serde_json::Value =
-            serde_json::from_str(r[1].as_deref().expect("row")).expect("json");
-        (k.to_string(), v)
-    })
-    .collect()
-}
-
-fn consumer_state(
-    events: &[serde_json::Value],
-    table: &str,
-) -> BTreeMap<String, serde_json::Value> {
-    apply_events(events)
-        .remove(table)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, serde_json::Value::Object(v)))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_backfill_while_streaming_converges_with_concurrent_writes() {
     let db = PgServer::get().fresh_db();
@@ -139,7 +98,7 @@ async fn pg_backfill_while_streaming_converges_with_concurrent_writes() {
     // Streaming (no initial backfill): a marker row arrives.
     wait_ready(&w);
     db.exec("INSERT INTO mark VALUES (1)").await;
-    wait_marker(&w, "mark", 1);
+    wait_marker(&w, "mark", 1, WAIT);
     assert!(
         w.events().iter().all(|e| e["op"] != "r"),
         "backfill = never read rows"
@@ -192,14 +151,14 @@ async fn pg_backfill_while_streaming_converges_with_concurrent_writes() {
         text_of(&out)
     );
     db.exec("INSERT INTO mark VALUES (2)").await;
-    let ev = wait_marker(&w, "mark", 2);
+    let ev = wait_marker(&w, "mark", 2, WAIT);
     kill9(&mut child);
     eprintln!("write rounds: {round}");
 
     let reads = ev.iter().filter(|e| e["op"] == "r").count();
     assert!(reads > 0, "no backfill rows\n{}", logs(&w));
     assert_cursors_increase(&ev);
-    let want = pg_state(&db, "t").await;
+    let want = db.json_state("t", "id").await;
     let got = consumer_state(&ev, "public.t");
     assert_eq!(got.len(), want.len(), "row count differs\n{}", logs(&w));
     assert!(
@@ -241,7 +200,7 @@ fn mysql_backfill_while_streaming_converges_with_concurrent_writes() {
     let mut child = spawn_run(&w, &[], &[]);
     wait_ready(&w);
     server.sql(&db, "INSERT INTO mark VALUES (1)");
-    wait_marker(&w, "mark", 1);
+    wait_marker(&w, "mark", 1, WAIT);
     let table = format!("{db}.t");
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let cli = {
@@ -284,7 +243,7 @@ fn mysql_backfill_while_streaming_converges_with_concurrent_writes() {
     let out = cli.join().expect("cli thread");
     assert!(out.status.success(), "{}\n{}", text_of(&out), logs(&w));
     server.sql(&db, "INSERT INTO mark VALUES (2)");
-    let ev = wait_marker(&w, "mark", 2);
+    let ev = wait_marker(&w, "mark", 2, WAIT);
     kill9(&mut child);
     eprintln!("write rounds: {round}");
     assert!(
@@ -293,27 +252,8 @@ fn mysql_backfill_while_streaming_converges_with_concurrent_writes() {
         logs(&w)
     );
     assert_cursors_increase(&ev);
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::Null => None,
-        serde_json::Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
-    };
-    let want: BTreeMap<String, (Option<String>, Option<String>)> = server
-        .select(&db, "SELECT id, v, n FROM t")
-        .into_iter()
-        .map(|r| (r[0].clone().expect("id"), (r[1].clone(), r[2].clone())))
-        .collect();
-    let got: BTreeMap<String, (Option<String>, Option<String>)> = apply_events(&ev)
-        .remove(&table)
-        .unwrap_or_default()
-        .into_values()
-        .map(|row| {
-            (
-                text(&row["id"]).expect("id"),
-                (text(&row["v"]), text(&row["n"])),
-            )
-        })
-        .collect();
+    let want = server.rows_by_key(&db, "SELECT id, v, n FROM t");
+    let got = consumer_text_rows(&ev, &table, &["id", "v", "n"]);
     assert_eq!(got.len(), want.len(), "row count differs\n{}", logs(&w));
     assert!(
         got == want,
@@ -368,7 +308,7 @@ async fn pg_stored_request_resumes_after_kill9_without_starting_over() {
         logs(&w)
     );
     db.exec("INSERT INTO t VALUES (-1, 'marker')").await;
-    let ev = wait_marker(&w, "t", -1);
+    let ev = wait_marker(&w, "t", -1, WAIT);
     kill9(&mut child);
     let reads = ev.iter().filter(|e| e["op"] == "r").count();
     // Resumed after the last accepted chunk: at most the chunk in flight is read twice.
@@ -377,7 +317,7 @@ async fn pg_stored_request_resumes_after_kill9_without_starting_over() {
         "{reads} rows read: the backfill started over\n{}",
         logs(&w)
     );
-    let want = pg_state(&db, "t").await;
+    let want = db.json_state("t", "id").await;
     assert!(
         consumer_state(&ev, "public.t") == want,
         "consumer state differs\n{}",

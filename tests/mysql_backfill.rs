@@ -6,34 +6,13 @@ mod common;
 
 use common::mariadb::MariaServer;
 use common::run::{
-    apply_events, assert_cursors_increase, kill9, logs, run_killed_after, spawn_run, wait_until,
-    Workdir,
+    assert_cursors_increase, consumer_text_rows, kill9, logs, run_killed_after, spawn_run,
+    wait_marker, wait_until, Workdir,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// Waits until a `c` event for `id` in `table` arrived (everything before it did too).
-fn wait_marker(w: &Workdir, table: &str, id: i64) -> Vec<serde_json::Value> {
-    let mut ev = Vec::new();
-    let ok = wait_until(WAIT, || {
-        ev = w.events();
-        ev.iter()
-            .any(|e| e["op"] == "c" && e["source"]["table"] == table && e["after"]["id"] == id)
-    });
-    assert!(ok, "marker {id} never arrived\n{}", logs(w));
-    ev
-}
-
-/// A JSON scalar as the `mariadb` client prints it.
-fn text(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::Null => None,
-        serde_json::Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
-    }
-}
 
 fn config(server: &MariaServer, name: &str, db: &str, chunk: usize) -> String {
     format!(
@@ -72,27 +51,13 @@ fn backfill_with_concurrent_writes_converges_to_the_table() {
     let delivered_during_writes = w.events().len();
     eprintln!("backfill events delivered when the writes ended: {delivered_during_writes}");
     server.sql(&db, "INSERT INTO t VALUES (-1, 'marker', 0)");
-    let ev = wait_marker(&w, "t", -1);
+    let ev = wait_marker(&w, "t", -1, WAIT);
     kill9(&mut child);
     let reads = ev.iter().filter(|e| e["op"] == "r").count();
     // Deletes of rows not read yet (about 30% of the table) shrink the backfill.
     assert!(reads >= 12_000, "backfill rows missing: {reads}");
-    let want: BTreeMap<String, (Option<String>, Option<String>)> = server
-        .select(&db, "SELECT id, v, n FROM t")
-        .into_iter()
-        .map(|r| (r[0].clone().expect("id"), (r[1].clone(), r[2].clone())))
-        .collect();
-    let got: BTreeMap<String, (Option<String>, Option<String>)> = apply_events(&ev)
-        .remove(&format!("{db}.t"))
-        .unwrap_or_default()
-        .into_values()
-        .map(|row| {
-            (
-                text(&row["id"]).expect("id"),
-                (text(&row["v"]), text(&row["n"])),
-            )
-        })
-        .collect();
+    let want = server.rows_by_key(&db, "SELECT id, v, n FROM t");
+    let got = consumer_text_rows(&ev, &format!("{db}.t"), &["id", "v", "n"]);
     assert_eq!(got.len(), want.len(), "row count differs\n{}", logs(&w));
     assert!(
         got == want,
@@ -134,7 +99,7 @@ fn composite_and_binary_keys_and_tables_without_a_key() {
         &db,
         "CREATE TABLE mark (id INT PRIMARY KEY); INSERT INTO mark VALUES (1)",
     );
-    let all = wait_marker(&w, "mark", 1);
+    let all = wait_marker(&w, "mark", 1, WAIT);
     kill9(&mut child);
     let ev: Vec<serde_json::Value> = all.into_iter().filter(|e| e["op"] == "r").collect();
     assert_eq!(ev.len(), total, "more events than rows");
@@ -183,7 +148,7 @@ fn every_row_exactly_once_and_the_run_is_not_repeated() {
     w.wait_events(20_002, WAIT);
     // A streamed marker: everything before it has arrived.
     server.sql(&db, "INSERT INTO t VALUES (1000000000, 'marker')");
-    let all = wait_marker(&w, "t", 1_000_000_000);
+    let all = wait_marker(&w, "t", 1_000_000_000, WAIT);
     kill9(&mut child);
     assert_eq!(
         all.len(),
@@ -239,7 +204,7 @@ fn backfilled_values_equal_streamed_values() {
         &db,
         &format!("SET time_zone = '+00:00'; INSERT INTO v VALUES ({second})"),
     );
-    let ev = wait_marker(&w, "v", 2);
+    let ev = wait_marker(&w, "v", 2, WAIT);
     kill9(&mut child);
     let r = ev.iter().find(|e| e["op"] == "r").expect("backfilled row");
     let c = ev.iter().find(|e| e["op"] == "c").expect("streamed row");
@@ -273,7 +238,7 @@ fn kill9_mid_backfill_resumes_from_the_last_chunk() {
     );
     let mut child = spawn_run(&w, &[], &[]);
     server.sql(&db, "INSERT INTO t VALUES (-1, 'marker')");
-    let ev = wait_marker(&w, "t", -1);
+    let ev = wait_marker(&w, "t", -1, WAIT);
     kill9(&mut child);
     let reads: Vec<i64> = ev
         .iter()

@@ -3,49 +3,14 @@
 
 mod common;
 
-use common::pg::{PgServer, TestDb, PASSWORD, PASSWORD_ENV};
-use common::run::{apply_events, kill9, logs, run_killed_after, spawn_run, wait_until, Workdir};
-use std::collections::BTreeMap;
+use common::pg::{PgServer, PASSWORD, PASSWORD_ENV};
+use common::run::{consumer_state, kill9, logs, run_killed_after, spawn_run, wait_until, Workdir};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(120);
 
 fn env() -> [(&'static str, &'static str); 1] {
     [(PASSWORD_ENV, PASSWORD)]
-}
-
-/// The table as `key JSON -> row JSON`, read with the server's own JSON encoding.
-async fn table_state(
-    db: &TestDb<'_>,
-    table: &str,
-    key: &str,
-) -> BTreeMap<String, serde_json::Value> {
-    let rows = db
-        .text_rows(&format!(
-            "SELECT json_build_object('{key}', {key})::text, row_to_json(x)::text FROM {table} x"
-        ))
-        .await;
-    rows.into_iter()
-        .map(|r| {
-            let k: serde_json::Value =
-                serde_json::from_str(r[0].as_deref().expect("key")).expect("json");
-            let v: serde_json::Value =
-                serde_json::from_str(r[1].as_deref().expect("row")).expect("json");
-            (k.to_string(), v)
-        })
-        .collect()
-}
-
-fn consumer_state(
-    events: &[serde_json::Value],
-    table: &str,
-) -> BTreeMap<String, serde_json::Value> {
-    apply_events(events)
-        .remove(table)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, serde_json::Value::Object(v)))
-        .collect()
 }
 
 /// Waits until an event for `marker_id` in table `t` arrived (everything before it did too).
@@ -119,7 +84,7 @@ async fn backfill_with_concurrent_writes_converges_to_the_table() {
     );
     let missing: Vec<_> = untouched.difference(&read).take(10).collect();
     assert!(missing.is_empty(), "backfill rows missing: {missing:?}");
-    let want = table_state(&db, "t", "id").await;
+    let want = db.json_state("t", "id").await;
     let got = consumer_state(&ev, "public.t");
     assert_eq!(got.len(), want.len(), "row count differs");
     assert!(

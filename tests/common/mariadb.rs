@@ -220,6 +220,22 @@ impl MariaServer {
     }
 
     /// `SHOW MASTER STATUS`: the current binlog file and the offset of the next event.
+    /// Rows of `sql` as first column -> the others (compare with
+    /// `run::consumer_text_rows`).
+    pub fn rows_by_key(
+        &self,
+        db: &str,
+        sql: &str,
+    ) -> std::collections::BTreeMap<String, Vec<Option<String>>> {
+        self.select(db, sql)
+            .into_iter()
+            .map(|mut r| {
+                let k = r.remove(0).expect("key column");
+                (k, r)
+            })
+            .collect()
+    }
+
     pub fn binlog_position(&self) -> (String, u64) {
         let out = self.sql("", "SHOW MASTER STATUS");
         let mut f = out.split('\t');

@@ -537,6 +537,28 @@ impl TestDb<'_> {
         }
     }
 
+    /// The table as `key JSON -> row JSON` (`key` names one key column), read with the
+    /// server's own JSON encoding: what a consumer of the events should end with.
+    pub async fn json_state(
+        &self,
+        table: &str,
+        key: &str,
+    ) -> std::collections::BTreeMap<String, serde_json::Value> {
+        self.text_rows(&format!(
+            "SELECT json_build_object('{key}', {key})::text, row_to_json(x)::text FROM {table} x"
+        ))
+        .await
+        .into_iter()
+        .map(|r| {
+            let k: serde_json::Value =
+                serde_json::from_str(r[0].as_deref().expect("key")).expect("json");
+            let v: serde_json::Value =
+                serde_json::from_str(r[1].as_deref().expect("row")).expect("json");
+            (k.to_string(), v)
+        })
+        .collect()
+    }
+
     pub async fn exec(&self, sql: &str) {
         if let Err(e) = self.client().await.batch_execute(sql).await {
             panic!("{sql}: {e:?}");

@@ -223,6 +223,60 @@ pub fn apply_events(
     tables
 }
 
+/// Waits until a `c` event with `after.id == id` in `table` arrived (everything before it
+/// did too); returns every event so far.
+pub fn wait_marker(w: &Workdir, table: &str, id: i64, timeout: Duration) -> Vec<serde_json::Value> {
+    let mut ev = Vec::new();
+    let ok = wait_until(timeout, || {
+        ev = w.events();
+        ev.iter()
+            .any(|e| e["op"] == "c" && e["source"]["table"] == table && e["after"]["id"] == id)
+    });
+    assert!(ok, "marker {id} never arrived\n{}", logs(w));
+    ev
+}
+
+/// A JSON scalar as the `mariadb` client prints it.
+pub fn mysql_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// The consumer's rows of `table` as the `mariadb` client prints `cols`: first column ->
+/// the others (compare with `MariaServer::rows_by_key`).
+pub fn consumer_text_rows(
+    events: &[serde_json::Value],
+    table: &str,
+    cols: &[&str],
+) -> std::collections::BTreeMap<String, Vec<Option<String>>> {
+    apply_events(events)
+        .remove(table)
+        .unwrap_or_default()
+        .into_values()
+        .map(|row| {
+            let mut v: Vec<Option<String>> = cols.iter().map(|c| mysql_text(&row[*c])).collect();
+            let k = v.remove(0).expect("key column");
+            (k, v)
+        })
+        .collect()
+}
+
+/// What a consumer applying `events` in order ends with for `table`: key JSON -> row JSON.
+pub fn consumer_state(
+    events: &[serde_json::Value],
+    table: &str,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    apply_events(events)
+        .remove(table)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::Object(v)))
+        .collect()
+}
+
 /// Asserts cursors are strictly increasing (per source) over `events`.
 pub fn assert_cursors_increase(events: &[serde_json::Value]) {
     for w in events.windows(2) {
