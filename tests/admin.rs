@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::port::free_port;
+
 use common::pg::{PgServer, TestDb, PASSWORD, PASSWORD_ENV};
 use common::run::{
     apply_events, assert_cursors_increase, kill9, logs, spawn_run, wait_until, Workdir,
@@ -17,14 +19,6 @@ const WAIT: Duration = Duration::from_secs(90);
 
 fn env() -> [(&'static str, &'static str); 1] {
     [(PASSWORD_ENV, PASSWORD)]
-}
-
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// Writes the config: the source, a file sink, and `[admin]` on `port` with `admin_extra`.

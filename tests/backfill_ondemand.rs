@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::port::free_port;
+
 use common::mariadb::MariaServer;
 use common::pg::{PgServer, PASSWORD, PASSWORD_ENV};
 use common::run::{
@@ -18,13 +20,6 @@ const WAIT: Duration = Duration::from_secs(120);
 
 fn env() -> [(&'static str, &'static str); 1] {
     [(PASSWORD_ENV, PASSWORD)]
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// `[admin]` on a port of its own, so a CLI never reaches another test's service.

@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::port::free_port;
+
 use common::mariadb::MariaServer;
 use common::pg::{PgServer, TestDb, PASSWORD, PASSWORD_ENV};
 use common::run::{kill9, logs, sigterm, spawn_run, wait_exit, wait_until, Workdir};
@@ -44,13 +46,6 @@ fn env() -> Vec<(&'static str, &'static str)> {
         (PASSWORD_ENV, PASSWORD),
         (common::mariadb::PASSWORD_ENV, common::mariadb::PASSWORD),
     ]
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// One HTTP request to the admin endpoint; `None` when nothing answers.

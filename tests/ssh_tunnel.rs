@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::port::free_port;
+
 use common::pg::{PgServer, PASSWORD, PASSWORD_ENV};
 use common::run::{logs, run_to_end, sigterm, spawn_run, wait_exit, wait_until, Workdir};
 use std::path::{Path, PathBuf};
@@ -40,13 +42,6 @@ impl Drop for Running {
 
 fn env() -> [(&'static str, &'static str); 1] {
     [(PASSWORD_ENV, PASSWORD)]
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 fn sh(cmd: &mut Command) -> String {

@@ -4,4 +4,5 @@
 #![allow(dead_code)]
 pub mod mariadb;
 pub mod pg;
+pub mod port;
 pub mod run;

@@ -637,12 +637,7 @@ fn append(p: &Path, bytes: &[u8]) {
     f.write_all(bytes).expect("append");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("probe a free port")
-}
+use super::port::free_port;
 
 /// The newest `/usr/lib/postgresql/<v>/bin`, installing the package if there is none.
 fn ensure_installed() -> PathBuf {
