@@ -35,7 +35,6 @@ use mysql_cdc::binlog_options::BinlogOptions;
 use mysql_cdc::replica_options::ReplicaOptions;
 use mysql_cdc::ssl_mode::SslMode;
 use std::fmt::Write as _;
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -367,25 +366,8 @@ pub fn connect(cfg: &MysqlSourceConfig) -> Result<SqlConn, BackfillError> {
         .map_err(setup_err("read the password"))?
         .map(|s| s.expose().to_owned())
         .unwrap_or_default();
-    let addr = format!("{}:{}", cfg.host, cfg.port);
-    let unreachable = |source| {
-        setup_err("connect")(MysqlError::Connect {
-            addr: addr.clone(),
-            source,
-        })
-    };
-    let addrs: Vec<_> = addr.to_socket_addrs().map_err(unreachable)?.collect();
-    let mut last = Err(std::io::Error::new(
-        std::io::ErrorKind::NotFound,
-        "no address",
-    ));
-    for a in addrs {
-        last = TcpStream::connect_timeout(&a, cfg.connect_timeout).map(drop);
-        if last.is_ok() {
-            break;
-        }
-    }
-    last.map_err(unreachable)?;
+    crate::source::mysql::sql::reachable(&cfg.host, cfg.port, cfg.connect_timeout)
+        .map_err(setup_err("connect"))?;
     let tls = crate::source::mysql::tls::MysqlTls::new(cfg)
         .map_err(|e| setup_err("set up TLS")(MysqlError::from(e)))?;
     let client = BinlogClient::new(options(cfg, &password));

@@ -257,6 +257,25 @@ impl Interrupt {
     }
 }
 
+/// Checks that `host:port` accepts a TCP connection within `timeout` (the crate's own
+/// connect has no timeout), so an unreachable server fails fast with its address.
+pub fn reachable(host: &str, port: u16, timeout: std::time::Duration) -> Result<(), MysqlError> {
+    use std::net::ToSocketAddrs as _;
+    let addr = format!("{host}:{port}");
+    let unreachable = |source| MysqlError::Connect {
+        addr: addr.clone(),
+        source,
+    };
+    let mut last = Err(io::Error::new(io::ErrorKind::NotFound, "no address"));
+    for a in addr.to_socket_addrs().map_err(unreachable)? {
+        last = std::net::TcpStream::connect_timeout(&a, timeout).map(drop);
+        if last.is_ok() {
+            break;
+        }
+    }
+    last.map_err(unreachable)
+}
+
 /// Splits a server error packet (after the 0xFF byte) into code and message.
 pub(crate) fn parse_err(packet: &[u8]) -> (u16, String) {
     let code = packet

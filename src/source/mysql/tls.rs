@@ -164,16 +164,14 @@ pub enum Negotiated {
 impl MysqlTls {
     /// Builds the rustls configuration for the source's `ssl_mode` (reading `ssl_ca`).
     pub fn new(cfg: &MysqlSourceConfig) -> Result<MysqlTls, TlsError> {
-        let mut tls = MysqlTls::with(
+        let tls = MysqlTls::with(
             cfg.ssl_mode,
             cfg.ssl_ca.as_deref(),
             &cfg.host,
             cfg.port,
             cfg.connect_timeout,
         )?;
-        // Through an SSH tunnel: connect to its local end, verify the real host's name.
-        tls.server_name = cfg.tls_server_name.clone();
-        Ok(tls)
+        Ok(tls.verifying(cfg.tls_server_name.clone()))
     }
 
     /// The same for any MySQL connection (query mode maps its `sslmode` here).
@@ -197,6 +195,13 @@ impl MysqlTls {
             server_name: None,
             plain: Arc::default(),
         })
+    }
+
+    /// Through an SSH tunnel (`host` is its local end): the real host's name, verified and
+    /// sent as SNI instead of `host`.
+    pub fn verifying(mut self, server_name: Option<String>) -> MysqlTls {
+        self.server_name = server_name;
+        self
     }
 
     pub fn mode(&self) -> MysqlSslMode {

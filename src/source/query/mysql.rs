@@ -53,7 +53,6 @@ use mysql_cdc::binlog_options::BinlogOptions;
 use mysql_cdc::replica_options::ReplicaOptions;
 use mysql_cdc::ssl_mode::SslMode;
 use std::fmt::Write as _;
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -282,25 +281,8 @@ fn options(cfg: &QuerySourceConfig, password: String) -> ReplicaOptions {
 /// Connects (blocking): a reachability check within `connect_timeout`, the handshake, then
 /// utf8mb4 and UTC for the text forms the decoder expects.
 fn connect(cfg: &QuerySourceConfig, password: String) -> Result<SqlConn, QueryError> {
-    let addr = format!("{}:{}", cfg.host, cfg.port());
-    let unreachable = |source| {
-        my("connecting")(MysqlError::Connect {
-            addr: addr.clone(),
-            source,
-        })
-    };
-    let addrs: Vec<_> = addr.to_socket_addrs().map_err(unreachable)?.collect();
-    let mut last = Err(std::io::Error::new(
-        std::io::ErrorKind::NotFound,
-        "no address",
-    ));
-    for a in addrs {
-        last = TcpStream::connect_timeout(&a, cfg.connect_timeout).map(drop);
-        if last.is_ok() {
-            break;
-        }
-    }
-    last.map_err(unreachable)?;
+    crate::source::mysql::sql::reachable(&cfg.host, cfg.port(), cfg.connect_timeout)
+        .map_err(my("connecting"))?;
     // libpq's names for the MySQL modes; verify-full checks chain and host name against
     // the Mozilla roots (query sources have no CA setting).
     let mode = match cfg.sslmode {
@@ -310,7 +292,8 @@ fn connect(cfg: &QuerySourceConfig, password: String) -> Result<SqlConn, QueryEr
         crate::config::SslMode::VerifyFull => MysqlSslMode::VerifyIdentity,
     };
     let tls = MysqlTls::with(mode, None, &cfg.host, cfg.port(), cfg.connect_timeout)
-        .map_err(|e| my("setting up TLS")(MysqlError::from(e)))?;
+        .map_err(|e| my("setting up TLS")(MysqlError::from(e)))?
+        .verifying(cfg.tls_server_name.clone());
     let client = BinlogClient::new(options(cfg, password));
     let mut conn = SqlConn::connect(&client, &tls).map_err(|e| {
         my("connecting")(match e {
