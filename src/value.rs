@@ -31,7 +31,10 @@ pub enum Value {
     Text(String),
     /// Binary data. JSON string, standard base64 with padding.
     Bytes(Vec<u8>),
-    /// A JSON document, kept as its (valid) JSON text and emitted inline.
+    /// A JSON document, kept as its (valid) JSON text and emitted inline — except the two
+    /// documents that would be ambiguous inline (see [`write_json_doc`]): a top-level JSON
+    /// `null` (inline it would read as SQL NULL) is written `{"$json":null}`, and an object
+    /// whose only key is `"$json"` is wrapped the same way. One rule for every engine.
     Json(String),
     /// Calendar date `YYYY-MM-DD` (or the server's special text such as `infinity`,
     /// `0000-00-00`). JSON string.
@@ -96,7 +99,7 @@ impl Value {
                 )?;
                 out.write_all(b"\"")
             }
-            Value::Json(raw) => out.write_all(raw.as_bytes()),
+            Value::Json(raw) => write_json_doc(out, raw),
             Value::Array(items) => {
                 out.write_all(b"[")?;
                 for (i, v) in items.iter().enumerate() {
@@ -133,6 +136,38 @@ impl Value {
 
 fn itoa_buf() -> [u8; 20] {
     [0u8; 20]
+}
+
+/// Writes a JSON document value so that it can never be confused with SQL NULL.
+///
+/// Inline, the document `null` and SQL NULL would both be `null`. The rule: a document is
+/// written as itself, except when it is `null` or an object whose only key is `"$json"`;
+/// those are written wrapped as `{"$json":<document>}`. A consumer decodes a JSON column as:
+/// `null` → SQL NULL; an object whose only key is `"$json"` → the value under that key;
+/// anything else → the document itself. Lossless, and ordinary documents stay native.
+pub fn write_json_doc<W: Write + ?Sized>(out: &mut W, raw: &str) -> io::Result<()> {
+    if needs_json_wrap(raw) {
+        out.write_all(b"{\"$json\":")?;
+        out.write_all(raw.trim().as_bytes())?;
+        out.write_all(b"}")
+    } else {
+        out.write_all(raw.as_bytes())
+    }
+}
+
+fn needs_json_wrap(raw: &str) -> bool {
+    let t = raw.trim();
+    if t == "null" {
+        return true;
+    }
+    // Only an object mentioning `$` (or an escape that could spell it) can be `{"$json":…}`.
+    if !t.starts_with('{') || !(t.contains('$') || t.contains("\\u")) {
+        return false;
+    }
+    matches!(
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(t),
+        Ok(m) if m.len() == 1 && m.contains_key("$json")
+    )
 }
 
 /// The decimal digits of `n`, written at the end of `buf` (hot paths: event values,
@@ -211,6 +246,45 @@ fn needs_escape(x: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn json_of(v: &Value) -> String {
+        let mut b = Vec::new();
+        v.write_json(&mut b).expect("write");
+        String::from_utf8(b).expect("utf8")
+    }
+
+    #[test]
+    fn json_null_and_sql_null_never_look_alike() {
+        assert_eq!(json_of(&Value::Null), "null");
+        assert_eq!(json_of(&Value::Json("null".into())), r#"{"$json":null}"#);
+        assert_eq!(json_of(&Value::Json(" null ".into())), r#"{"$json":null}"#);
+        // Inside a document, null is unambiguous and stays native.
+        assert_eq!(json_of(&Value::Json("[null]".into())), "[null]");
+        assert_eq!(
+            json_of(&Value::Json(r#"{"a":null}"#.into())),
+            r#"{"a":null}"#
+        );
+        // A document that looks like the wrapper is itself wrapped, so decoding is exact.
+        assert_eq!(
+            json_of(&Value::Json(r#"{"$json":null}"#.into())),
+            r#"{"$json":{"$json":null}}"#
+        );
+        assert_eq!(
+            json_of(&Value::Json(r#"{"\u0024json":1}"#.into())),
+            r#"{"$json":{"\u0024json":1}}"#
+        );
+        assert_eq!(
+            json_of(&Value::Json(r#"{"$json":1,"b":2}"#.into())),
+            r#"{"$json":1,"b":2}"#
+        );
+        // Arrays of JSON documents (PostgreSQL jsonb[]): element NULL vs element JSON null.
+        let arr = Value::Array(vec![
+            Value::Null,
+            Value::Json("null".into()),
+            Value::Json("1".into()),
+        ]);
+        assert_eq!(json_of(&arr), r#"[null,{"$json":null},1]"#);
+    }
 
     #[test]
     fn escaping_matches_serde_json_for_every_byte_position() {
