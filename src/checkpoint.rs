@@ -61,6 +61,13 @@ impl CheckpointStore {
     /// that is exiting (or by a store handle of this process whose background threads have
     /// not let go yet) is waited for up to [`LOCK_WAIT`]; after that the error says another
     /// logtide may be using the directory.
+    /// True when opening failed because another process (a running `logtide run`) holds the
+    /// store's lock.
+    pub fn is_held_by_other(e: &CheckpointError) -> bool {
+        matches!(e, CheckpointError::Open { source: sled::Error::Io(io), .. }
+            if io.to_string().contains("could not acquire lock"))
+    }
+
     pub fn open(path: &Path) -> Result<Self, CheckpointError> {
         let started = std::time::Instant::now();
         loop {

@@ -113,7 +113,12 @@ pub fn parse_position(
                     s.parse::<Lsn>()?,
                 )))
             } else {
-                Ok(Position::Postgres(parse_pg_cursor(s)?))
+                parse_pg_cursor(s).map(Position::Postgres).map_err(|_| {
+                    PositionParseError::new(
+                        s,
+                        "a PostgreSQL LSN like 16/B374D848 or an event's cursor like 0000000001A2B3C4:0000000000000001",
+                    )
+                })
             }
         }
         crate::config::SourceConfig::Mysql(_) => {
