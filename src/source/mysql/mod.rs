@@ -14,7 +14,8 @@
 //!   decoded from the binlog or from `SELECT` text into the same [`crate::value::Value`];
 //!   `charset.rs`, `jsonb.rs` (MySQL binary JSON).
 //! * `table.rs`: table maps + `information_schema` → names, key, projection.
-//! * `ddl.rs`: query events (transaction markers, DDL, TRUNCATE).
+//! * `ddl.rs`: query events (transaction markers, savepoints, XA, DDL, TRUNCATE).
+//! * `txhold.rs`: the rows of undecided groups (savepoints, XA), spilled to disk if large.
 //! * `sql.rs`: a tiny text-protocol SQL client; `validate.rs`: startup checks.
 //! * `tls.rs`: TLS for every connection, through an in-process proxy in front of the crate.
 //!
@@ -39,6 +40,7 @@ mod socket;
 pub mod sql;
 pub mod table;
 pub mod tls;
+mod txhold;
 pub mod types;
 pub mod validate;
 
