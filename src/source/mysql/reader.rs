@@ -1114,22 +1114,45 @@ impl Reader {
                 return Ok(());
             }
         }
-        let tm =
-            TableMapEvent::parse(&mut Cursor::new(body)).map_err(|e| MysqlError::Malformed {
-                file: self.file.clone(),
-                pos: h.offset(),
-                message: format!("table map: {}", super::error::CdcError(e)),
-            })?;
-        let selected = self
-            .filter
-            .table_selected(&tm.database_name, &tm.table_name);
+        let Some((db, name, types)) = table::map_header(body) else {
+            return Err(self.malformed(h.offset(), "truncated table map").into());
+        };
+        let selected = self.filter.table_selected(&db, &name);
+        // MariaDB COMPRESSED columns: parsed as the plain type, decoded by decompressing.
+        let (plain, compressed) = table::plain_types(body, types);
+        let tm = match TableMapEvent::parse(&mut Cursor::new(&plain)) {
+            Ok(tm) => tm,
+            Err(e) if !selected => {
+                // Never decoded, so never an error: its rows are skipped unmeasured.
+                tracing::debug!(file = %self.file, pos = h.offset(), db = %db, table = %name, error = %super::error::CdcError(e), "table map of a table that is not captured cannot be parsed: its rows are skipped");
+                self.tables
+                    .insert(id, (body.to_vec(), Arc::new(TableInfo::opaque(db, name))));
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(MysqlError::Malformed {
+                    file: self.file.clone(),
+                    pos: h.offset(),
+                    message: format!("table map of {db}.{name}: {}", super::error::CdcError(e)),
+                }
+                .into())
+            }
+        };
         let long_text = tm
             .column_types
             .iter()
             .zip(&tm.column_metadata)
             .any(|(&t, &m)| t == 252 && m == 4);
+        // BINARY(16)/BINARY(4): maybe MariaDB UUID / INET6 / INET4.
+        let fixed_binary = tm
+            .column_types
+            .iter()
+            .zip(&tm.column_metadata)
+            .any(|(&t, &m)| t == 254 && m >> 8 == 254 && matches!(m & 0xFF, 4 | 16));
         let info = if selected
-            && (!self.metadata_full || tm.table_metadata.is_none() || (self.mariadb && long_text))
+            && (!self.metadata_full
+                || tm.table_metadata.is_none()
+                || (self.mariadb && (long_text || fixed_binary)))
         {
             self.schema_info(&tm.database_name, &tm.table_name)?
         } else {
@@ -1141,13 +1164,18 @@ impl Reader {
             filter: &self.filter,
             source: &self.info,
         };
-        let t = table::build(
+        let mut t = table::build(
             &tm,
             table::signedness_bitmap(body),
             info.as_deref(),
             selected,
             &cx,
         )?;
+        for i in compressed {
+            if let Some(k) = t.kinds.get_mut(i) {
+                *k = super::types::Kind::Compressed(Box::new(k.clone()));
+            }
+        }
         self.tables.insert(id, (body.to_vec(), Arc::new(t)));
         Ok(())
     }
@@ -1169,6 +1197,9 @@ impl Reader {
                 )
                 .into());
         };
+        if t.opaque {
+            return Ok(());
+        }
         if self.tx.start.is_none() {
             self.begin_tx(h, None);
         }

@@ -106,6 +106,76 @@ pub struct TableInfo {
     pub kinds: Vec<Kind>,
     pub names: Vec<String>,
     pub selected: Option<Selected>,
+    /// A map of a table the filter does not select that logtide cannot parse (a column
+    /// type it does not know): its rows are skipped without being measured or counted.
+    pub opaque: bool,
+}
+
+impl TableInfo {
+    /// The placeholder for an unparsable map of an unselected table.
+    pub fn opaque(db: String, name: String) -> TableInfo {
+        TableInfo {
+            db,
+            name,
+            kinds: Vec::new(),
+            names: Vec::new(),
+            selected: None,
+            opaque: true,
+        }
+    }
+}
+
+/// MariaDB `VARCHAR … COMPRESSED` in a table map (same metadata as VARCHAR).
+pub const MYSQL_TYPE_VARCHAR_COMPRESSED: u8 = 141;
+/// MariaDB `BLOB/TEXT … COMPRESSED` in a table map (same metadata as BLOB).
+pub const MYSQL_TYPE_BLOB_COMPRESSED: u8 = 140;
+
+/// The database and table name of a table map body, and where its column types are.
+pub fn map_header(body: &[u8]) -> Option<(String, String, std::ops::Range<usize>)> {
+    use super::sql::lenenc;
+    let mut pos = 8;
+    let db_len = usize::from(*body.get(pos)?);
+    let db = body.get(pos + 1..pos + 1 + db_len)?;
+    pos += 1 + db_len + 1;
+    let tbl_len = usize::from(*body.get(pos)?);
+    let tbl = body.get(pos + 1..pos + 1 + tbl_len)?;
+    pos += 1 + tbl_len + 1;
+    let ncols = usize::try_from(lenenc(body, &mut pos)?).ok()?;
+    let types = pos..pos.checked_add(ncols)?;
+    body.get(types.clone())?;
+    Some((
+        String::from_utf8_lossy(db).into_owned(),
+        String::from_utf8_lossy(tbl).into_owned(),
+        types,
+    ))
+}
+
+/// A table map body with MariaDB's compressed column types replaced by the plain types
+/// whose metadata they share (VARCHAR, BLOB), so the map parses; and which columns were
+/// compressed. The body is borrowed as is when there are none.
+pub fn plain_types(
+    body: &[u8],
+    types: std::ops::Range<usize>,
+) -> (std::borrow::Cow<'_, [u8]>, Vec<usize>) {
+    let compressed: Vec<usize> = body[types.clone()]
+        .iter()
+        .enumerate()
+        .filter(|(_, &t)| t == MYSQL_TYPE_VARCHAR_COMPRESSED || t == MYSQL_TYPE_BLOB_COMPRESSED)
+        .map(|(i, _)| i)
+        .collect();
+    if compressed.is_empty() {
+        return (std::borrow::Cow::Borrowed(body), compressed);
+    }
+    let mut b = body.to_vec();
+    for &i in &compressed {
+        let t = &mut b[types.start + i];
+        *t = if *t == MYSQL_TYPE_VARCHAR_COMPRESSED {
+            15
+        } else {
+            252
+        };
+    }
+    (std::borrow::Cow::Owned(b), compressed)
 }
 
 const MYSQL_TYPE_STRING: u8 = 254;
@@ -365,6 +435,14 @@ pub fn build(
                 )))
             }
         };
+        // MariaDB's UUID / INET4 / INET6 are BINARY(16/4) in the table map; only
+        // information_schema tells them apart.
+        let kind = match (t, col.map(|c| c.column_type.as_str())) {
+            (MYSQL_TYPE_STRING, Some("uuid")) if cx.mariadb => Kind::Uuid,
+            (MYSQL_TYPE_STRING, Some("inet4")) if cx.mariadb => Kind::Inet4,
+            (MYSQL_TYPE_STRING, Some("inet6")) if cx.mariadb => Kind::Inet6,
+            _ => kind,
+        };
         if selected {
             if let Kind::Enum { names: members, .. } | Kind::Set { names: members, .. } = &kind {
                 if members.is_empty() {
@@ -423,6 +501,7 @@ pub fn build(
         kinds,
         names,
         selected,
+        opaque: false,
     })
 }
 
