@@ -135,6 +135,8 @@ pub enum MysqlError {
     Tls(#[from] super::tls::TlsError),
     #[error(transparent)]
     Hold(#[from] super::txhold::SpillError),
+    #[error("cannot store the schema history with the checkpoints: {0}")]
+    SchemaStore(#[source] crate::checkpoint::CheckpointError),
     #[error("cannot start the binlog reader thread: {0}")]
     Thread(#[source] std::io::Error),
     #[error("the binlog reader thread ended without a result")]

@@ -14,6 +14,8 @@
 //!   decoded from the binlog or from `SELECT` text into the same [`crate::value::Value`];
 //!   `charset.rs`, `jsonb.rs` (MySQL binary JSON).
 //! * `table.rs`: table maps + `information_schema` → names, key, projection.
+//! * `history.rs`: the schema as of the binlog position (DDL applied, stored with the
+//!   checkpoints), which `table.rs` uses instead of today's `information_schema`.
 //! * `ddl.rs`: query events (transaction markers, savepoints, XA, DDL, TRUNCATE).
 //! * `txhold.rs`: the rows of undecided groups (savepoints, XA), spilled to disk if large.
 //! * `sql.rs`: a tiny text-protocol SQL client; `validate.rs`: startup checks.
@@ -32,6 +34,7 @@
 pub mod charset;
 pub mod ddl;
 pub mod error;
+pub mod history;
 pub mod jsonb;
 pub mod lag;
 mod reader;

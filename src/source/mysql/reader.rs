@@ -22,6 +22,7 @@
 use super::charset::CollationMap;
 use super::ddl::{classify, Statement, XaStatement, Xid};
 use super::error::MysqlError;
+use super::history::{self, At, Ddl, History};
 use super::rows::{self, RowsError, RowsKind};
 use super::sql::{parse_err, SqlConn};
 use super::table::{self, BuildContext, SchemaInfo, TableInfo};
@@ -48,6 +49,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Events buffered per transaction before they are streamed through.
 const FLUSH_AT: usize = 1024;
+/// Record indices of seeds start here, after those of a DDL at the same position.
+const SEED_INDEX: usize = 100_000;
 /// Transactions without captured changes between two idle checkpoints.
 const EMPTY_TX_BOUNDARY: u64 = 1000;
 
@@ -144,7 +147,10 @@ struct Reader {
     file: String,
     resume: Option<MysqlPosition>,
     tables: HashMap<u64, (Vec<u8>, Arc<TableInfo>)>,
-    schemas: HashMap<(String, String), Option<Arc<SchemaInfo>>>,
+    /// The captured tables as of the current position (see `history.rs`).
+    history: History,
+    /// Seeds read from information_schema so far (their record index).
+    seeds: usize,
     tx: Tx,
     hold: Hold,
     prepared: Vec<Prepared>,
@@ -305,6 +311,7 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
         "mysql binlog stream started"
     );
     ctx.report.streaming();
+    let info_name = info.name.clone();
     let mut reader = Reader {
         filter: ctx.filter.clone(),
         tx_out: ctx.tx.clone(),
@@ -326,7 +333,8 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
             .unwrap_or_default(),
         resume,
         tables: HashMap::new(),
-        schemas: HashMap::new(),
+        history: History::new(&info_name, ctx.store.clone(), server.mariadb),
+        seeds: 0,
         tx: Tx::default(),
         hold: Hold::default(),
         prepared: Vec::new(),
@@ -334,6 +342,25 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
         idle_boundary: None,
         empty_txs: 0,
     };
+    // The schema as of the start: stored history up to the resume position, or (first
+    // start, at the server's current end) information_schema, which is right there.
+    match (&reader.resume, &initial) {
+        (Some(r), _) => {
+            let n = reader
+                .history
+                .load(r, &reader.filter)
+                .map_err(MysqlError::SchemaStore)?;
+            tracing::debug!(tables = n, "schema history loaded");
+        }
+        (None, Some(p)) => {
+            let at = At {
+                file_seq: p.file_seq(),
+                pos: p.pos,
+            };
+            reader.seed_all(at)?;
+        }
+        (None, None) => {}
+    }
     let started = match initial {
         Some(p) => send(
             &reader.tx_out,
@@ -1066,10 +1093,22 @@ impl Reader {
                 }
             }
             Statement::Other => {
-                // DDL: names, keys and table ids may have changed.
-                self.schemas.clear();
-                self.tables.clear();
-                tracing::debug!(file = %self.file, pos = h.offset(), "schema change: table caches dropped");
+                // DDL: the schema history follows it; table ids may be reused.
+                let ddl = history::parse_ddl(&sql, self.mariadb);
+                if ddl != Ddl::None {
+                    self.tables.clear();
+                    let at = At {
+                        file_seq: crate::position::binlog_file_seq(&self.file),
+                        pos: u64::from(h.log_pos),
+                    };
+                    let unknown = self
+                        .history
+                        .apply_ddl(ddl, &db, at, &self.filter)
+                        .map_err(MysqlError::SchemaStore)?;
+                    for (d, t) in unknown {
+                        tracing::warn!(file = %self.file, pos = h.offset(), table = %format!("{d}.{t}"), statement = %sql.chars().take(200).collect::<String>(), "schema change not understood: the table is read again from information_schema (today's definition)");
+                    }
+                }
                 if !self.tx.in_begin {
                     self.commit(u64::from(h.log_pos), true)?;
                 }
@@ -1083,9 +1122,8 @@ impl Reader {
         db: &str,
         table: &str,
     ) -> Result<Option<Arc<SchemaInfo>>, MysqlError> {
-        let key = (db.to_owned(), table.to_owned());
-        if let Some(s) = self.schemas.get(&key) {
-            return Ok(s.clone());
+        if let Some(s) = self.history.get(db, table) {
+            return Ok(s);
         }
         if self.sql.is_none() {
             self.sql = Some(SqlConn::connect(&self.sql_client, &self.tls)?);
@@ -1100,8 +1138,43 @@ impl Reader {
                 return Err(e);
             }
         };
-        self.schemas.insert(key, loaded.clone());
+        // Recorded where it is first needed: from here on this is the table's schema.
+        let at = At {
+            file_seq: crate::position::binlog_file_seq(&self.file),
+            pos: self.tx.start.unwrap_or(0),
+        };
+        self.seeds += 1;
+        self.history
+            .set(at, SEED_INDEX + self.seeds, db, table, loaded.clone())
+            .map_err(MysqlError::SchemaStore)?;
         Ok(loaded)
+    }
+
+    /// Seeds the history with every captured table from information_schema (the first
+    /// start, at the server's current end, where information_schema is right).
+    fn seed_all(&mut self, at: At) -> Result<(), MysqlError> {
+        let Some(conn) = self.sql.as_mut() else {
+            return Ok(());
+        };
+        let rs = conn.query(
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' \
+             AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')",
+        )?;
+        let tables: Vec<(String, String)> = (0..rs.rows.len())
+            .filter_map(|r| Some((rs.text(r, 0)?, rs.text(r, 1)?)))
+            .filter(|(d, t)| self.filter.table_selected(d, t))
+            .collect();
+        for (d, t) in tables {
+            let Some(conn) = self.sql.as_mut() else {
+                break;
+            };
+            let def = table::load_schema(conn, &d, &t)?.map(Arc::new);
+            self.seeds += 1;
+            self.history
+                .set(at, SEED_INDEX + self.seeds, &d, &t, def)
+                .map_err(MysqlError::SchemaStore)?;
+        }
+        Ok(())
     }
 
     fn on_table_map(&mut self, h: &Header, body: &[u8]) -> Result<(), Halt> {

@@ -21,7 +21,7 @@ use mysql_cdc::events::table_map_event::TableMapEvent;
 use std::sync::Arc;
 
 /// One column as `information_schema` describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ColumnMeta {
     pub name: String,
     /// `COLUMN_TYPE`, lower case (`int(10) unsigned`, `enum('a','b')`).
@@ -31,8 +31,9 @@ pub struct ColumnMeta {
     pub json: bool,
 }
 
-/// A table as `information_schema` describes it now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A table as `information_schema` describes it now (or the schema history as of a
+/// binlog position, see [`super::history`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SchemaInfo {
     pub columns: Vec<ColumnMeta>,
     /// Primary key column indices, in key order.
@@ -276,8 +277,23 @@ pub fn build(
         message,
     };
     let meta = tm.table_metadata.as_ref();
+    let map_names = meta
+        .and_then(|m| m.column_names.clone())
+        .filter(|v| v.len() == n);
+    // The description of each map column: by position when the counts agree, else by
+    // name when the map has names (FULL metadata), so a JSON column stays JSON even when
+    // the description is of another version of the table.
+    let by_name: Option<Vec<Option<&ColumnMeta>>> = match (info, &map_names) {
+        (Some(i), Some(names)) if i.columns.len() != n => Some(
+            names
+                .iter()
+                .map(|nm| i.columns.iter().find(|c| &c.name == nm))
+                .collect(),
+        ),
+        _ => None,
+    };
     let info = info.filter(|i| i.columns.len() == n);
-    let names: Vec<String> = match meta.and_then(|m| m.column_names.clone()).filter(|v| v.len() == n) {
+    let names: Vec<String> = match map_names {
         Some(v) => v,
         None => match info {
             Some(i) => i.columns.iter().map(|c| c.name.clone()).collect(),
@@ -299,7 +315,10 @@ pub fn build(
     for i in 0..n {
         let t = tm.column_types[i];
         let m = tm.column_metadata.get(i).copied().unwrap_or(0);
-        let col = info.map(|inf| &inf.columns[i]);
+        let col = match &by_name {
+            Some(v) => v[i],
+            None => info.map(|inf| &inf.columns[i]),
+        };
         let unsigned = if is_numeric(t) {
             let u = match signedness {
                 Some(s) => s
