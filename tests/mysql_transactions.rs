@@ -422,3 +422,156 @@ fn uuid_and_inet_are_text_in_stream_and_backfill_alike() {
     let ops: BTreeSet<&str> = ev.iter().filter_map(|e| e["op"].as_str()).collect();
     assert!(ops.contains("r") && ops.contains("c"), "{ops:?}");
 }
+
+/// The events as JSON without the delivery time, for comparing two runs.
+fn stable_json(events: &[ChangeEvent]) -> Vec<serde_json::Value> {
+    json(events)
+}
+
+/// Runs the schema workload of items 3 and 4: DDL right after DML, a name swap, a column
+/// added and dropped again, a JSON column; returns the start position.
+fn schema_workload(server: &MariaServer, db: &str) -> (String, u64) {
+    let start = server.binlog_position();
+    server.sql(
+        db,
+        "CREATE TABLE p (id INT PRIMARY KEY, first_name VARCHAR(20), last_name VARCHAR(20), doc JSON);
+         INSERT INTO p VALUES (1, 'Ann', 'Lee', '[]');
+         ALTER TABLE p CHANGE first_name last_name VARCHAR(20), CHANGE last_name first_name VARCHAR(20);
+         INSERT INTO p VALUES (2, 'Lee2', 'Ann2', '{\"a\": null}');",
+    );
+    start
+}
+
+fn schema_workload_2(server: &MariaServer, db: &str) {
+    server.sql(
+        db,
+        "ALTER TABLE p ADD COLUMN extra INT AFTER id;
+         INSERT INTO p (id, last_name, first_name, doc, extra) VALUES (3, 'x', 'y', '[1]', 7);
+         ALTER TABLE p DROP COLUMN extra, RENAME COLUMN doc TO body;
+         UPDATE p SET body = '[2]' WHERE id = 3;",
+    );
+}
+
+fn check_schema_events(events: &[ChangeEvent]) {
+    let j = json(events);
+    assert_eq!(j.len(), 4, "{j:#?}");
+    assert_eq!(
+        j[0]["after"],
+        serde_json::json!({"id": 1, "first_name": "Ann", "last_name": "Lee", "doc": []})
+    );
+    assert_eq!(
+        j[1]["after"],
+        serde_json::json!({"id": 2, "last_name": "Lee2", "first_name": "Ann2", "doc": {"a": null}})
+    );
+    assert_eq!(
+        j[2]["after"],
+        serde_json::json!({"id": 3, "extra": 7, "last_name": "x", "first_name": "y", "doc": [1]})
+    );
+    assert_eq!(j[3]["after"]["body"], serde_json::json!([2]));
+    assert_eq!(j[3]["key"], serde_json::json!({"id": 3}));
+}
+
+/// Item 4: with MINIMAL metadata the names come from the schema history as of each row,
+/// across a restart (the history is stored with the checkpoints) and in a replay.
+#[test]
+fn schema_history_minimal_metadata_restart_and_replay() {
+    let server = MariaServer::builder().row_metadata("MINIMAL").start();
+    let db = server.fresh_db();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = logtide::checkpoint::CheckpointStore::open(dir.path()).expect("store");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    // Live from before the table exists.
+    let start = server.binlog_position();
+    let mut stream = Stream::start_with_store(
+        source_config(&server, &db, ""),
+        Some(checkpoint(&start.0, start.1)),
+        64,
+        Some(store.clone()),
+    );
+    schema_workload(&server, &db);
+    let mid = server.binlog_position();
+    let msgs = stream.until(&mid, WAIT);
+    stream.stop();
+    let last = msgs
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            SourceMessage::Boundary(p) => Some(p.clone()),
+            SourceMessage::Change(_) => None,
+        })
+        .expect("a boundary");
+    rt.block_on(store.save("src", &last)).expect("checkpoint");
+    let mut events = Stream::changes(msgs);
+    // Stopped; the table changes twice more meanwhile, then a restart from the checkpoint
+    // reads the insert of the dropped column with the schema as of its position.
+    schema_workload_2(&server, &db);
+    let end = server.binlog_position();
+    let mut stream = Stream::start_with_store(
+        source_config(&server, &db, ""),
+        Some(last),
+        64,
+        Some(store.clone()),
+    );
+    events.extend(Stream::changes(stream.until(&end, WAIT)));
+    stream.stop();
+    check_schema_events(&events);
+    // A replay of the whole range (history from the store) gives the same events.
+    let mut stream = Stream::start_with_store(
+        source_config(&server, &db, ""),
+        Some(checkpoint(&start.0, start.1)),
+        64,
+        Some(store),
+    );
+    let replay = Stream::changes(stream.until(&end, WAIT));
+    stream.stop();
+    assert_eq!(
+        stable_json(&replay),
+        stable_json(&events),
+        "replay differs from live"
+    );
+}
+
+/// Item 3: a JSON column is JSON in every event, also when the stream lags behind an
+/// ADD/DROP COLUMN (FULL metadata; the table existed before the start).
+#[test]
+fn schema_history_json_is_json_whatever_the_current_table() {
+    let server = MariaServer::get();
+    let db = server.fresh_db();
+    server.sql(&db, "CREATE TABLE j (id INT PRIMARY KEY, c_json JSON)");
+    let start = server.binlog_position();
+    server.sql(
+        &db,
+        "INSERT INTO j VALUES (1, '[]');
+         ALTER TABLE j ADD COLUMN x INT;
+         INSERT INTO j VALUES (2, '[]', 5);
+         ALTER TABLE j DROP COLUMN x;
+         INSERT INTO j VALUES (3, 'null');
+         ALTER TABLE j ADD COLUMN y INT FIRST;",
+    );
+    let end = server.binlog_position();
+    let run = || {
+        let mut stream = Stream::start(
+            source_config(server, &db, ""),
+            Some(checkpoint(&start.0, start.1)),
+            64,
+        );
+        let e = Stream::changes(stream.until(&end, WAIT));
+        stream.stop();
+        e
+    };
+    let events = run();
+    let j = json(&events);
+    assert_eq!(j.len(), 3);
+    assert_eq!(j[0]["after"], serde_json::json!({"id": 1, "c_json": []}));
+    assert_eq!(
+        j[1]["after"],
+        serde_json::json!({"id": 2, "c_json": [], "x": 5})
+    );
+    assert_eq!(
+        j[2]["after"],
+        serde_json::json!({"id": 3, "c_json": {"$json": null}})
+    );
+    assert_eq!(stable_json(&run()), j, "a second run differs");
+}
