@@ -15,7 +15,8 @@
 //!   `charset.rs`, `jsonb.rs` (MySQL binary JSON).
 //! * `table.rs`: table maps + `information_schema` → names, key, projection.
 //! * `history.rs`: the schema as of the binlog position (DDL applied, stored with the
-//!   checkpoints), which `table.rs` uses instead of today's `information_schema`.
+//!   checkpoints), which `table.rs` uses instead of today's `information_schema`;
+//!   `schema_ddl.rs` parses the DDL it applies.
 //! * `ddl.rs`: query events (transaction markers, savepoints, XA, DDL, TRUNCATE).
 //! * `txhold.rs`: the rows of undecided groups (savepoints, XA), spilled to disk if large.
 //! * `sql.rs`: a tiny text-protocol SQL client; `validate.rs`: startup checks.
@@ -39,6 +40,7 @@ pub mod jsonb;
 pub mod lag;
 mod reader;
 pub mod rows;
+pub mod schema_ddl;
 mod socket;
 pub mod sql;
 pub mod table;

@@ -22,8 +22,9 @@
 use super::charset::CollationMap;
 use super::ddl::{classify, Statement, XaStatement, Xid};
 use super::error::MysqlError;
-use super::history::{self, At, Ddl, History};
+use super::history::{At, History};
 use super::rows::{self, RowsError, RowsKind};
+use super::schema_ddl::{self, Ddl};
 use super::sql::{parse_err, SqlConn};
 use super::table::{self, BuildContext, SchemaInfo, TableInfo};
 use super::tls::MysqlTls;
@@ -1094,7 +1095,7 @@ impl Reader {
             }
             Statement::Other => {
                 // DDL: the schema history follows it; table ids may be reused.
-                let ddl = history::parse_ddl(&sql, self.mariadb);
+                let ddl = schema_ddl::parse_ddl(&sql, self.mariadb);
                 if ddl != Ddl::None {
                     self.tables.clear();
                     let at = At {
