@@ -325,6 +325,7 @@ impl SourcePair {
                 filter: filter.clone(),
                 cancel: src_cancel.clone(),
                 report: Reporter::new(status.clone()),
+                store: Some(self.store.clone()),
             };
             status.set_state(SourceState::Connecting);
             let mut pipeline = Pipeline {

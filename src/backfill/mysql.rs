@@ -133,6 +133,9 @@ fn paginable(kind: &Kind) -> bool {
             | Kind::Varchar { .. }
             | Kind::Blob { .. }
             | Kind::Enum { .. }
+            | Kind::Uuid
+            | Kind::Inet4
+            | Kind::Inet6
     )
 }
 
@@ -218,6 +221,10 @@ pub fn kind_of(meta: &ColumnMeta, mariadb: bool) -> Result<Kind, String> {
             }
         }
         "json" if mariadb => Kind::JsonText { pack_len: 4 },
+        // MariaDB's types; SELECT prints their text form.
+        "uuid" if mariadb => Kind::Uuid,
+        "inet4" if mariadb => Kind::Inet4,
+        "inet6" if mariadb => Kind::Inet6,
         "json" => Kind::JsonBinary { pack_len: 4 },
         "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
         | "multipolygon" | "geometrycollection" | "geomcollection" => {
@@ -296,7 +303,11 @@ fn key_literal(kind: &Kind, stored: &str) -> Result<String, String> {
         | Kind::DateTime { .. }
         | Kind::DateTimeOld
         | Kind::Timestamp { .. }
-        | Kind::TimestampOld => Ok(quote(stored)),
+        | Kind::TimestampOld
+        // The server converts the text literal to the type and compares like it sorts.
+        | Kind::Uuid
+        | Kind::Inet4
+        | Kind::Inet6 => Ok(quote(stored)),
         other => Err(format!("a key of kind {other:?} cannot be paginated")),
     }
 }
@@ -809,7 +820,13 @@ mod tests {
             panic!("enum")
         };
         assert_eq!(*names, vec!["a".to_string(), "b(c)".to_string()]);
-        assert!(kind_of(&meta("uuid", None), true).is_err());
+        assert_eq!(kind_of(&meta("uuid", None), true), Ok(Kind::Uuid));
+        assert_eq!(kind_of(&meta("inet6", None), true), Ok(Kind::Inet6));
+        assert!(
+            kind_of(&meta("uuid", None), false).is_err(),
+            "MySQL has no UUID type"
+        );
+        assert!(kind_of(&meta("vector(3)", None), true).is_err());
     }
 
     #[test]

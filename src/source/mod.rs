@@ -53,6 +53,9 @@ pub struct SourceContext {
     ///
     /// [`Reporter::streaming`]: crate::metrics::Reporter::streaming
     pub report: crate::metrics::Reporter,
+    /// The state store, for a source's own durable records (the MySQL schema history,
+    /// stored with the checkpoints); `None`: keep them in memory only (preview, tests).
+    pub store: Option<crate::checkpoint::CheckpointStore>,
 }
 
 /// Whether retrying can help.

@@ -537,6 +537,7 @@ mod tests {
             filter: Arc::new(source.filter()),
             cancel: cancel.clone(),
             report: Default::default(),
+            store: None,
         };
         let info = Arc::new(SourceInfo {
             connector: crate::event::Connector::Postgres,
@@ -717,6 +718,7 @@ mod tests {
                 filter: Arc::new(source.filter()),
                 cancel: cancel.clone(),
                 report: Default::default(),
+                store: None,
             };
             let info = Arc::new(SourceInfo {
                 connector: crate::event::Connector::Postgres,
@@ -847,6 +849,7 @@ mod tests {
             filter: Arc::new(source.filter()),
             cancel: cancel.clone(),
             report: Default::default(),
+            store: None,
         };
         let info = Arc::new(SourceInfo {
             connector: crate::event::Connector::Postgres,

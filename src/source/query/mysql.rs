@@ -168,6 +168,12 @@ fn bind_of(kind: &Kind, collation: Option<String>) -> Result<Bind, &'static str>
         Kind::JsonText { .. } | Kind::JsonBinary { .. } | Kind::Geometry { .. } => {
             return Err("is JSON/geometry, which has no usable order")
         }
+        // Only from information_schema / table maps, never from result metadata.
+        Kind::Uuid | Kind::Inet4 | Kind::Inet6 | Kind::Compressed(_) => {
+            return Err(
+                "is a MariaDB UUID/INET/compressed column, which query mode does not order by",
+            )
+        }
     })
 }
 
