@@ -1568,6 +1568,43 @@ mod tests {
     }
 
     #[test]
+    fn query_lookback_is_a_duration_or_an_amount() {
+        let q = |extra: &str| {
+            format!(
+                "[[sources]]\nkind = \"query\"\nname = \"w\"\nuser = \"u\"\ndatabase = \"d\"\n\
+                 query = \"SELECT id FROM t\"\ncursor_column = \"id\"\n\
+                 table = \"d.t\"\n{extra}\n[[sinks]]\nkind = \"stdout\"\n"
+            )
+        };
+        let lb = |extra: &str| match parse(&q(extra)).map(|c| c.sources[0].clone()) {
+            Ok(SourceConfig::Query(q)) => Ok(q.lookback),
+            Ok(_) => panic!("not a query source"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(lb(""), Ok(None));
+        assert_eq!(
+            lb("lookback = \"5s\""),
+            Ok(Some(Lookback::Time(Duration::from_secs(5))))
+        );
+        assert_eq!(
+            lb("lookback = 100"),
+            Ok(Some(Lookback::Amount("100".into())))
+        );
+        assert_eq!(
+            lb("lookback = 0.5"),
+            Ok(Some(Lookback::Amount("0.5".into())))
+        );
+        assert!(lb("lookback = 0")
+            .expect("zero")
+            .is_some_and(|l| l.is_zero()));
+        assert!(lb("lookback = \"0s\"")
+            .expect("zero")
+            .is_some_and(|l| l.is_zero()));
+        assert!(lb("lookback = \"soon\"").is_err());
+        assert!(lb("lookback = -3").is_err());
+    }
+
+    #[test]
     fn good_config_loads_with_defaults() {
         let c = parse(GOOD).expect("valid");
         let SourceConfig::Postgres(p) = &c.sources[0] else {

@@ -808,30 +808,132 @@ fn finish_run(state: &mut State) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cmp::Ordering;
+
+    fn state(seq: u64, mark: &str, seen: &[(&str, u64)]) -> State {
+        let mut st = State {
+            seq,
+            q: QueryState {
+                mark: Some(mark.into()),
+                sync: 1_700_000_000,
+                ..QueryState::default()
+            },
+            seen: Seen::default(),
+        };
+        for (c, fp) in seen {
+            st.seen.insert(c, *fp);
+        }
+        st
+    }
 
     #[test]
     fn position_round_trips_and_sorts_by_sequence() {
-        let a = State {
-            seq: 9,
-            q: QueryState {
-                last: Some(vec![Some("9".into()), Some("it's \\ \"q\" 100% é".into())]),
-                sync: 0,
-            },
-        };
-        let b = State {
-            seq: 10,
-            q: QueryState {
-                last: Some(vec![Some("10".into()), None]),
-                sync: 1_700_000_000,
-            },
-        };
+        let a = state(9, "it's \\ \"q\" 100% é", &[("9", 1), ("9", 2), ("10", 3)]);
+        let b = state(10, "10", &[]);
         let (pa, pb) = (a.position(), b.position());
         assert!(pa < pb);
         assert!(pa.cursor() < pb.cursor());
-        let Position::Query(q) = &pb else { panic!() };
-        assert_eq!(State::parse(&q.cursor), Some(b));
-        assert_eq!(parse_position(&pa.cursor()).expect("parse"), pa);
+        let Position::Query(qa) = &pa else { panic!() };
+        assert_eq!(State::parse(qa), Some(a));
+        // The window is stored with the checkpoint, not shown in its cursor.
+        assert!(!pa.cursor().contains("0000000000000003"), "{}", pa.cursor());
+        assert!(!qa.window.is_empty());
+        let Position::Query(qb) = &pb else { panic!() };
+        assert_eq!(State::parse(qb), Some(b));
+        assert!(parse_position(&pa.cursor()).is_ok());
         assert!(parse_position("12:{}").is_err());
         assert!(!pa.cursor().contains(['"', '\\', ' ']), "{}", pa.cursor());
+    }
+
+    #[test]
+    fn an_older_position_resumes_from_its_last_row() {
+        let old = QueryPosition {
+            cursor: format!(
+                "{:020}:{}",
+                41,
+                pct_encode(r#"{"last":["2024-01-01 10:00:00+00","7"],"sync":5}"#)
+            ),
+            window: String::new(),
+        };
+        let st = State::parse(&old).expect("parse");
+        assert_eq!(st.seq, 41);
+        assert_eq!(st.q.mark.as_deref(), Some("2024-01-01 10:00:00+00"));
+        assert_eq!(st.q.sync, 5);
+        assert!(!st.q.running);
+    }
+
+    #[test]
+    fn the_window_forgets_what_lies_below_it_and_never_repeats() {
+        let mut s = Seen::default();
+        assert!(s.insert("1", 10));
+        assert!(!s.insert("1", 10), "a version is delivered once");
+        assert!(s.insert("2", 20));
+        assert!(s.insert("5", 50));
+        s.prune_below("2");
+        assert_eq!(s.entries.len(), 2);
+        assert!(s.insert("1", 10), "forgotten below the window");
+        s.keep_only("5");
+        assert_eq!(s.entries.iter().map(|e| e.1).collect::<Vec<_>>(), [50]);
+        // Text it cannot compare is kept.
+        let mut t = Seen::default();
+        t.insert("abc", 1);
+        t.prune_below("zzz");
+        assert_eq!(t.entries.len(), 1);
+        assert_eq!(Seen::decode(&s.encode()), Some(s));
+    }
+
+    #[test]
+    fn cursor_texts_compare_like_the_database() {
+        let lt = |a: &str, b: &str| {
+            assert_eq!(cmp_cursor_text(a, b), Some(Ordering::Less), "{a} < {b}");
+            assert_eq!(cmp_cursor_text(b, a), Some(Ordering::Greater), "{b} > {a}");
+        };
+        lt("9", "10");
+        lt("-10", "-9");
+        lt("-1", "0");
+        lt("-0.5", "0.25");
+        lt("1.5", "1.50001");
+        assert_eq!(cmp_cursor_text("1.50", "1.5"), Some(Ordering::Equal));
+        assert_eq!(cmp_cursor_text("-0", "0"), Some(Ordering::Equal));
+        lt("2024-01-01 10:00:00+00", "2024-01-01 10:00:00.5+00");
+        lt("2024-01-01 10:00:00.5", "2024-01-01 10:00:01");
+        lt("2024-01-01", "2024-01-01 00:00:00.000001");
+        lt("2024-01-01T23:59:59Z", "2024-01-02");
+        assert_eq!(
+            cmp_cursor_text("2024-01-01 10:00:00.500000", "2024-01-01T10:00:00.5Z"),
+            Some(Ordering::Equal)
+        );
+        assert_eq!(cmp_cursor_text("abc", "abd"), None);
+        assert_eq!(
+            cmp_cursor_text("2024-01-01 10:00:00+02", "2024-01-01"),
+            None
+        );
+    }
+
+    #[test]
+    fn lookback_defaults_by_cursor_type_and_must_fit_it() {
+        let five = Lookback::Time(std::time::Duration::from_secs(5));
+        assert_eq!(
+            effective_lookback(None, CursorKind::Time, "c").expect("ok"),
+            Some(five.clone())
+        );
+        assert_eq!(
+            effective_lookback(None, CursorKind::Number, "c").expect("ok"),
+            Some(Lookback::Amount("100".into()))
+        );
+        assert_eq!(
+            effective_lookback(None, CursorKind::Other, "c").expect("ok"),
+            None
+        );
+        let zero = Lookback::Amount("0".into());
+        assert_eq!(
+            effective_lookback(Some(&zero), CursorKind::Time, "c").expect("ok"),
+            None
+        );
+        assert!(effective_lookback(Some(&five), CursorKind::Number, "c").is_err());
+        assert!(
+            effective_lookback(Some(&Lookback::Amount("3".into())), CursorKind::Time, "c").is_err()
+        );
+        assert!(effective_lookback(Some(&five), CursorKind::Other, "c").is_err());
     }
 }
