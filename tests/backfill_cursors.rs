@@ -304,7 +304,10 @@ impl Scenario {
             r.range(1, self.na) * 10
         );
         if self.add_table {
-            s += "UPDATE e SET v = v + 1; DELETE FROM e WHERE id = 2; INSERT INTO e VALUES (4, 4);\n";
+            s += &format!(
+                "UPDATE e SET v = v + 1; DELETE FROM e WHERE id = 2; INSERT INTO e VALUES ({}, 4);\n",
+                3 + self.writes
+            );
         }
         s
     }
@@ -317,6 +320,22 @@ impl Scenario {
         }
         t
     }
+}
+
+/// `run_killed_after` that keeps the output written before (it starts the file anew).
+fn killed_after(w: &Workdir, env: &[(&str, &str)], lines: usize) {
+    let before = std::fs::read_to_string(w.out()).unwrap_or_default();
+    let _ = std::fs::remove_file(w.path().join("fifo.jsonl"));
+    let new = run_killed_after(w, env, lines);
+    let mut text = before;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    for l in new {
+        text.push_str(&l);
+        text.push('\n');
+    }
+    std::fs::write(w.out(), text).expect("output");
 }
 
 /// The largest id of `table` among `lines` (the killed run's output).
@@ -388,7 +407,7 @@ async fn pg_scenario(server: &PgServer, seed: u64) {
         let more = s.rng.range(1, 5) as usize;
         db.exec(&format!("INSERT INTO mark VALUES (-1);{}", s.during_run()))
             .await;
-        let _ = run_killed_after(&w, &env, more);
+        killed_after(&w, &env, more);
     }
     let mut child = spawn_run(&w, &[], &env);
     db.exec(&s.during_run()).await;
@@ -459,7 +478,7 @@ fn mysql_scenario(server: &MariaServer, seed: u64) {
             &db,
             &format!("INSERT INTO mark VALUES (-1);{}", s.during_run()),
         );
-        let _ = run_killed_after(&w, &[], more);
+        killed_after(&w, &[], more);
     }
     let mut child = spawn_run(&w, &[], &[]);
     server.sql(&db, &s.during_run());
@@ -561,7 +580,7 @@ fn query_ties(w: &Workdir, env: &[(&str, &str)], mut sql: impl FnMut(&str)) {
         ));
     }
     sql(&format!("INSERT INTO ev VALUES {}", rows.join(", ")));
-    let _ = run_killed_after(w, env, 37);
+    killed_after(w, env, 37);
     let mut child = spawn_run(w, &[], env);
     // Late rows below the highest cursor (within the look-back), an update in the window.
     sql("INSERT INTO ev VALUES (5, '2024-01-01 10:00:09', 'late2'), (1000, '2024-01-01 10:00:08', 'late3')");
