@@ -576,6 +576,49 @@ mod tests {
     }
 
     #[test]
+    fn row_positions_sort_inside_their_stream_position_and_round_trip() {
+        let row = |at: Position, r: &str| {
+            Position::Row(RowPosition {
+                at: Some(Box::new(at)),
+                row: r.into(),
+            })
+        };
+        let a = row(pg(0x1000, 0), "public.t!i8000000000000001!00");
+        let b = row(pg(0x1000, 0), "public.t!i8000000000000002!00");
+        assert_eq!(
+            a.cursor(),
+            "0000000000000FFF:Rpublic.t!i8000000000000001!00"
+        );
+        assert!(pg(0xFFF, u64::MAX) < a && a < b && b < pg(0x1000, 1));
+        assert!(pg(0xFFF, u64::MAX).cursor() < a.cursor() && b.cursor() < pg(0x1000, 1).cursor());
+        assert!(!a.is_checkpoint() && a.reached(&pg(0xFFF, 5)));
+        assert_eq!(a.anchor(), &pg(0x1000, 0));
+        let m = row(my("bin.000007", 900, 0), "d.t!s1!00");
+        assert_eq!(m.cursor(), "0000000007:0000000000000383:Rd.t!s1!00");
+        assert!(my("bin.000007", 899, 9) < m && m < my("bin.000007", 900, 1));
+        assert_eq!(m.partial_cmp(&a), None, "engines do not compare");
+        let mut w = Vec::new();
+        m.write_cursor(&mut w).expect("write");
+        assert_eq!(String::from_utf8(w).expect("utf8"), m.cursor());
+        // Query-mode rows: no stream position, not comparable with run positions.
+        let q = Position::Row(RowPosition {
+            at: None,
+            row: "s.t!i8000000000000001!00".into(),
+        });
+        assert_eq!(q.cursor(), "Rs.t!i8000000000000001!00");
+        let run = Position::Query(QueryPosition {
+            cursor: "00000000000000000001:{}".into(),
+            window: String::new(),
+        });
+        assert_eq!(q.partial_cmp(&run), None);
+        assert!(!q.beyond(&run));
+        for p in [a, m, q] {
+            let s = serde_json::to_string(&p).expect("ser");
+            assert_eq!(serde_json::from_str::<Position>(&s).expect("de"), p);
+        }
+    }
+
+    #[test]
     fn serde_round_trip() {
         let p = my("mysql-bin.000003", 1234, 0);
         let s = serde_json::to_string(&p).expect("ser");
