@@ -399,15 +399,20 @@ impl fmt::Display for Position {
     }
 }
 
-/// Parses a PostgreSQL cursor string back into its position.
+/// Parses a PostgreSQL cursor string back into its position. A backfill row's cursor
+/// (`<position − 1>:R…`) gives the stream position the row was read at.
 pub fn parse_pg_cursor(s: &str) -> Result<PgPosition, PositionParseError> {
     let bad = || {
         PositionParseError::new(
             s,
-            "a PostgreSQL cursor like 0000000001A2B3C4:0000000000000001",
+            "a PostgreSQL cursor like 0000000001A2B3C4:0000000000000001 (or a backfill row's 0000000001A2B3C4:R…)",
         )
     };
     let (l, o) = s.split_once(':').ok_or_else(bad)?;
+    if o.starts_with('R') && l.len() == 16 {
+        let l = u64::from_str_radix(l, 16).map_err(|_| bad())?;
+        return Ok(PgPosition::checkpoint(Lsn(l.saturating_add(1))));
+    }
     if l.len() != 16 || o.len() != 16 {
         return Err(bad());
     }
@@ -567,6 +572,10 @@ mod tests {
         let c = Position::Postgres(p).cursor();
         assert_eq!(parse_pg_cursor(&c).expect("parse"), p);
         assert!(parse_pg_cursor("zz").is_err());
+        assert_eq!(
+            parse_pg_cursor("0000000000000FFF:Rpublic.t!i8000000000000001!00").expect("row"),
+            PgPosition::checkpoint(Lsn(0x1000))
+        );
     }
 
     #[test]
