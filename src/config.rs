@@ -503,6 +503,13 @@ pub struct QuerySourceConfig {
     /// uses `{{cursor}}`).
     #[serde(default)]
     pub initial_cursor: Option<String>,
+    /// How far below the highest delivered cursor value each run reads again, so rows
+    /// committed late with an older cursor value are not missed: a duration (`"5s"`) for a
+    /// date/timestamp cursor column, a number (`100`) for a numeric one, `0` for none.
+    /// Default `"5s"` / `100` (by the column's type); text cursors have none. See
+    /// `src/source/query/mod.rs`.
+    #[serde(default)]
+    pub lookback: Option<Lookback>,
     #[serde(default = "default_connect_timeout", deserialize_with = "de_duration")]
     pub connect_timeout: Duration,
     /// Reach the database through an SSH tunnel (`ssh = { host, user, private_key,
@@ -517,6 +524,59 @@ pub struct QuerySourceConfig {
     /// local end (set by [`crate::tunnel`], never read from the file).
     #[serde(skip)]
     pub tls_server_name: Option<String>,
+}
+
+/// `lookback` of a query source.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookback {
+    /// For date and timestamp cursor columns.
+    Time(Duration),
+    /// For numeric cursor columns: a non-negative decimal number, as text.
+    Amount(String),
+}
+
+impl Lookback {
+    /// Whether this is no lookback at all.
+    pub fn is_zero(&self) -> bool {
+        match self {
+            Lookback::Time(d) => d.is_zero(),
+            Lookback::Amount(a) => a.bytes().all(|b| b == b'0' || b == b'.'),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Lookback {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Float(f64),
+            Text(String),
+        }
+        let amount = |t: String| {
+            let (i, f) = t.split_once('.').unwrap_or((&t, "0"));
+            let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
+            if digits(i) && digits(f) {
+                Ok(Lookback::Amount(t.clone()))
+            } else {
+                Err(format!(
+                    "lookback {t:?} is neither a duration (\"5s\") nor a non-negative number"
+                ))
+            }
+        };
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(Lookback::Amount(n.to_string())),
+            Raw::Float(f) if f.is_finite() && f >= 0.0 => Ok(Lookback::Amount(f.to_string())),
+            Raw::Float(f) => Err(serde::de::Error::custom(format!(
+                "lookback {f} must be a non-negative number"
+            ))),
+            Raw::Text(t) => match parse_duration(&t) {
+                Ok(d) => Ok(Lookback::Time(d)),
+                Err(_) => amount(t.trim().to_owned()).map_err(serde::de::Error::custom),
+            },
+        }
+    }
 }
 
 impl QuerySourceConfig {
@@ -1658,6 +1718,43 @@ mod tests {
         assert_eq!(port(&c), (QueryProtocol::Mysql, 3307));
         parse(&q("protocol = \"mysql\"\nsslmode = \"require\"")).expect("TLS for mysql");
         assert!(parse(&q("protocol = \"oracle\"")).is_err());
+    }
+
+    #[test]
+    fn query_lookback_is_a_duration_or_an_amount() {
+        let q = |extra: &str| {
+            format!(
+                "[[sources]]\nkind = \"query\"\nname = \"w\"\nuser = \"u\"\ndatabase = \"d\"\n\
+                 query = \"SELECT id FROM t\"\ncursor_column = \"id\"\n\
+                 table = \"d.t\"\n{extra}\n[[sinks]]\nkind = \"stdout\"\n"
+            )
+        };
+        let lb = |extra: &str| match parse(&q(extra)).map(|c| c.sources[0].clone()) {
+            Ok(SourceConfig::Query(q)) => Ok(q.lookback),
+            Ok(_) => panic!("not a query source"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(lb(""), Ok(None));
+        assert_eq!(
+            lb("lookback = \"5s\""),
+            Ok(Some(Lookback::Time(Duration::from_secs(5))))
+        );
+        assert_eq!(
+            lb("lookback = 100"),
+            Ok(Some(Lookback::Amount("100".into())))
+        );
+        assert_eq!(
+            lb("lookback = 0.5"),
+            Ok(Some(Lookback::Amount("0.5".into())))
+        );
+        assert!(lb("lookback = 0")
+            .expect("zero")
+            .is_some_and(|l| l.is_zero()));
+        assert!(lb("lookback = \"0s\"")
+            .expect("zero")
+            .is_some_and(|l| l.is_zero()));
+        assert!(lb("lookback = \"soon\"").is_err());
+        assert!(lb("lookback = -3").is_err());
     }
 
     #[test]

@@ -216,7 +216,8 @@ impl ChangeEvent {
                 out.write_all(b"\"")?;
             }
         }
-        match &self.position {
+        // A backfill row shows the stream position it was read at.
+        match self.position.anchor() {
             Position::Postgres(p) => write!(out, ",\"lsn\":\"{}\"", p.lsn)?,
             Position::Mysql(m) => {
                 out.write_all(b",\"file\":")?;
@@ -228,7 +229,7 @@ impl ChangeEvent {
                     None => out.write_all(b"null")?,
                 }
             }
-            Position::Query(_) => {}
+            Position::Query(_) | Position::Row(_) => {}
         }
         match self.txid {
             Some(x) => write!(out, ",\"txid\":{x}")?,

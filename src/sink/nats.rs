@@ -7,6 +7,9 @@
 //! * Payload: the event JSON ([`crate::event`]).
 //! * `Nats-Msg-Id`: `<source>:<cursor>`. JetStream drops a message whose id it has seen
 //!   within the stream's `duplicate_window`, so a replayed or retried batch is stored once.
+//!   JetStream sets no length limit, but keeps every id of the window in memory: an id over
+//!   [`MSG_ID_MAX`] bytes (a backfill row with a long text key) is cut and ends in a hash of
+//!   the whole ([`crate::identity::bounded_id`]), still one id per cursor.
 //! * Pipelined publishing: the messages of a chunk (`batch.max_events`, default 16384;
 //!   `batch.max_bytes`, default 16 MiB) are published back to back on one connection without
 //!   waiting for their acks; at most [`NATS_ACK_WINDOW`] acks are outstanding (publishing
@@ -176,7 +179,7 @@ impl ChunkSender for NatsChunks<'_> {
             push_header_safe(&mut id, &item.cursor);
             let msg = jetstream::message::PublishMessage::build()
                 .payload(bytes::Bytes::copy_from_slice(records.payload(i)))
-                .message_id(id.as_str());
+                .message_id(crate::identity::bounded_id(&id, MSG_ID_MAX).as_ref());
             match self.js.send_publish(self.subject(i).to_owned(), msg).await {
                 Ok(ack) => pending.push_back((i, ack)),
                 Err(e) => return classify(self.sink, e, self.subject(i)),
@@ -198,6 +201,9 @@ impl NatsChunks<'_> {
 }
 
 /// Appends `s` to `out` as [`header_safe`] would, without an intermediate string.
+/// The longest `Nats-Msg-Id` sent as it is.
+pub const MSG_ID_MAX: usize = 256;
+
 fn push_header_safe(out: &mut String, s: &str) {
     if s.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'%') {
         out.push_str(s);

@@ -20,7 +20,9 @@
 //! * `fields`: the columns sent as `traits` (identify, group) or `properties` (track, page,
 //!   screen); default every column of the image not used above. `rename` renames them.
 //! * `messageId` = `logtide-<source>-<cursor>`: the same change always gets the same id,
-//!   so a receiver de-duplicates replays.
+//!   so a receiver de-duplicates replays. Longer than Segment's 100 characters (backfill
+//!   and query-mode cursors carry the row's key), it is cut to 67 characters, `~` and 32
+//!   hex digits of the SHA-256 of the whole id: still one id per cursor.
 //!
 //! # Required fields
 //!
@@ -275,9 +277,12 @@ pub fn map_with(m: &SegmentMapping, event: &Json) -> Result<Option<Json>, String
     }
     let source = src["name"].as_str().unwrap_or_default();
     let cursor = src["cursor"].as_str().unwrap_or_default();
+    // Segment caps messageId at 100 characters: a longer id (a backfill row's cursor
+    // carries its key) is shortened with a hash of the whole, still unique.
+    let id = format!("logtide-{source}-{cursor}");
     out.insert(
         "messageId".into(),
-        Json::from(format!("logtide-{source}-{cursor}")),
+        Json::from(crate::identity::bounded_id(&id, MESSAGE_ID_MAX).into_owned()),
     );
     out.insert(
         "context".into(),
@@ -285,6 +290,9 @@ pub fn map_with(m: &SegmentMapping, event: &Json) -> Result<Option<Json>, String
     );
     Ok(Some(Json::Object(out)))
 }
+
+/// Segment's limit on `messageId`.
+const MESSAGE_ID_MAX: usize = 100;
 
 fn id_columns(m: &SegmentMapping) -> String {
     let cols: Vec<String> = [&m.user_id_column, &m.anonymous_id_column]
