@@ -116,10 +116,17 @@ pub async fn plan(
 ) -> Result<Vec<TablePlan>, BackfillError> {
     let rows = client
         .query(
-            "SELECT c.oid, n.nspname::text, c.relname::text, greatest(c.reltuples, 0)::int8 \
+            // Partitions (a publication without publish_via_partition_root lists them)
+            // are read once through their partitioned root, under its name, as the stream
+            // names them.
+            "SELECT DISTINCT r.oid, rn.nspname::text, r.relname::text, \
+                    coalesce((SELECT sum(greatest(x.reltuples, 0)) FROM pg_catalog.pg_partition_tree(r.oid) pt \
+                              JOIN pg_catalog.pg_class x ON x.oid = pt.relid), greatest(r.reltuples, 0))::int8 \
              FROM pg_catalog.pg_publication_tables p \
              JOIN pg_catalog.pg_namespace n ON n.nspname = p.schemaname \
              JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename \
+             JOIN pg_catalog.pg_class r ON r.oid = coalesce(pg_catalog.pg_partition_root(c.oid), c.oid) \
+             JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace \
              WHERE p.pubname = $1 ORDER BY 2, 3",
             &[&cfg.publication_name()],
         )
