@@ -426,6 +426,44 @@ async fn keys_without_primary_key_are_the_same_in_stream_and_backfill() {
     );
 }
 
+// ------------------------------------------------------------------ generated columns
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_columns_are_the_same_in_backfill_and_stream() {
+    let db = PgServer::get().fresh_db();
+    db.exec(
+        "CREATE TABLE g (id int PRIMARY KEY, a int, twice int GENERATED ALWAYS AS (a * 2) STORED);
+         INSERT INTO g (id, a) VALUES (1, 5);",
+    )
+    .await;
+    let w = Workdir::new();
+    let mut child = start(&w, &db, &source_name("gen"), "");
+    db.exec("INSERT INTO g (id, a) VALUES (2, 7)").await;
+    let ev = w.wait_events(2, WAIT);
+    kill9(&mut child);
+    assert_eq!(
+        (ev[0]["op"].as_str(), ev[1]["op"].as_str()),
+        (Some("r"), Some("c"))
+    );
+    if db.server.version() >= 18 {
+        // publish_generated_columns = stored: the value is in both paths.
+        assert_eq!(
+            ev[0]["after"],
+            json!({"id": 1, "a": 5, "twice": 10}),
+            "{ev:#?}"
+        );
+        assert_eq!(
+            ev[1]["after"],
+            json!({"id": 2, "a": 7, "twice": 14}),
+            "{ev:#?}"
+        );
+    } else {
+        // pgoutput cannot send it: absent from both paths alike.
+        assert_eq!(ev[0]["after"], json!({"id": 1, "a": 5}), "{ev:#?}");
+        assert_eq!(ev[1]["after"], json!({"id": 2, "a": 7}), "{ev:#?}");
+    }
+}
+
 // ------------------------------------------------------------------ 6. filter typos
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -70,6 +70,9 @@ pub async fn catalog(client: &Client) -> Result<Vec<KnownTable>, SetupError> {
 pub struct PublicationInfo {
     pub all_tables: bool,
     pub via_root: bool,
+    /// PostgreSQL 18+: whether stored generated columns are published
+    /// (`publish_generated_columns = stored`); `None` before 18.
+    pub generated: Option<bool>,
     pub managed: bool,
     /// Published operations missing among insert, update, delete.
     pub missing_ops: Vec<&'static str>,
@@ -124,6 +127,10 @@ pub async fn read(client: &Client, name: &str) -> Result<Option<PublicationInfo>
     Ok(Some(PublicationInfo {
         all_tables: flag("puballtables").unwrap_or(false),
         via_root: flag("pubviaroot").unwrap_or(false),
+        generated: p
+            .get("pubgencols")
+            .and_then(|v| v.as_str())
+            .map(|g| g == "s"),
         managed: comment == MANAGED_COMMENT,
         missing_ops,
         tables,
@@ -140,7 +147,9 @@ pub fn quote_table(name: &str) -> String {
 
 /// The CREATE PUBLICATION statement: FOR TABLE of the `tables.include` names when they are
 /// all exact names, else FOR ALL TABLES (the filter then selects); partitioned tables
-/// publish under their own name (`publish_via_partition_root`, PostgreSQL 13+).
+/// publish under their own name (`publish_via_partition_root`, PostgreSQL 13+); stored
+/// generated columns are published (`publish_generated_columns = stored`, PostgreSQL 18+;
+/// the backfill then reads them too).
 pub fn create_sql(cfg: &PostgresSourceConfig, server_version: u32) -> String {
     let name = quote_ident(&cfg.publication_name());
     let filter = Filter::new(cfg.tables.clone(), cfg.columns.clone());
@@ -150,7 +159,9 @@ pub fn create_sql(cfg: &PostgresSourceConfig, server_version: u32) -> String {
     } else {
         "FOR ALL TABLES".to_owned()
     };
-    let with = if server_version == 0 || server_version >= 130_000 {
+    let with = if server_version >= 180_000 {
+        " WITH (publish_via_partition_root = true, publish_generated_columns = stored)"
+    } else if server_version == 0 || server_version >= 130_000 {
         " WITH (publish_via_partition_root = true)"
     } else {
         ""
@@ -168,6 +179,8 @@ pub struct Plan {
     pub drop: Vec<String>,
     /// Turn on `publish_via_partition_root` (managed publications only).
     pub set_via_root: bool,
+    /// Turn on `publish_generated_columns = stored` (managed publications, PostgreSQL 18+).
+    pub set_generated: bool,
     /// Operations to publish (a user's publication without update or delete).
     pub missing_ops: Vec<&'static str>,
 }
@@ -177,6 +190,7 @@ impl Plan {
         self.add.is_empty()
             && self.drop.is_empty()
             && !self.set_via_root
+            && !self.set_generated
             && self.missing_ops.is_empty()
     }
 
@@ -202,6 +216,11 @@ impl Plan {
                 "ALTER PUBLICATION {p} SET (publish_via_partition_root = true)"
             ));
         }
+        if self.set_generated {
+            out.push(format!(
+                "ALTER PUBLICATION {p} SET (publish_generated_columns = stored)"
+            ));
+        }
         if !self.missing_ops.is_empty() {
             out.push(format!(
                 "ALTER PUBLICATION {p} SET (publish = 'insert, update, delete, truncate')"
@@ -222,6 +241,7 @@ pub fn plan(pub_: &PublicationInfo, filter: &Filter, tables: &[KnownTable]) -> P
         missing_ops: pub_.missing_ops.clone(),
         ..Plan::default()
     };
+    plan.set_generated = pub_.managed && pub_.generated == Some(false);
     if pub_.all_tables {
         plan.set_via_root = pub_.managed && !pub_.via_root;
         return plan;
@@ -425,6 +445,9 @@ mod tests {
             ),
             "CREATE PUBLICATION \"logtide_app\" FOR TABLE \"public\".\"users\", \"App\".\"Orders\" WITH (publish_via_partition_root = true)"
         );
+        assert!(create_sql(&pg(""), 180000).ends_with(
+            "WITH (publish_via_partition_root = true, publish_generated_columns = stored)"
+        ));
         assert_eq!(
             create_sql(&pg("tables = { include = [\"public.*\"] }"), 120000),
             "CREATE PUBLICATION \"logtide_app\" FOR ALL TABLES"
@@ -453,6 +476,7 @@ mod tests {
         let mut p = PublicationInfo {
             all_tables: false,
             via_root: true,
+            generated: None,
             managed: true,
             missing_ops: vec![],
             tables: ["public.a".to_string(), "public.c".to_string()].into(),
@@ -474,6 +498,10 @@ mod tests {
         assert!(user.drop.is_empty() && !user.set_via_root);
         p.all_tables = true;
         assert!(plan(&p, &filter, &tables).is_empty());
+        p.managed = true;
+        p.generated = Some(false);
+        assert!(plan(&p, &filter, &tables).set_generated);
+        p.managed = false;
         p.missing_ops = vec!["delete"];
         assert!(plan(&p, &filter, &tables).statements("x")[0].contains("publish = "));
     }
