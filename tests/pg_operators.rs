@@ -145,6 +145,59 @@ async fn slot_dropped_while_stopped_refuses_to_start() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_invalidated_while_stopped_refuses_to_start() {
+    // Slots may keep at most 1 MB of WAL: a few segment switches while logtide is stopped
+    // and a checkpoint invalidate its slot (wal_status = 'lost').
+    let server = PgServer::builder()
+        .setting("max_slot_wal_keep_size", "1MB")
+        .setting("wal_keep_size", "0")
+        .start();
+    let db = server.fresh_db();
+    db.exec("CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+    let w = Workdir::new();
+    let name = source_name("lost");
+    let slot = format!("logtide_{name}");
+    let mut child = start(&w, &db, &name, "");
+    db.exec("INSERT INTO t VALUES (1, 'x')").await;
+    w.wait_events(1, WAIT);
+    stop(&mut child, &w);
+    assert!(wait_until(WAIT, || !slot_active(&db, &slot)));
+    let lost = wait_until(WAIT, || {
+        db.psql(
+            "INSERT INTO t SELECT coalesce(max(id), 0) + 1, 'more' FROM t; SELECT pg_switch_wal();",
+        );
+        db.psql("CHECKPOINT");
+        server.psql(
+            "postgres",
+            &format!("SELECT wal_status FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+        ) == "lost"
+    });
+    assert!(
+        lost,
+        "the server did not invalidate the slot
+{}",
+        server.log()
+    );
+    let log = refused(&w);
+    assert!(
+        log.contains("was invalidated by the server") && log.contains("logtide reset"),
+        "{log}"
+    );
+    let (code, out) = cli(&w, &["check"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("invalidated")),
+        "{out}"
+    );
+    let (_, out) = cli(&w, &["status"]);
+    assert!(
+        out.contains("FAIL: slot") && out.contains("invalidated"),
+        "{out}"
+    );
+}
+
 // ------------------------------------------------------------------ 2. partitions
 
 async fn partitioned_schema(db: &TestDb<'_>) {
