@@ -240,19 +240,6 @@ pub async fn primary_key(client: &Client, relation_oid: u32) -> Result<Vec<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, SourceConfig};
-    use std::path::Path;
-
-    fn pg(extra: &str) -> PostgresSourceConfig {
-        let text = format!(
-            "[[sources]]\nkind = \"postgres\"\nname = \"app\"\nuser = \"u\"\ndatabase = \"d\"\n{extra}\n[[sinks]]\nkind = \"stdout\"\n"
-        );
-        let c = Config::parse(&text, Path::new("t.toml")).expect("config");
-        match c.sources.into_iter().next() {
-            Some(SourceConfig::Postgres(p)) => p,
-            _ => panic!("postgres source"),
-        }
-    }
 
     #[test]
     fn lost_slots() {
