@@ -179,6 +179,7 @@ pub async fn check_postgres(
         "connected to PostgreSQL {} as {user:?}",
         facts.version
     ));
+    pg_tls_state(&client, cfg, &mut r).await;
     if facts.wal_level == "logical" {
         r.ok("wal_level = logical");
     } else {
@@ -324,6 +325,44 @@ pub async fn check_postgres(
 
 fn quote_table(t: &TableInfo) -> String {
     format!("{}.{}", quote_ident(&t.schema), quote_ident(&t.name))
+}
+
+/// Whether the SQL connection is encrypted, as the server sees it (`pg_stat_ssl`), against
+/// what `sslmode` asks for: `prefer` falling back to plain text is a warning, not silence.
+async fn pg_tls_state(client: &tokio_postgres::Client, cfg: &PostgresSourceConfig, r: &mut Report) {
+    use crate::config::SslMode;
+    let mode = crate::source::postgres::tls::mode_name(cfg.sslmode);
+    let row = client
+        .query_opt(
+            "SELECT ssl, coalesce(version, ''), coalesce(cipher, '') FROM pg_catalog.pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await;
+    let (ssl, version, cipher): (bool, String, String) = match row {
+        Ok(Some(row)) => (
+            row.try_get(0).unwrap_or(false),
+            row.try_get(1).unwrap_or_default(),
+            row.try_get(2).unwrap_or_default(),
+        ),
+        _ => return,
+    };
+    if ssl {
+        let checked = if cfg.sslmode == SslMode::VerifyFull {
+            "certificate and host name verified"
+        } else {
+            "certificate not verified"
+        };
+        r.ok(format!(
+            "TLS {version} ({cipher}), sslmode = \"{mode}\": {checked}"
+        ));
+    } else if cfg.sslmode == SslMode::Disable {
+        r.ok("unencrypted connection (sslmode = \"disable\")");
+    } else {
+        r.warn(
+            format!("unencrypted connection: the server offers no TLS and sslmode = \"{mode}\""),
+            "enable ssl on the server and set sslmode = \"verify-full\" (or \"require\") so the connection never falls back to plain text",
+        );
+    }
 }
 
 /// Opens a replication connection and runs IDENTIFY_SYSTEM (pg_hba must allow it).

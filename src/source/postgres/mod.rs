@@ -233,6 +233,9 @@ async fn start(
         }
     });
     setup::validate(&client, cfg).await?;
+    if cfg.sslmode == crate::config::SslMode::Prefer {
+        setup::warn_if_plaintext(&client).await;
+    }
     let slot = cfg.slot_name();
     // Before anything is changed: a slot that vanished under a stored position means lost
     // changes, the PostgreSQL twin of a purged binlog.

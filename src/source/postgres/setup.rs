@@ -111,6 +111,22 @@ pub async fn validate(client: &Client, cfg: &PostgresSourceConfig) -> Result<(),
     Ok(())
 }
 
+/// `sslmode = prefer` went on in plain text: say so (libpq's fallback, never silent).
+pub async fn warn_if_plaintext(client: &Client) {
+    let ssl = client
+        .query_opt(
+            "SELECT ssl FROM pg_catalog.pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .ok()
+        .flatten()
+        .and_then(|r| r.try_get::<_, bool>(0).ok());
+    if ssl == Some(false) {
+        tracing::warn!("the server offers no TLS: the SQL connection is unencrypted (sslmode = prefer); set sslmode = \"verify-full\" (or \"require\") to refuse plain text");
+    }
+}
+
 /// Checks the filter against the catalog and makes the publication serve it: see
 /// [`super::publication::ensure`].
 pub async fn ensure_publication(
