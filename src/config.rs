@@ -481,6 +481,10 @@ pub struct QuerySourceConfig {
     pub database: String,
     #[serde(default)]
     pub sslmode: SslMode,
+    /// PEM file of CA certificates for `verify-full` (default: the Mozilla root store);
+    /// only with `sslmode = "verify-full"`.
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
     /// A SELECT using `{{cursor}}` and/or `{{last_sync_time}}`; both become bind parameters.
     pub query: String,
     /// Result column that only grows for new rows (id, updated_at).
@@ -1547,6 +1551,28 @@ impl Config {
                             &format!("names {}, which is not a readable file", ca.display()),
                         ));
                     }
+                }
+            }
+            // A CA file promises verification: never accept it with a mode that does not
+            // verify (libpq would silently verify the chain only; logtide would not at all).
+            let pg_tls = match s {
+                SourceConfig::Postgres(p) => Some((p.sslmode, p.sslrootcert.as_ref())),
+                SourceConfig::Query(q) => Some((q.sslmode, q.sslrootcert.as_ref())),
+                SourceConfig::Mysql(_) => None,
+            };
+            if let Some((mode, Some(root))) = pg_tls {
+                let key = format!("sources.{n}.sslrootcert");
+                if mode != SslMode::VerifyFull {
+                    return Err(invalid(
+                        key,
+                        "is only used with sslmode = \"verify-full\" (the certificate is not verified otherwise): set sslmode = \"verify-full\", or remove sslrootcert",
+                    ));
+                }
+                if !root.is_file() {
+                    return Err(invalid(
+                        key,
+                        &format!("names {}, which is not a readable file", root.display()),
+                    ));
                 }
             }
             if let SourceConfig::Postgres(p) = s {
