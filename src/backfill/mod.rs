@@ -102,17 +102,10 @@ impl BackfillError {
             BackfillError::Deliver(_) | BackfillError::Checkpoint(_) => false,
             BackfillError::ReaderGone => true,
             BackfillError::Setup { source, .. } | BackfillError::Postgres { source, .. } => {
-                let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
-                while let Some(err) = cur {
-                    if let Some(pg) = err.downcast_ref::<tokio_postgres::Error>() {
-                        return pg.is_closed() || pg.code().is_none();
-                    }
-                    if let Some(my) = err.downcast_ref::<crate::source::mysql::MysqlError>() {
-                        return my.class() == crate::source::ErrorClass::Transient;
-                    }
-                    cur = err.source();
-                }
-                false
+                // One classification for every source kind (see `source::classify`);
+                // nothing recognised (a SQL error of ours, a setting): permanent.
+                crate::source::classify::chain(source.as_ref())
+                    == Some(crate::source::ErrorClass::Transient)
             }
         }
     }

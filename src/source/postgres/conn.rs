@@ -91,14 +91,10 @@ impl ConnError {
 }
 
 /// Connection problems, resource shortage, operator intervention (shutdown, restart), a
-/// slot in use by another process, serialization failures: retrying can help.
+/// slot in use by another process, serialization failures: retrying can help (decided in
+/// [`crate::source::classify::sqlstate`]).
 pub fn sqlstate_is_transient(code: &str) -> bool {
-    code.starts_with("08")
-        || code.starts_with("40")
-        || code.starts_with("53")
-        || code.starts_with("57")
-        || code == "55006"
-        || code == "55P03"
+    crate::source::classify::sqlstate(code) == crate::source::ErrorClass::Transient
 }
 
 /// Result of IDENTIFY_SYSTEM.
