@@ -97,6 +97,22 @@ pub fn sqlstate_is_transient(code: &str) -> bool {
     crate::source::classify::sqlstate(code) == crate::source::ErrorClass::Transient
 }
 
+/// TCP keepalive (idle 10 s, every 5 s, 3 lost) and a 30 s limit on unacknowledged
+/// writes: the kernel ends a connection whose peer vanished (a crashed host, a dropped
+/// route) even while logtide waits. A peer that stays up but stops answering is caught
+/// by the stream's own silence check (`super::dead_after`).
+fn tcp_keepalive(tcp: &TcpStream) {
+    use rustix::net::sockopt;
+    let r = sockopt::set_socket_keepalive(tcp, true)
+        .and_then(|()| sockopt::set_tcp_keepidle(tcp, Duration::from_secs(10)))
+        .and_then(|()| sockopt::set_tcp_keepintvl(tcp, Duration::from_secs(5)))
+        .and_then(|()| sockopt::set_tcp_keepcnt(tcp, 3))
+        .and_then(|()| sockopt::set_tcp_user_timeout(tcp, 30_000));
+    if let Err(error) = r {
+        tracing::debug!(%error, "setting TCP keepalive on the replication connection failed");
+    }
+}
+
 /// Result of IDENTIFY_SYSTEM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SystemId {
@@ -237,6 +253,7 @@ impl ReplConnection {
                 source,
             })?;
             tcp.set_nodelay(true).map_err(ConnError::Io)?;
+            tcp_keepalive(&tcp);
             let fut = negotiate_tls(tcp, cfg, &addr);
             tokio::time::timeout(cfg.connect_timeout, fut)
                 .await

@@ -41,6 +41,15 @@
 //! no streamed transaction pending, and everything sent is checkpointed) a keepalive's
 //! `walEnd` becomes a `Boundary`, at most once per status interval, so an idle or
 //! filtered-out workload does not pin WAL. See shared/docs/protocol-notes.md.
+//!
+//! # Dead connections
+//!
+//! A server that stops answering without closing the connection (a network partition) is
+//! detected within [`dead_after`] = max(3 × `status_interval`, 10 s): a status update
+//! sent after a quiet status interval asks the server for a reply (`replyRequested`), and
+//! a connection on which nothing arrived for that long fails with [`PgError::Silent`]
+//! (transient: the service reconnects from the checkpoint). TCP keepalive and a TCP user
+//! timeout on every socket end connections whose peer vanished.
 
 pub mod conn;
 mod decoder;
@@ -126,6 +135,8 @@ pub enum PgError {
     Protocol { lsn: Lsn, problem: &'static str },
     #[error("the server ended the replication stream")]
     StreamEnded,
+    #[error("nothing received on the replication connection for {0:?}, not even an answer to a status update that asked for one: the server or the network stopped answering (reconnecting)")]
+    Silent(Duration),
     #[error("the pipeline closed the source channel")]
     ChannelClosed,
     /// Internal: shutdown was requested while blocked; [`run`] returns `Ok(())` instead.
@@ -147,7 +158,10 @@ impl PgError {
             } => source
                 .code()
                 .is_none_or(|c| conn::sqlstate_is_transient(c.code())),
-            PgError::StreamEnded | PgError::ChannelClosed | PgError::Cancelled => true,
+            PgError::StreamEnded
+            | PgError::Silent(_)
+            | PgError::ChannelClosed
+            | PgError::Cancelled => true,
             _ => false,
         };
         if transient {
@@ -387,6 +401,11 @@ async fn stream_loop(
         status,
     };
     let mut since_clock_check = 0u32;
+    // Dead-connection detection: the last time anything arrived (or a send blocked on the
+    // pipeline ended). A status update asks for a reply once the server was quiet for a
+    // status interval; silence for `dead_after` means the server or the network is gone.
+    let dead_after = dead_after(out.status.interval);
+    let mut last_traffic = Instant::now();
     loop {
         while let Some((tag, body)) = reader.buffered_frame()? {
             match conn::parse_copy_frame(tag, body)? {
@@ -413,6 +432,8 @@ async fn stream_loop(
                 }
                 Some(CopyMessage::CopyDone) => return Err(PgError::StreamEnded),
             }
+            // Waiting on a full channel while handling it is not silence either.
+            last_traffic = Instant::now();
             since_clock_check += 1;
             if since_clock_check >= 256 {
                 since_clock_check = 0;
@@ -425,11 +446,26 @@ async fn stream_loop(
             biased;
             _ = ctx.cancel.cancelled() => return Ok(()),
             _ = tokio::time::sleep_until(out.status.next_due) => {
-                out.status.send(out.writer, ctx, false).await?;
+                let quiet = last_traffic.elapsed();
+                if quiet >= dead_after {
+                    return Err(PgError::Silent(quiet));
+                }
+                let reply = quiet >= out.status.interval;
+                out.status.send(out.writer, ctx, reply).await?;
             }
-            r = reader.read_more() => r?,
+            r = reader.read_more() => {
+                r?;
+                last_traffic = Instant::now();
+            }
         }
     }
+}
+
+/// How long the replication connection may stay silent before it counts as dead: three
+/// status intervals, at least 10 s (each status update after a quiet interval asks the
+/// server for a reply).
+pub fn dead_after(status_interval: Duration) -> Duration {
+    (status_interval * 3).max(Duration::from_secs(10))
 }
 
 #[cfg(test)]
