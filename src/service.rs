@@ -14,6 +14,38 @@
 //! all stop with the sources. It keeps each source's state in [`crate::metrics`] for
 //! `/ready` and `/sources` and counts failures by kind.
 //!
+//! # Supervision: one rule for every source kind
+//!
+//! A source (PostgreSQL, MySQL, query mode) is in one of three conditions:
+//!
+//! * **running** (`connecting`, `backfilling`, `streaming`): it delivers.
+//! * **retrying** (`reconnecting`): a transient failure ([`ErrorClass::Transient`], decided
+//!   in [`crate::source::classify`]); the pair is rebuilt after a backoff
+//!   (`[pipeline] reconnect_initial_backoff`, doubling with jitter up to
+//!   `reconnect_max_backoff`, back to the start after a connection that lived
+//!   [`HEALTHY_AFTER`]) and resumes from the stored checkpoint — forever. Logged at WARN,
+//!   shown in `/sources`.
+//! * **failed**: a permanent failure. Logged at ERROR with what to fix, `/health` 503,
+//!   `/sources` shows the error, `logtide_source_up` 0. With `on_source_failure = "exit"`
+//!   (default) the other sources are stopped — each finishes and checkpoints its batch in
+//!   flight — and `logtide run` exits 3; with `"keep_running"` they go on.
+//!
+//! A failure is never a clean stop:
+//! * The source's cancellation token means only "the operator asked to stop" (a signal, a
+//!   reached bound, another source's failure under `"exit"`). When a source closes its
+//!   channel by itself, the service awaits its result *without* cancelling it, so its
+//!   error is kept; a source that returns `Ok(())` unasked is [`SourceError::Ended`]
+//!   (transient, retried). A source that met a permanent error while being stopped still
+//!   reports it.
+//! * A panic in a source or its pipeline is a failure of that source (exit 1).
+//! * `--until` that was not reached (stopped earlier) is an error (exit 1), never exit 0.
+//!
+//! Dead connections (a server that stops answering without closing the socket) are
+//! detected by the sources themselves within a documented bound and reported as transient
+//! errors (see [`crate::source::postgres::dead_after`] and the MySQL binlog read timeout);
+//! shutdown itself is bounded in `main` (a task stuck on a dead socket never holds the
+//! process).
+//!
 //! A source with `ssh` connects to its tunnel's local end ([`crate::tunnel`]): the source
 //! owns its [`crate::tunnel::Keeper`], which (re)starts ssh before every connection
 //! attempt, so a dropped tunnel is retried with the source's backoff; a permanent tunnel
