@@ -102,11 +102,15 @@ fn my_ids(server: &MariaServer, db: &str, table: &str) -> BTreeSet<i64> {
         .collect()
 }
 
+/// The table's ids, on a new connection (the server may have restarted).
 async fn pg_ids(db: &pg::TestDb<'_>, table: &str) -> BTreeSet<i64> {
-    db.text_rows(&format!("SELECT id FROM {table}"))
+    db.connect()
         .await
-        .into_iter()
-        .filter_map(|r| r.first().cloned().flatten()?.parse().ok())
+        .query(&format!("SELECT id::bigint FROM {table}"), &[])
+        .await
+        .expect("select ids")
+        .iter()
+        .map(|r| r.get::<_, i64>(0))
         .collect()
 }
 
@@ -161,7 +165,8 @@ async fn mysql_restarted_20_times_next_to_a_healthy_postgres_loses_nothing() {
     let mdb = my.fresh_db();
     my.sql(&mdb, "CREATE TABLE t (id INT PRIMARY KEY, v TEXT)");
     let pdb = PgServer::get().fresh_db();
-    pdb.exec("CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+    pdb.exec("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await;
     let (my_name, myq_name, pg_name) = (unique("r_my"), unique("r_myq"), unique("r_pg"));
     let w = Workdir::new();
     let admin = free_port();
@@ -231,7 +236,8 @@ async fn mysql_restarted_20_times_next_to_a_healthy_postgres_loses_nothing() {
 async fn every_source_kind_waits_for_a_server_down_at_start() {
     let pgs = PgServer::start_with(&[]);
     let pdb = pgs.fresh_db();
-    pdb.exec("CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+    pdb.exec("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await;
     let my = MariaServer::builder().start();
     let mdb = my.fresh_db();
     my.sql(&mdb, "CREATE TABLE t (id INT PRIMARY KEY, v TEXT)");
@@ -297,7 +303,8 @@ async fn every_source_kind_waits_for_a_server_down_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanent_error_while_running_keeps_the_others_running_with_keep_running() {
     let pdb = PgServer::get().fresh_db();
-    pdb.exec("CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+    pdb.exec("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await;
     let role = unique("sup_rot");
     pdb.server.psql(
         "postgres",
@@ -344,7 +351,10 @@ async fn a_permanent_error_while_running_keeps_the_others_running_with_keep_runn
         logs(&w)
     );
     let snap = sources(admin);
-    let error = snap[&pg_name]["error"].as_str().unwrap_or_default().to_owned();
+    let error = snap[&pg_name]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(error.contains("password"), "{error}");
     let (code, body) = http(admin, "GET", "/health").expect("health");
     assert_eq!(code, 503, "{body}");
@@ -381,7 +391,8 @@ async fn a_permanent_error_while_running_exits_3_after_the_others_checkpointed()
         ),
     );
     let pdb = PgServer::get().fresh_db();
-    pdb.exec("CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+    pdb.exec("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await;
     let (pg_name, my_name) = (unique("x_pg"), unique("x_my"));
     let w = Workdir::new();
     let admin = free_port();
@@ -396,10 +407,7 @@ async fn a_permanent_error_while_running_exits_3_after_the_others_checkpointed()
         &w,
         admin,
         "",
-        &format!(
-            "{my_src}\n{}",
-            pdb.server.source_toml(pdb.name(), &pg_name)
-        ),
+        &format!("{my_src}\n{}", pdb.server.source_toml(pdb.name(), &pg_name)),
     );
     let mut e = env();
     e.push(("SUP_PRIV_PW", "priv-pw"));
@@ -451,20 +459,18 @@ async fn a_permanent_error_while_running_exits_3_after_the_others_checkpointed()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_connection_is_detected_and_reconnected() {
     let pdb = PgServer::get().fresh_db();
-    pdb.exec("CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+    pdb.exec("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await;
     let my = MariaServer::get();
     let mdb = my.fresh_db();
     my.sql(&mdb, "CREATE TABLE t (id INT PRIMARY KEY, v TEXT)");
     let pg_proxy = Blackhole::start(pdb.server.port());
     let my_proxy = Blackhole::start(my.port());
     let (pg_name, my_name) = (unique("b_pg"), unique("b_my"));
-    let pg_src = pdb
-        .server
-        .source_toml(pdb.name(), &pg_name)
-        .replace(
-            &format!("port = {}", pdb.server.port()),
-            &format!("port = {}", pg_proxy.port()),
-        );
+    let pg_src = pdb.server.source_toml(pdb.name(), &pg_name).replace(
+        &format!("port = {}", pdb.server.port()),
+        &format!("port = {}", pg_proxy.port()),
+    );
     let my_src = my.source_toml(&my_name, &mdb).replace(
         &format!("port = {}", my.port()),
         &format!("port = {}", my_proxy.port()),
@@ -509,7 +515,11 @@ async fn a_black_holed_connection_is_detected_and_reconnected() {
         "{}",
         logs(&w)
     );
-    assert!(stop.elapsed() < Duration::from_secs(15), "{:?}", stop.elapsed());
+    assert!(
+        stop.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        stop.elapsed()
+    );
 }
 
 /// A table dropped while the initial backfill runs is skipped (WARN and
@@ -571,7 +581,8 @@ async fn a_table_dropped_during_the_backfill_is_skipped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn until_not_reached_is_not_exit_0() {
     let pdb = PgServer::get().fresh_db();
-    pdb.exec("CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+    pdb.exec("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await;
     let name = unique("until_pg");
     let w = Workdir::new();
     let admin = free_port();

@@ -45,8 +45,7 @@ impl Blackhole {
                         let generation = a.fetch_add(1, Ordering::SeqCst) + 1;
                         let h = h.clone();
                         tokio::spawn(async move {
-                            let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await
-                            else {
+                            let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
                                 return;
                             };
                             let (cr, cw) = client.into_split();

@@ -214,6 +214,9 @@ pub struct ReplConnection {
     pub writer: FrameWriter,
     /// `server_version_num` form, from the ParameterStatus `server_version`.
     pub server_version: u32,
+    /// The walsender's process id (BackendKeyData), to end it when this connection went
+    /// silent but the server still holds it (see `super::stale`).
+    pub backend_pid: Option<i32>,
 }
 
 impl ReplConnection {
@@ -267,6 +270,7 @@ impl ReplConnection {
             reader: FrameReader::new(r),
             writer: FrameWriter::new(w),
             server_version: 0,
+            backend_pid: None,
         };
         let startup = tokio::time::timeout(cfg.connect_timeout, conn.startup(cfg, password));
         startup.await.map_err(|_| ConnError::Timeout {
@@ -394,7 +398,11 @@ impl ReplConnection {
                         }
                     }
                 }
-                b'K' | b'v' => {}
+                b'K' => {
+                    let mut b = body;
+                    self.backend_pid = read_i32(&mut b);
+                }
+                b'v' => {}
                 b'N' => log_notice(body),
                 b'E' => return Err(ConnError::Server(parse_error_fields(body))),
                 b'Z' => return Ok(()),

@@ -49,7 +49,10 @@
 //! sent after a quiet status interval asks the server for a reply (`replyRequested`), and
 //! a connection on which nothing arrived for that long fails with [`PgError::Silent`]
 //! (transient: the service reconnects from the checkpoint). TCP keepalive and a TCP user
-//! timeout on every socket end connections whose peer vanished.
+//! timeout on every socket end connections whose peer vanished. The server may not have
+//! noticed yet (its `wal_sender_timeout`, 60 s by default): its walsender still holds the
+//! slot. The reconnect ends exactly that walsender — the one of our silent connection,
+//! known by its process id — instead of waiting for the server's timeout (`stale.rs`).
 
 pub mod conn;
 mod decoder;
@@ -58,6 +61,7 @@ pub mod pgoutput;
 pub mod retention;
 pub mod setup;
 pub mod spill;
+mod stale;
 pub mod tls;
 pub mod tuple;
 pub mod types;
@@ -269,6 +273,7 @@ async fn start(
             Err(e) => return Err(e.into()),
         }
     }
+    stale::end_if_still_active(&client, &slot).await;
     let start = resume.map(|p| p.lsn).unwrap_or_default();
     let opts = StartOptions::for_server(repl.server_version, slot, cfg.publication_name(), start);
     tracing::info!(slot = %opts.slot, publication = %opts.publication, start = %start, proto_version = opts.proto_version, "starting replication");
@@ -290,6 +295,9 @@ async fn stream(
     let mut decoder = Decoder::new(cfg, info, ctx.filter.clone(), client, resume, spill_dir);
     let mut status = Status::new(cfg.status_interval);
     let result = stream_loop(&mut repl, &mut decoder, &mut status, ctx).await;
+    if let (Err(PgError::Silent(_)), Some(pid)) = (&result, repl.backend_pid) {
+        stale::remember(&cfg.slot_name(), pid);
+    }
     match result {
         Ok(()) | Err(PgError::Cancelled) => {
             // Confirm what is stored, then end the stream cleanly.
