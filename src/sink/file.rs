@@ -36,7 +36,10 @@ struct SharedFile {
 
 /// The open files of this process by (device, inode): a second sink on the same file,
 /// however its path is spelled, shares the first one's writer.
-static OPEN_FILES: Mutex<Option<HashMap<(u64, u64), Weak<SharedFile>>>> = Mutex::new(None);
+static OPEN_FILES: Mutex<Option<OpenFiles>> = Mutex::new(None);
+
+/// (device, inode) → the writer, while some sink holds it.
+type OpenFiles = HashMap<(u64, u64), Weak<SharedFile>>;
 
 impl FileSink {
     /// Opens (creating, appending) the file, or joins the writer already open on it.
