@@ -596,3 +596,155 @@ async fn until_not_reached_is_not_exit_0() {
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(text.contains("before reaching --until"), "{text}");
 }
+
+/// Runs `openssl` in `dir` (the CLI the harness already needs for TLS servers).
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the openssl CLI is needed for this test (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA `ca.crt`, an unrelated `other.crt`, and `server.crt`/`server.key` for `localhost`
+/// only (so 127.0.0.1 is a host-name mismatch), in `dir`.
+fn make_pg_certs(dir: &std::path::Path) {
+    for name in ["ca", "other"] {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.crt"),
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=supervision-{name}"),
+            ],
+        );
+    }
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=critical,CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write ext");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+}
+
+/// A certificate that fails verification (an unrelated CA, or a host name the certificate
+/// does not name) is a permanent error: exit 3 at once with the cause, for PostgreSQL
+/// (backfill and stream) and MySQL — never "retrying" forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_verification_failures_are_permanent() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    make_pg_certs(certs.path());
+    let read = |n: &str| std::fs::read(certs.path().join(n)).expect("read cert");
+    let pgs = PgServer::builder()
+        .setting("ssl", "on")
+        .setting("ssl_cert_file", "server.crt")
+        .setting("ssl_key_file", "server.key")
+        .data_file("server.crt", &read("server.crt"), 0o644)
+        .data_file("server.key", &read("server.key"), 0o600)
+        .start();
+    let pdb = pgs.fresh_db();
+    let my = MariaServer::builder().tls(false).start();
+    let ca = certs.path().join("ca.crt");
+    let other = certs.path().join("other.crt");
+    let cases = [
+        // (label, source toml)
+        (
+            "pg wrong CA",
+            pgs.source_toml(pdb.name(), "t_pg_ca")
+                .replace("host = \"127.0.0.1\"", "host = \"localhost\"")
+                .replace(
+                    "sslmode = \"disable\"",
+                    &format!(
+                        "sslmode = \"verify-full\"\nsslrootcert = {:?}",
+                        other.display().to_string()
+                    ),
+                ),
+        ),
+        (
+            "pg wrong host",
+            pgs.source_toml(pdb.name(), "t_pg_host").replace(
+                "sslmode = \"disable\"",
+                &format!(
+                    "sslmode = \"verify-full\"\nsslrootcert = {:?}",
+                    ca.display().to_string()
+                ),
+            ),
+        ),
+        (
+            "mysql wrong CA",
+            format!(
+                "{}ssl_mode = \"verify_identity\"\nssl_ca = {:?}\n",
+                my.source_toml("t_my_ca", "mysql"),
+                my.other_ca_pem().display().to_string()
+            ),
+        ),
+    ];
+    for (label, toml) in cases {
+        let w = Workdir::new();
+        write(&w, free_port(), "", &toml);
+        let mut child = spawn_run(&w, &[], &env());
+        let status = wait_exit(&mut child, Duration::from_secs(30));
+        let text = logs(&w);
+        assert_eq!(status.code(), Some(3), "{label}:\n{text}");
+        assert!(
+            text.to_lowercase().contains("certificate"),
+            "{label}: the error names the certificate:\n{text}"
+        );
+        assert!(!text.contains("retrying"), "{label}: retried:\n{text}");
+        assert!(!text.contains(pg::PASSWORD), "{label}: secret in the log");
+    }
+}
