@@ -134,6 +134,23 @@ pub struct PipelineConfig {
     /// Capacity of the bounded source → pipeline channel, in messages. Default 16384.
     #[serde(default = "default_channel")]
     pub channel_capacity: usize,
+    /// What the process does when a source fails permanently (see the supervision rule in
+    /// [`crate::service`]): `"exit"` (default) stops the other sources once they
+    /// checkpointed what they delivered and exits with status 3; `"keep_running"` keeps the
+    /// other sources streaming (`/health` answers 503 and `logtide_source_up` is 0 for the
+    /// failed one until the process is restarted).
+    #[serde(default)]
+    pub on_source_failure: OnSourceFailure,
+    /// First wait before reconnecting a source after a transient failure. Default "1s".
+    #[serde(
+        default = "default_reconnect_initial",
+        deserialize_with = "de_duration"
+    )]
+    pub reconnect_initial_backoff: Duration,
+    /// Longest wait between reconnect attempts (the backoff doubles up to it, with
+    /// jitter, and starts over after a connection that stayed up). Default "60s".
+    #[serde(default = "default_reconnect_max", deserialize_with = "de_duration")]
+    pub reconnect_max_backoff: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -141,8 +158,29 @@ impl Default for PipelineConfig {
         PipelineConfig {
             max_batch_events: default_max_batch(),
             channel_capacity: default_channel(),
+            on_source_failure: OnSourceFailure::default(),
+            reconnect_initial_backoff: default_reconnect_initial(),
+            reconnect_max_backoff: default_reconnect_max(),
         }
     }
+}
+
+/// `[pipeline] on_source_failure`: the process's answer to a permanently failed source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSourceFailure {
+    /// Checkpoint the other sources, then exit with status 3.
+    #[default]
+    Exit,
+    /// Keep the other sources running; `/health` stays 503.
+    KeepRunning,
+}
+
+fn default_reconnect_initial() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_reconnect_max() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_max_batch() -> usize {
@@ -1450,6 +1488,14 @@ impl Config {
             return Err(invalid(
                 "pipeline.channel_capacity".into(),
                 "must be at least 1",
+            ));
+        }
+        if self.pipeline.reconnect_initial_backoff.is_zero()
+            || self.pipeline.reconnect_max_backoff < self.pipeline.reconnect_initial_backoff
+        {
+            return Err(invalid(
+                "pipeline.reconnect_initial_backoff / reconnect_max_backoff".into(),
+                "the initial backoff must be more than 0 and at most reconnect_max_backoff",
             ));
         }
         if let Err(problem) = self.admin.listen_addr() {

@@ -1,11 +1,13 @@
 //! The `logtide` command line: parse arguments, load config, start the service, map errors
 //! to exit codes.
 //!
-//! Exit codes: 0 success (also a clean stop on SIGINT/SIGTERM or a reached bound);
-//! 1 runtime failure (a sink or the checkpoint store; `check`: a sink check failed);
-//! 2 bad command line or config; 3 a source failed permanently (server settings,
-//! privileges, purged positions, undecodable data — the message says what to fix;
-//! `check`: a source check failed).
+//! Exit codes: 0 success (a clean stop on SIGINT/SIGTERM or a reached bound — never
+//! after a source failure); 1 runtime failure (a sink, the checkpoint store, a crash, a
+//! shutdown that did not finish in time, `--until` not reached; `check`: a sink check
+//! failed); 2 bad command line or config; 3 a source failed permanently (credentials,
+//! TLS verification, server settings, privileges, purged positions, undecodable data — the
+//! message says what to fix; `check`: a source check failed). See the supervision rule in
+//! `logtide::service`.
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -15,7 +17,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use logtide::checkpoint::CheckpointStore;
 use logtide::config::Config;
 use logtide::pipeline::Bounds;
-use logtide::service::{self, ErrorChain, RunOptions, ServiceError};
+use logtide::service::{self, ErrorChain, RunOptions};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -414,8 +416,14 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(1, &e),
     };
-    rt.block_on(async_main(cli.command))
+    let code = rt.block_on(async_main(cli.command));
+    // A blocking task stuck on a dead connection must not hold the exit.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
+
+/// How long a stop (signal, failed source) may take before the process exits anyway.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 async fn async_main(cmd: Command) -> ExitCode {
     match cmd {
@@ -848,9 +856,25 @@ async fn run_service(
         bounds: Bounds { until, max_events },
         config_path: Some(config.to_owned()),
     };
-    let res = match store {
-        Some(store) => service::run_with_store(cfg, store, opts, cancel.clone()).await,
-        None => service::run(cfg, opts, cancel.clone()).await,
+    let service = async {
+        match store {
+            Some(store) => service::run_with_store(cfg, store, opts, cancel.clone()).await,
+            None => service::run(cfg, opts, cancel.clone()).await,
+        }
+    };
+    // Once a stop was requested (a signal, or a failed source), the service gets
+    // SHUTDOWN_GRACE to finish its batches; a task stuck on a dead connection never holds
+    // the process (what it did not checkpoint is delivered again after the restart).
+    let deadline = async {
+        cancel.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let res = tokio::select! {
+        r = service => r,
+        _ = deadline => {
+            tracing::error!(grace_s = SHUTDOWN_GRACE.as_secs(), "shutdown did not finish in time (a connection stopped answering?); exiting without waiting further");
+            return ExitCode::from(1);
+        }
     };
     cancel.cancel();
     let _ = signals.await;
@@ -861,15 +885,6 @@ async fn run_service(
             }
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            let code = match &e {
-                ServiceError::Source { .. } => 3,
-                ServiceError::Tunnel(t) if t.is_permanent() => 3,
-                ServiceError::Backfill { source, .. } if source.is_source_side() => 3,
-                ServiceError::UnknownSource(_) => 2,
-                _ => 1,
-            };
-            fail(code, &e)
-        }
+        Err(e) => fail(e.exit_code(), &e),
     }
 }

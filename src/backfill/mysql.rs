@@ -522,55 +522,67 @@ pub fn read_tables(
             continue;
         }
         let qualified = plan.qualified();
-        let schema = table_schema(plan, info);
-        // Rows are named by table, key and content, read at the stream's start.
-        let namer = RowNamer::new(
-            &Position::Mysql(start.clone()),
-            &qualified,
-            &plan.columns,
-            &plan.key,
-        );
-        let mut progress = if plan.paginate {
-            progress
-        } else {
-            TableProgress::default()
-        };
-        if !plan.paginate {
-            // One pass: one SELECT whose rows are read from the socket as they are handed
-            // over, `chunk_rows` at a time, so memory stays bounded. Its progress stays
-            // `last_key = None`, so an interrupted pass starts the table over.
-            let sql = chunk_sql(plan, None, chunk_rows)
-                .map_err(|e| table_err(&qualified, "build the chunk query", e))?;
-            let mut rows = conn
-                .query_rows(&sql)
-                .map_err(|e| table_err(&qualified, "read a chunk", e))?;
-            if rows.columns.len() != plan.columns.len() {
-                return Err(columns_changed(plan, rows.columns.len()));
+        // A table dropped while the backfill runs is skipped, not fatal.
+        let read = || -> Result<(), BackfillError> {
+            let schema = table_schema(plan, info);
+            // Rows are named by table, key and content, read at the stream's start.
+            let namer = RowNamer::new(
+                &Position::Mysql(start.clone()),
+                &qualified,
+                &plan.columns,
+                &plan.key,
+            );
+            let mut progress = if plan.paginate {
+                progress
+            } else {
+                TableProgress::default()
+            };
+            if !plan.paginate {
+                // One pass: one SELECT whose rows are read from the socket as they are handed
+                // over, `chunk_rows` at a time, so memory stays bounded. Its progress stays
+                // `last_key = None`, so an interrupted pass starts the table over.
+                let sql = chunk_sql(plan, None, chunk_rows)
+                    .map_err(|e| table_err(&qualified, "build the chunk query", e))?;
+                let mut rows = conn
+                    .query_rows(&sql)
+                    .map_err(|e| table_err(&qualified, "read a chunk", e))?;
+                if rows.columns.len() != plan.columns.len() {
+                    return Err(columns_changed(plan, rows.columns.len()));
+                }
+                let mut events = Vec::with_capacity(chunk_rows);
+                while let Some(cells) = rows
+                    .next_row()
+                    .map_err(|e| table_err(&qualified, "read a chunk", e))?
+                {
+                    progress.rows += 1;
+                    events.push(row_event(plan, &schema, &cells, &namer, progress.rows)?);
+                    if events.len() >= chunk_rows {
+                        let evs = std::mem::replace(&mut events, Vec::with_capacity(chunk_rows));
+                        send(&tx, &qualified, evs, progress.clone())?;
+                    }
+                }
+                progress.done = true;
+                send(&tx, &qualified, events, progress.clone())?;
+                return Ok(());
             }
-            let mut events = Vec::with_capacity(chunk_rows);
-            while let Some(cells) = rows
-                .next_row()
-                .map_err(|e| table_err(&qualified, "read a chunk", e))?
-            {
-                progress.rows += 1;
-                events.push(row_event(plan, &schema, &cells, &namer, progress.rows)?);
-                if events.len() >= chunk_rows {
-                    let evs = std::mem::replace(&mut events, Vec::with_capacity(chunk_rows));
-                    send(&tx, &qualified, evs, progress.clone())?;
+            loop {
+                let events = read_chunk(conn, plan, &schema, &mut progress, chunk_rows, &namer)?;
+                let finished = events.len() < chunk_rows;
+                progress.done = finished;
+                send(&tx, &qualified, events, progress.clone())?;
+                if finished {
+                    break;
                 }
             }
-            progress.done = true;
-            send(&tx, &qualified, events, progress.clone())?;
-            continue;
-        }
-        loop {
-            let events = read_chunk(conn, plan, &schema, &mut progress, chunk_rows, &namer)?;
-            let finished = events.len() < chunk_rows;
-            progress.done = finished;
-            send(&tx, &qualified, events, progress.clone())?;
-            if finished {
-                break;
+            Ok(())
+        };
+        match read() {
+            Err(e) if crate::source::classify::is_missing_table(&e) => {
+                super::skip_dropped(&qualified, &e);
+                tx.blocking_send(Chunk::skipped(&qualified))
+                    .map_err(|_| BackfillError::ReaderGone)?;
             }
+            r => r?,
         }
     }
     Ok(())
@@ -684,6 +696,7 @@ fn send(
         table: table.to_owned(),
         events,
         progress,
+        skipped: false,
     })
     .map_err(|_| BackfillError::ReaderGone)
 }

@@ -494,49 +494,68 @@ pub async fn read_tables(
             continue;
         }
         let qualified = plan.qualified();
-        let tys = column_types(client, &mut types, plan).await?;
-        let schema = table_schema(plan, cfg, info);
-        let reader = TableReader {
-            plan,
-            tys: &tys,
-            schema: &schema,
-        };
-        // Rows are named by table, key and content, read at the stream's start.
-        let namer = RowNamer::new(
-            &Position::Postgres(PgPosition::checkpoint(start)),
-            &qualified,
-            &schema.columns,
-            &plan.key,
-        );
-        let keyless = plan.key.is_empty();
-        let mut progress = if keyless {
-            TableProgress::default()
-        } else {
-            progress
-        };
-        loop {
-            let mut events = Vec::with_capacity(chunk_rows.min(65_536));
-            // Keyless tables come in one COPY: hand them over in chunk-sized pieces.
-            let pieces = keyless.then_some(&tx);
-            let in_chunk = reader
-                .copy(
-                    client,
-                    &mut progress,
-                    chunk_rows,
-                    &namer,
-                    &mut events,
-                    pieces,
-                )
-                .await?;
-            let finished = keyless || in_chunk < chunk_rows;
-            progress.done = finished;
-            send(&tx, &qualified, events, progress.clone()).await?;
-            if finished {
-                break;
+        // A table dropped while the backfill runs is skipped, not fatal (see below).
+        let read = async {
+            let tys = column_types(client, &mut types, plan).await?;
+            let schema = table_schema(plan, cfg, info);
+            let reader = TableReader {
+                plan,
+                tys: &tys,
+                schema: &schema,
+            };
+            // Rows are named by table, key and content, read at the stream's start.
+            let namer = RowNamer::new(
+                &Position::Postgres(PgPosition::checkpoint(start)),
+                &qualified,
+                &schema.columns,
+                &plan.key,
+            );
+            let keyless = plan.key.is_empty();
+            let mut progress = if keyless {
+                TableProgress::default()
+            } else {
+                progress
+            };
+            loop {
+                let mut events = Vec::with_capacity(chunk_rows.min(65_536));
+                // Keyless tables come in one COPY: hand them over in chunk-sized pieces.
+                let pieces = keyless.then_some(&tx);
+                let in_chunk = reader
+                    .copy(
+                        client,
+                        &mut progress,
+                        chunk_rows,
+                        &namer,
+                        &mut events,
+                        pieces,
+                    )
+                    .await?;
+                let finished = keyless || in_chunk < chunk_rows;
+                progress.done = finished;
+                send(&tx, &qualified, events, progress.clone()).await?;
+                if finished {
+                    break;
+                }
             }
+            Ok::<(), BackfillError>(())
+        }
+        .await;
+        match read {
+            Err(e) if crate::source::classify::is_missing_table(&e) => {
+                super::skip_dropped(&qualified, &e);
+                send_skipped(&tx, &qualified).await?;
+            }
+            r => r?,
         }
     }
     Ok(())
+}
+
+/// Tells the delivery that `table` was skipped (dropped during the backfill).
+async fn send_skipped(tx: &mpsc::Sender<Chunk>, table: &str) -> Result<(), BackfillError> {
+    tx.send(Chunk::skipped(table))
+        .await
+        .map_err(|_| BackfillError::ReaderGone)
 }
 
 async fn send(
@@ -549,6 +568,7 @@ async fn send(
         table: table.to_owned(),
         events,
         progress,
+        skipped: false,
     })
     .await
     .map_err(|_| BackfillError::ReaderGone)

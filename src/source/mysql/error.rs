@@ -153,21 +153,9 @@ impl MysqlError {
             | MysqlError::ThreadLost => ErrorClass::Transient,
             // Server shutdown / killed connection / too many connections / lock waits.
             MysqlError::Tls(t) => t.class(),
-            MysqlError::Stream { code, .. } | MysqlError::Query { code, .. } => match code {
-                1040
-                | 1053
-                | 1077
-                | 1079
-                | 1152
-                | 1153
-                | 1158..=1161
-                | 1205
-                | 1213
-                | 1317
-                | 2013
-                | 0 => ErrorClass::Transient,
-                _ => ErrorClass::Permanent,
-            },
+            MysqlError::Stream { code, .. } | MysqlError::Query { code, .. } => {
+                crate::source::classify::mysql_code(*code)
+            }
             _ => ErrorClass::Permanent,
         }
     }

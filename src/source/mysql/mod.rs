@@ -92,7 +92,11 @@ pub async fn run(
             let _ = done_tx.send(r);
         })
         .map_err(MysqlError::Thread)?;
+    // Biased to the reader's result: an error the reader met before (or while) a stop
+    // was requested keeps its error; the cancel branch means only "the operator asked to
+    // stop" (see the supervision rule in `crate::service`).
     let result = tokio::select! {
+        biased;
         r = &mut done_rx => r,
         _ = cancel.cancelled() => {
             // The thread leaves a blocked send at once, and a blocked socket read ends
@@ -107,7 +111,12 @@ pub async fn run(
             }
             let r = tokio::time::timeout(STOP_GRACE, &mut done_rx).await;
             drop(thread);
+            // An error caused by the stop itself (the socket shut down under the read)
+            // is the stop; a permanent one is reported.
             if let Ok(Ok(Err(e))) = r {
+                if e.class() == crate::source::ErrorClass::Permanent {
+                    return Err(e);
+                }
                 tracing::debug!(error = %e, "mysql source stopped with an error during shutdown");
             }
             return Ok(());

@@ -48,6 +48,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc::{error::TrySendError, Sender};
 use tokio_util::sync::CancellationToken;
 
+/// Longest wait for an answer to a metadata query (table columns and keys) while
+/// streaming.
+const METADATA_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Events buffered per transaction before they are streamed through.
 const FLUSH_AT: usize = 1024;
 /// Record indices of seeds start here, after those of a DDL at the same position.
@@ -229,6 +232,10 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
         handle,
     } = a;
     let (sql_client, tls, mut sql) = sql_connect(&cfg, &password)?;
+    // Metadata queries while streaming must not hang on a dead server either.
+    if let Some(sock) = sql.socket() {
+        sock.bound_reads(METADATA_TIMEOUT);
+    }
     let server = validate::validate(&mut sql, &cfg.user)?;
     let mut collations = CollationMap::builtin();
     if let Ok(rs) = sql.query(
@@ -437,6 +444,10 @@ fn start_dump(
         "SET @master_heartbeat_period = {}",
         cfg.heartbeat.as_nanos()
     ))?;
+    // Silence beyond three heartbeats (at least 10 s) is a dead connection.
+    if let Some(sock) = conn.socket() {
+        sock.bound_reads(super::socket::dead_after(cfg.heartbeat));
+    }
     conn.query("SET @master_binlog_checksum = @@global.binlog_checksum")?;
     let crc = conn
         .query("SELECT @master_binlog_checksum")?
@@ -560,7 +571,7 @@ fn read_packet(conn: &mut SqlConn) -> Result<Vec<u8>, MysqlError> {
             source.kind(),
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
         ) {
-            "waiting for binlog events (no heartbeat from the server within heartbeat + 10s)"
+            "waiting for binlog events (nothing, not even a heartbeat, within 3 heartbeat periods (at least 10 s): the server or the network stopped answering)"
         } else {
             "reading binlog events"
         };
