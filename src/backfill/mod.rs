@@ -178,17 +178,10 @@ impl BackfillError {
             BackfillError::Deliver(_) | BackfillError::Checkpoint(_) => false,
             BackfillError::ReaderGone => true,
             BackfillError::Setup { source, .. } | BackfillError::Postgres { source, .. } => {
-                let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
-                while let Some(err) = cur {
-                    if let Some(pg) = err.downcast_ref::<tokio_postgres::Error>() {
-                        return pg.is_closed() || pg.code().is_none();
-                    }
-                    if let Some(my) = err.downcast_ref::<crate::source::mysql::MysqlError>() {
-                        return my.class() == crate::source::ErrorClass::Transient;
-                    }
-                    cur = err.source();
-                }
-                false
+                // One classification for every source kind (see `source::classify`);
+                // nothing recognised (a SQL error of ours, a setting): permanent.
+                crate::source::classify::chain(source.as_ref())
+                    == Some(crate::source::ErrorClass::Transient)
             }
         }
     }
@@ -201,6 +194,35 @@ pub struct Chunk {
     pub events: Vec<ChangeEvent>,
     /// Progress after this chunk is accepted.
     pub progress: TableProgress,
+    /// The table was dropped while the backfill read it: it is skipped (marked done,
+    /// counted in `logtide_backfill_tables_skipped_total`), the others go on.
+    pub skipped: bool,
+}
+
+impl Chunk {
+    /// The marker for a table dropped during the backfill.
+    pub fn skipped(table: &str) -> Chunk {
+        Chunk {
+            table: table.to_owned(),
+            events: Vec::new(),
+            progress: TableProgress {
+                done: true,
+                ..TableProgress::default()
+            },
+            skipped: true,
+        }
+    }
+}
+
+/// Logs a table dropped during the backfill (PostgreSQL 42P01, MySQL 1146; see
+/// [`crate::source::classify::is_missing_table`]): the backfill skips it and goes on, its
+/// rows read so far stay delivered, and the stream carries on with the other tables.
+pub(crate) fn skip_dropped(table: &str, error: &BackfillError) {
+    tracing::warn!(
+        table,
+        error = %crate::service::ErrorChain(error),
+        "table dropped during the backfill: skipping it and continuing with the other tables"
+    );
 }
 
 /// Reports progress: an indicatif bar on a terminal, structured log lines otherwise.
@@ -317,6 +339,9 @@ pub async fn deliver_chunks(
                 progress.advance(&chunk.table, room as u64);
                 return Ok(rows + room as u64);
             }
+        }
+        if chunk.skipped {
+            obs.metrics.backfill_skipped(source, &chunk.table);
         }
         if !chunk.events.is_empty() {
             deliver_with_retry(sinks, &chunk.events, &retry, &obs.metrics).await?;

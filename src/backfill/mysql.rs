@@ -135,6 +135,9 @@ fn paginable(kind: &Kind) -> bool {
             | Kind::Varchar { .. }
             | Kind::Blob { .. }
             | Kind::Enum { .. }
+            | Kind::Uuid
+            | Kind::Inet4
+            | Kind::Inet6
     )
 }
 
@@ -220,6 +223,10 @@ pub fn kind_of(meta: &ColumnMeta, mariadb: bool) -> Result<Kind, String> {
             }
         }
         "json" if mariadb => Kind::JsonText { pack_len: 4 },
+        // MariaDB's types; SELECT prints their text form.
+        "uuid" if mariadb => Kind::Uuid,
+        "inet4" if mariadb => Kind::Inet4,
+        "inet6" if mariadb => Kind::Inet6,
         "json" => Kind::JsonBinary { pack_len: 4 },
         "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
         | "multipolygon" | "geometrycollection" | "geomcollection" => {
@@ -298,7 +305,11 @@ fn key_literal(kind: &Kind, stored: &str) -> Result<String, String> {
         | Kind::DateTime { .. }
         | Kind::DateTimeOld
         | Kind::Timestamp { .. }
-        | Kind::TimestampOld => Ok(quote(stored)),
+        | Kind::TimestampOld
+        // The server converts the text literal to the type and compares like it sorts.
+        | Kind::Uuid
+        | Kind::Inet4
+        | Kind::Inet6 => Ok(quote(stored)),
         other => Err(format!("a key of kind {other:?} cannot be paginated")),
     }
 }
@@ -511,55 +522,67 @@ pub fn read_tables(
             continue;
         }
         let qualified = plan.qualified();
-        let schema = table_schema(plan, info);
-        // Rows are named by table, key and content, read at the stream's start.
-        let namer = RowNamer::new(
-            &Position::Mysql(start.clone()),
-            &qualified,
-            &plan.columns,
-            &plan.key,
-        );
-        let mut progress = if plan.paginate {
-            progress
-        } else {
-            TableProgress::default()
-        };
-        if !plan.paginate {
-            // One pass: one SELECT whose rows are read from the socket as they are handed
-            // over, `chunk_rows` at a time, so memory stays bounded. Its progress stays
-            // `last_key = None`, so an interrupted pass starts the table over.
-            let sql = chunk_sql(plan, None, chunk_rows)
-                .map_err(|e| table_err(&qualified, "build the chunk query", e))?;
-            let mut rows = conn
-                .query_rows(&sql)
-                .map_err(|e| table_err(&qualified, "read a chunk", e))?;
-            if rows.columns.len() != plan.columns.len() {
-                return Err(columns_changed(plan, rows.columns.len()));
+        // A table dropped while the backfill runs is skipped, not fatal.
+        let read = || -> Result<(), BackfillError> {
+            let schema = table_schema(plan, info);
+            // Rows are named by table, key and content, read at the stream's start.
+            let namer = RowNamer::new(
+                &Position::Mysql(start.clone()),
+                &qualified,
+                &plan.columns,
+                &plan.key,
+            );
+            let mut progress = if plan.paginate {
+                progress
+            } else {
+                TableProgress::default()
+            };
+            if !plan.paginate {
+                // One pass: one SELECT whose rows are read from the socket as they are handed
+                // over, `chunk_rows` at a time, so memory stays bounded. Its progress stays
+                // `last_key = None`, so an interrupted pass starts the table over.
+                let sql = chunk_sql(plan, None, chunk_rows)
+                    .map_err(|e| table_err(&qualified, "build the chunk query", e))?;
+                let mut rows = conn
+                    .query_rows(&sql)
+                    .map_err(|e| table_err(&qualified, "read a chunk", e))?;
+                if rows.columns.len() != plan.columns.len() {
+                    return Err(columns_changed(plan, rows.columns.len()));
+                }
+                let mut events = Vec::with_capacity(chunk_rows);
+                while let Some(cells) = rows
+                    .next_row()
+                    .map_err(|e| table_err(&qualified, "read a chunk", e))?
+                {
+                    progress.rows += 1;
+                    events.push(row_event(plan, &schema, &cells, &namer, progress.rows)?);
+                    if events.len() >= chunk_rows {
+                        let evs = std::mem::replace(&mut events, Vec::with_capacity(chunk_rows));
+                        send(&tx, &qualified, evs, progress.clone())?;
+                    }
+                }
+                progress.done = true;
+                send(&tx, &qualified, events, progress.clone())?;
+                return Ok(());
             }
-            let mut events = Vec::with_capacity(chunk_rows);
-            while let Some(cells) = rows
-                .next_row()
-                .map_err(|e| table_err(&qualified, "read a chunk", e))?
-            {
-                progress.rows += 1;
-                events.push(row_event(plan, &schema, &cells, &namer, progress.rows)?);
-                if events.len() >= chunk_rows {
-                    let evs = std::mem::replace(&mut events, Vec::with_capacity(chunk_rows));
-                    send(&tx, &qualified, evs, progress.clone())?;
+            loop {
+                let events = read_chunk(conn, plan, &schema, &mut progress, chunk_rows, &namer)?;
+                let finished = events.len() < chunk_rows;
+                progress.done = finished;
+                send(&tx, &qualified, events, progress.clone())?;
+                if finished {
+                    break;
                 }
             }
-            progress.done = true;
-            send(&tx, &qualified, events, progress.clone())?;
-            continue;
-        }
-        loop {
-            let events = read_chunk(conn, plan, &schema, &mut progress, chunk_rows, &namer)?;
-            let finished = events.len() < chunk_rows;
-            progress.done = finished;
-            send(&tx, &qualified, events, progress.clone())?;
-            if finished {
-                break;
+            Ok(())
+        };
+        match read() {
+            Err(e) if crate::source::classify::is_missing_table(&e) => {
+                super::skip_dropped(&qualified, &e);
+                tx.blocking_send(Chunk::skipped(&qualified))
+                    .map_err(|_| BackfillError::ReaderGone)?;
             }
+            r => r?,
         }
     }
     Ok(())
@@ -673,6 +696,7 @@ fn send(
         table: table.to_owned(),
         events,
         progress,
+        skipped: false,
     })
     .map_err(|_| BackfillError::ReaderGone)
 }
@@ -806,7 +830,13 @@ mod tests {
             panic!("enum")
         };
         assert_eq!(*names, vec!["a".to_string(), "b(c)".to_string()]);
-        assert!(kind_of(&meta("uuid", None), true).is_err());
+        assert_eq!(kind_of(&meta("uuid", None), true), Ok(Kind::Uuid));
+        assert_eq!(kind_of(&meta("inet6", None), true), Ok(Kind::Inet6));
+        assert!(
+            kind_of(&meta("uuid", None), false).is_err(),
+            "MySQL has no UUID type"
+        );
+        assert!(kind_of(&meta("vector(3)", None), true).is_err());
     }
 
     #[test]

@@ -116,15 +116,35 @@ pub async fn plan(
 ) -> Result<Vec<TablePlan>, BackfillError> {
     let rows = client
         .query(
-            "SELECT c.oid, n.nspname::text, c.relname::text, greatest(c.reltuples, 0)::int8 \
+            // Partitions (a publication without publish_via_partition_root lists them)
+            // are read once through their partitioned root, under its name, as the stream
+            // names them.
+            "SELECT DISTINCT r.oid, rn.nspname::text, r.relname::text, \
+                    coalesce((SELECT sum(greatest(x.reltuples, 0)) FROM pg_catalog.pg_partition_tree(r.oid) pt \
+                              JOIN pg_catalog.pg_class x ON x.oid = pt.relid), greatest(r.reltuples, 0))::int8 \
              FROM pg_catalog.pg_publication_tables p \
              JOIN pg_catalog.pg_namespace n ON n.nspname = p.schemaname \
              JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename \
+             JOIN pg_catalog.pg_class r ON r.oid = coalesce(pg_catalog.pg_partition_root(c.oid), c.oid) \
+             JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace \
              WHERE p.pubname = $1 ORDER BY 2, 3",
             &[&cfg.publication_name()],
         )
         .await
         .map_err(setup_err("list the publication's tables"))?;
+    // PostgreSQL 18 streams stored generated columns when the publication says so: read
+    // them then too, so backfilled and streamed rows have the same columns.
+    let generated = client
+        .query_opt(
+            "SELECT coalesce(to_jsonb(p)->>'pubgencols', 'n') = 's' FROM pg_catalog.pg_publication p WHERE p.pubname = $1",
+            &[&cfg.publication_name()],
+        )
+        .await
+        .map_err(setup_err("read the publication"))?
+        .map(|r| r.try_get::<_, bool>(0))
+        .transpose()
+        .map_err(setup_err("read the publication"))?
+        .unwrap_or(false);
     let mut plans = Vec::new();
     for r in rows {
         let oid: u32 = r.try_get(0).map_err(setup_err("read table list"))?;
@@ -147,8 +167,8 @@ pub async fn plan(
                  FROM pg_catalog.pg_attribute a \
                  LEFT JOIN LATERAL (SELECT x.indkey FROM pg_catalog.pg_index x WHERE x.indrelid = a.attrelid AND (x.indisprimary OR x.indisreplident) ORDER BY x.indisprimary DESC LIMIT 1) i ON true \
                  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
-                   AND a.attgenerated = '' ORDER BY a.attnum",
-                &[&oid],
+                   AND (a.attgenerated = '' OR (a.attgenerated = 's' AND $2)) ORDER BY a.attnum",
+                &[&oid, &generated],
             )
             .await
             .map_err(table_err(&qualified, "read its columns"))?;
@@ -474,49 +494,68 @@ pub async fn read_tables(
             continue;
         }
         let qualified = plan.qualified();
-        let tys = column_types(client, &mut types, plan).await?;
-        let schema = table_schema(plan, cfg, info);
-        let reader = TableReader {
-            plan,
-            tys: &tys,
-            schema: &schema,
-        };
-        // Rows are named by table, key and content, read at the stream's start.
-        let namer = RowNamer::new(
-            &Position::Postgres(PgPosition::checkpoint(start)),
-            &qualified,
-            &schema.columns,
-            &plan.key,
-        );
-        let keyless = plan.key.is_empty();
-        let mut progress = if keyless {
-            TableProgress::default()
-        } else {
-            progress
-        };
-        loop {
-            let mut events = Vec::with_capacity(chunk_rows.min(65_536));
-            // Keyless tables come in one COPY: hand them over in chunk-sized pieces.
-            let pieces = keyless.then_some(&tx);
-            let in_chunk = reader
-                .copy(
-                    client,
-                    &mut progress,
-                    chunk_rows,
-                    &namer,
-                    &mut events,
-                    pieces,
-                )
-                .await?;
-            let finished = keyless || in_chunk < chunk_rows;
-            progress.done = finished;
-            send(&tx, &qualified, events, progress.clone()).await?;
-            if finished {
-                break;
+        // A table dropped while the backfill runs is skipped, not fatal (see below).
+        let read = async {
+            let tys = column_types(client, &mut types, plan).await?;
+            let schema = table_schema(plan, cfg, info);
+            let reader = TableReader {
+                plan,
+                tys: &tys,
+                schema: &schema,
+            };
+            // Rows are named by table, key and content, read at the stream's start.
+            let namer = RowNamer::new(
+                &Position::Postgres(PgPosition::checkpoint(start)),
+                &qualified,
+                &schema.columns,
+                &plan.key,
+            );
+            let keyless = plan.key.is_empty();
+            let mut progress = if keyless {
+                TableProgress::default()
+            } else {
+                progress
+            };
+            loop {
+                let mut events = Vec::with_capacity(chunk_rows.min(65_536));
+                // Keyless tables come in one COPY: hand them over in chunk-sized pieces.
+                let pieces = keyless.then_some(&tx);
+                let in_chunk = reader
+                    .copy(
+                        client,
+                        &mut progress,
+                        chunk_rows,
+                        &namer,
+                        &mut events,
+                        pieces,
+                    )
+                    .await?;
+                let finished = keyless || in_chunk < chunk_rows;
+                progress.done = finished;
+                send(&tx, &qualified, events, progress.clone()).await?;
+                if finished {
+                    break;
+                }
             }
+            Ok::<(), BackfillError>(())
+        }
+        .await;
+        match read {
+            Err(e) if crate::source::classify::is_missing_table(&e) => {
+                super::skip_dropped(&qualified, &e);
+                send_skipped(&tx, &qualified).await?;
+            }
+            r => r?,
         }
     }
     Ok(())
+}
+
+/// Tells the delivery that `table` was skipped (dropped during the backfill).
+async fn send_skipped(tx: &mpsc::Sender<Chunk>, table: &str) -> Result<(), BackfillError> {
+    tx.send(Chunk::skipped(table))
+        .await
+        .map_err(|_| BackfillError::ReaderGone)
 }
 
 async fn send(
@@ -529,6 +568,7 @@ async fn send(
         table: table.to_owned(),
         events,
         progress,
+        skipped: false,
     })
     .await
     .map_err(|_| BackfillError::ReaderGone)

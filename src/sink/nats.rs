@@ -348,6 +348,37 @@ impl NatsSink {
         })
     }
 
+    /// For `logtide check`: which JetStream stream stores the subject of an event of `source`
+    /// (the template rendered with placeholder schema/table/op tokens). With
+    /// `stream = {...}` configured, a missing stream is fine (created at the first delivery).
+    /// `Err` says what to fix: without a stream, every publish would be refused.
+    pub async fn check_stream(&self, source: &str) -> Result<String, String> {
+        let subject = self.template.render(&SubjectVars {
+            source,
+            db: "db",
+            schema: "schema",
+            table: "table",
+            op: "c",
+        });
+        let found = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            self.js.stream_by_subject(subject.clone()),
+        )
+        .await
+        .map_err(|_| format!("no answer from the NATS server within 10 s (is it running with JetStream, -js?) while looking up the stream for {subject}"))?;
+        match (found, &self.stream) {
+            (Ok(name), _) => Ok(format!("JetStream stream {name:?} stores {subject}")),
+            (Err(_), Some(s)) => Ok(format!(
+                "no stream stores {subject} yet: stream {:?} is created at the first delivery",
+                s.name
+            )),
+            (Err(e), None) => Err(format!(
+                "no JetStream stream stores {subject} ({e}): create one (nats stream add --subjects '{}') or set `stream = {{ name = \"...\" }}` on the sink so logtide creates it",
+                self.template.render(&SubjectVars { source, db: "*", schema: "*", table: "*", op: "*" })
+            )),
+        }
+    }
+
     /// Creates the configured stream if it does not exist.
     async fn ensure_stream(&mut self) -> Result<(), SinkError> {
         if self.stream_ready {

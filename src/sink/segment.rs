@@ -34,7 +34,7 @@
 //! |----------|-----------------------------------------------------------------------|
 //! | identify | `userId` or `anonymousId` ("You can identify people by anonymousId and/or userId") |
 //! | track    | `event`, and `userId` or `anonymousId` ("Track calls require an event name … They must also include an anonymousId or a userId") |
-//! | group    | `groupId`                                                             |
+//! | group    | `groupId`, and `userId` or `anonymousId` (every call needs one of them; the API answers 200 to a call without and drops it) |
 //! | page     | `name` and `userId`                                                   |
 //! | screen   | `name` and `userId`                                                   |
 //! | alias    | `previousId` and `userId`                                             |
@@ -179,6 +179,14 @@ pub fn map_with(m: &SegmentMapping, event: &Json) -> Result<Option<Json>, String
             let Some(g) = id(&m.group_id_column)? else {
                 return Err(missing("groupId", &m.group_id_column));
             };
+            // Every call needs userId or anonymousId; the API answers 200 to a call
+            // without them and drops it, so such a row is dead-lettered here instead.
+            if user_id.is_none() && anonymous_id.is_none() {
+                return Err(format!(
+                    "group call needs userId or anonymousId: {} null, empty or absent in this row",
+                    id_columns(m)
+                ));
+            }
             out.insert("groupId".into(), Json::from(g));
         }
         SegmentCall::Page | SegmentCall::Screen => {
@@ -253,9 +261,11 @@ pub fn map_with(m: &SegmentMapping, event: &Json) -> Result<Option<Json>, String
         out.insert(bag.into(), Json::Object(fields));
     }
     // Timestamp.
+    // A row whose timestamp column is NULL (or absent) falls back to the commit time, like a
+    // mapping without one: Segment would otherwise stamp the call with its arrival time.
     let ts = match &m.timestamp_column {
         Some(c) => match row.get(c) {
-            None | Some(Json::Null) => None,
+            None | Some(Json::Null) => src["ts_ms"].as_i64().map(iso8601_ms),
             Some(v) => {
                 Some(timestamp(v).ok_or_else(|| format!("column {c:?} is not a timestamp: {v}"))?)
             }
@@ -599,6 +609,10 @@ mod tests {
         assert_eq!(c["event"], "Order Placed");
         assert_eq!(c["timestamp"], "2024-01-02T03:04:05Z");
         assert_eq!(c["properties"], json!({"total": "9.50"}));
+        // A NULL timestamp column: the commit time, as without a timestamp column.
+        let ev = event("c", json!({"id": 1, "kind": "K", "at": null}));
+        let c = map_with(&m, &ev).expect("ok").expect("call");
+        assert_eq!(c["timestamp"], "2023-11-14T22:13:20.000Z");
         let e = map_with(&m, &event("c", json!({"id": 1, "kind": ""}))).expect_err("must fail");
         assert!(e.contains("event"), "{e}");
         let e = map_with(&m, &event("c", json!({"id": null, "kind": "K"}))).expect_err("must fail");
@@ -608,16 +622,29 @@ mod tests {
     #[test]
     fn group_page_screen_alias_required_fields() {
         let mut g = mapping(SegmentCall::Group);
-        g.user_id_column = None;
+        g.user_id_column = Some("owner".into());
         g.group_id_column = Some("company".into());
-        let c = map_with(&g, &event("c", json!({"company": 7, "n": "ACME"})))
-            .expect("ok")
-            .expect("call");
+        let c = map_with(
+            &g,
+            &event("c", json!({"company": 7, "owner": 3, "n": "ACME"})),
+        )
+        .expect("ok")
+        .expect("call");
         assert_eq!(c["groupId"], "7");
+        assert_eq!(c["userId"], "3");
         assert_eq!(c["traits"], json!({"n": "ACME"}));
-        assert!(map_with(&g, &event("c", json!({"company": null})))
-            .expect_err("must fail")
-            .contains("groupId"));
+        assert!(
+            map_with(&g, &event("c", json!({"company": null, "owner": 3})))
+                .expect_err("must fail")
+                .contains("groupId")
+        );
+        // A group call without userId/anonymousId would be answered 200 and dropped by
+        // Segment: refused here (dead-lettered by the sink).
+        assert!(
+            map_with(&g, &event("c", json!({"company": 7, "owner": null})))
+                .expect_err("must fail")
+                .contains("userId or anonymousId")
+        );
 
         for call in [SegmentCall::Page, SegmentCall::Screen] {
             let mut p = mapping(call);

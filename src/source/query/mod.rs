@@ -115,24 +115,10 @@ pub enum QueryError {
 impl QueryError {
     pub fn class(&self) -> ErrorClass {
         match self {
-            QueryError::Connect(TlsError::Connect { .. }) => ErrorClass::Transient,
-            QueryError::Sql { source, .. } => {
-                if source.is_closed() {
-                    return ErrorClass::Transient;
-                }
-                match source.code() {
-                    None => ErrorClass::Transient,
-                    Some(c) => {
-                        let c = c.code();
-                        // connection exceptions, operator intervention, insufficient resources
-                        if c.starts_with("08") || c.starts_with("57") || c.starts_with("53") {
-                            ErrorClass::Transient
-                        } else {
-                            ErrorClass::Permanent
-                        }
-                    }
-                }
+            QueryError::Connect(TlsError::Connect { source, .. }) => {
+                crate::source::classify::postgres(source)
             }
+            QueryError::Sql { source, .. } => crate::source::classify::postgres(source),
             QueryError::Mysql { source, .. } => source.class(),
             QueryError::ChannelClosed | QueryError::WorkerLost => ErrorClass::Transient,
             _ => ErrorClass::Permanent,

@@ -170,6 +170,12 @@ fn bind_of(kind: &Kind, collation: Option<String>) -> Result<Bind, &'static str>
         Kind::JsonText { .. } | Kind::JsonBinary { .. } | Kind::Geometry { .. } => {
             return Err("is JSON/geometry, which has no usable order")
         }
+        // Only from information_schema / table maps, never from result metadata.
+        Kind::Uuid | Kind::Inet4 | Kind::Inet6 | Kind::Compressed(_) => {
+            return Err(
+                "is a MariaDB UUID/INET/compressed column, which query mode does not order by",
+            )
+        }
     })
 }
 
@@ -323,16 +329,22 @@ fn connect(cfg: &QuerySourceConfig, password: String) -> Result<SqlConn, QueryEr
     crate::source::mysql::sql::reachable(&cfg.host, cfg.port(), cfg.connect_timeout)
         .map_err(my("connecting"))?;
     // libpq's names for the MySQL modes; verify-full checks chain and host name against
-    // the Mozilla roots (query sources have no CA setting).
+    // `sslrootcert` (default: the Mozilla roots).
     let mode = match cfg.sslmode {
         crate::config::SslMode::Disable => MysqlSslMode::Disabled,
         crate::config::SslMode::Prefer => MysqlSslMode::Preferred,
         crate::config::SslMode::Require => MysqlSslMode::Required,
         crate::config::SslMode::VerifyFull => MysqlSslMode::VerifyIdentity,
     };
-    let tls = MysqlTls::with(mode, None, &cfg.host, cfg.port(), cfg.connect_timeout)
-        .map_err(|e| my("setting up TLS")(MysqlError::from(e)))?
-        .verifying(cfg.tls_server_name.clone());
+    let tls = MysqlTls::with(
+        mode,
+        cfg.sslrootcert.as_deref(),
+        &cfg.host,
+        cfg.port(),
+        cfg.connect_timeout,
+    )
+    .map_err(|e| my("setting up TLS")(MysqlError::from(e)))?
+    .verifying(cfg.tls_server_name.clone());
     let client = BinlogClient::new(options(cfg, password));
     let mut conn = SqlConn::connect(&client, &tls).map_err(|e| {
         my("connecting")(match e {

@@ -242,7 +242,7 @@ async fn connect(
     {
         pg.password(pw.expose());
     }
-    let tls = make_tls_connect(cfg.sslmode, None)
+    let tls = make_tls_connect(cfg.sslmode, cfg.sslrootcert.as_deref())
         .map_err(QueryError::Connect)?
         .with_server_name(cfg.tls_server_name.clone());
     pg.connect(tls).await.map_err(|source| {
