@@ -53,7 +53,10 @@ pub fn push_escaped(out: &mut String, bytes: &[u8]) {
 }
 
 fn push_hex16(out: &mut String, v: u64) {
-    let _ = write!(out, "{v:016X}");
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for i in (0..16).rev() {
+        out.push(HEX[((v >> (4 * i)) & 0xF) as usize] as char);
+    }
 }
 
 /// Appends one key value: a type tag, its order-preserving encoding and the terminator.
@@ -109,16 +112,16 @@ pub fn push_key_value(out: &mut String, v: &Value) {
     out.push(END);
 }
 
-/// Feeds a typed, length-prefixed encoding of `v` to the hash.
-fn hash_value(h: &mut Sha256, v: &Value) {
-    fn bytes(h: &mut Sha256, tag: u8, b: &[u8]) {
-        h.update([tag]);
-        h.update((b.len() as u64).to_le_bytes());
-        h.update(b);
+/// Appends the typed, length-prefixed encoding of `v` that the content hash covers.
+fn hash_value(h: &mut Vec<u8>, v: &Value) {
+    fn bytes(h: &mut Vec<u8>, tag: u8, b: &[u8]) {
+        h.push(tag);
+        h.extend_from_slice(&(b.len() as u64).to_le_bytes());
+        h.extend_from_slice(b);
     }
     match v {
-        Value::Null => h.update([b'n']),
-        Value::Bool(b) => h.update([b'z', u8::from(*b)]),
+        Value::Null => h.push(b'n'),
+        Value::Bool(b) => h.extend_from_slice(&[b'z', u8::from(*b)]),
         Value::Int(i) => bytes(h, b'i', &i.to_le_bytes()),
         Value::UInt(u) => bytes(h, b'u', &u.to_le_bytes()),
         Value::Float(f) => bytes(h, b'f', &f.to_bits().to_le_bytes()),
@@ -173,17 +176,20 @@ impl RowIdentity {
 
     /// The 64-bit content hash of `row` (column names included).
     pub fn content_hash(&self, row: &Row) -> u64 {
-        let mut h = self.base.clone();
-        h.update((row.len() as u64).to_le_bytes());
+        // One `update` over the whole encoding: many small ones cost more than the hashing.
+        let mut buf = Vec::with_capacity(256);
+        buf.extend_from_slice(&(row.len() as u64).to_le_bytes());
         for cell in row {
             match cell {
-                None => h.update([0u8]),
+                None => buf.push(0),
                 Some(v) => {
-                    h.update([1u8]);
-                    hash_value(&mut h, v);
+                    buf.push(1);
+                    hash_value(&mut buf, v);
                 }
             }
         }
+        let mut h = self.base.clone();
+        h.update(&buf);
         let d = h.finalize();
         let mut first = [0u8; 8];
         first.copy_from_slice(&d[..8]);

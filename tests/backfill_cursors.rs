@@ -17,8 +17,10 @@ mod common;
 
 use common::mariadb::MariaServer;
 use common::pg::{PgServer, TestDb, PASSWORD, PASSWORD_ENV, USER};
+use common::port::free_port;
 use common::run::{
-    apply_events, kill9, logs, mysql_text, run_killed_after, spawn_run, wait_until, Workdir,
+    apply_events, kill9, logs, mysql_text, run_killed_after, run_to_end, spawn_run, wait_marker,
+    wait_until, Workdir,
 };
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -159,6 +161,8 @@ struct Scenario {
     add_table: bool,
     /// Numbers the rows `during_run` inserts.
     writes: u64,
+    /// Whether table `a` is backfilled again on demand (with a kill) after the hand-over.
+    ondemand: bool,
 }
 
 impl Scenario {
@@ -179,6 +183,7 @@ impl Scenario {
             drop_table,
             add_table: rng.chance(2),
             writes: 0,
+            ondemand: rng.chance(3),
             rng,
         }
     }
@@ -338,6 +343,38 @@ fn killed_after(w: &Workdir, env: &[(&str, &str)], lines: usize) {
     std::fs::write(w.out(), text).expect("output");
 }
 
+/// `[admin]` on a port of its own: the backfill CLI must reach this test's service only.
+fn admin_toml() -> String {
+    format!("\n[admin]\nlisten = \"127.0.0.1:{}\"\n", free_port())
+}
+
+/// Requests an on-demand backfill of `table` (no service runs: the request is stored).
+fn request_backfill(w: &Workdir, source: &str, table: &str, env: &[(&str, &str)]) {
+    let config = w.config();
+    let config = config.to_str().expect("utf8 path");
+    let out = run_to_end(
+        &[
+            "backfill", "--config", config, "--source", source, "--table", table,
+        ],
+        env,
+    );
+    assert!(
+        out.status.success(),
+        "backfill request failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits until an on-demand backfill finished.
+fn wait_ondemand_done(w: &Workdir) {
+    assert!(
+        wait_until(WAIT, || logs(w).contains("on-demand backfill finished")),
+        "the on-demand backfill never finished\n{}",
+        logs(w)
+    );
+}
+
 /// The largest id of `table` among `lines` (the killed run's output).
 fn last_id(lines: &[String], table: &str) -> Option<i64> {
     lines
@@ -392,9 +429,10 @@ async fn pg_scenario(server: &PgServer, seed: u64) {
     let w = Workdir::new();
     let name = format!("cur{seed}_{}", std::process::id());
     w.write_config(&format!(
-        "{}backfill_chunk_rows = {}\n",
+        "{}backfill_chunk_rows = {}\n{}",
         server.source_toml(db.name(), &name),
-        s.chunk
+        s.chunk,
+        admin_toml()
     ));
     let env = [(PASSWORD_ENV, PASSWORD)];
     let kill_at = s.rng.range(1, s.total().max(1)) as usize;
@@ -412,12 +450,44 @@ async fn pg_scenario(server: &PgServer, seed: u64) {
     let mut child = spawn_run(&w, &[], &env);
     db.exec(&s.during_run()).await;
     db.exec("INSERT INTO mark VALUES (1)").await;
-    let ev = common::run::wait_marker(&w, "mark", 1, WAIT);
+    let ev = wait_marker(&w, "mark", 1, WAIT);
     kill9(&mut child);
     let ctx = format!(
         "postgres seed {seed} (chunk {}, kill at {kill_at})",
         s.chunk
     );
+    let want = pg_rows(&db, &s).await;
+    check(&s, &ev, "public", |t| want[t.name].clone(), &ctx);
+    if s.ondemand {
+        // Table `a` again, on demand while streaming, killed in the middle: its rows are
+        // named at the boundaries they are read at, never like another row.
+        db.exec(&s.during_run()).await;
+        request_backfill(&w, &name, "public.a", &env);
+        let k = s.rng.range(1, (s.na / 2).max(1)) as usize;
+        killed_after(&w, &env, k);
+        let mut child = spawn_run(&w, &[], &env);
+        db.exec(&s.during_run()).await;
+        wait_ondemand_done(&w);
+        db.exec("INSERT INTO mark VALUES (2)").await;
+        let ev = wait_marker(&w, "mark", 2, WAIT);
+        kill9(&mut child);
+        let want = pg_rows(&db, &s).await;
+        let ctx = format!("{ctx}, on demand killed at {k}");
+        check(&s, &ev, "public", |t| want[t.name].clone(), &ctx);
+    }
+    eprintln!(
+        "{ctx}: {} events ok (on demand: {})",
+        w.events().len(),
+        s.ondemand
+    );
+    drop_slot(server, &format!("logtide_{name}"));
+}
+
+/// The scenario's tables as the database holds them now.
+async fn pg_rows(
+    db: &TestDb<'_>,
+    s: &Scenario,
+) -> BTreeMap<&'static str, BTreeSet<Vec<Option<String>>>> {
     let mut want = BTreeMap::new();
     for t in s.tables() {
         let rows: BTreeSet<Vec<Option<String>>> = db
@@ -427,9 +497,7 @@ async fn pg_scenario(server: &PgServer, seed: u64) {
             .collect();
         want.insert(t.name, rows);
     }
-    check(&s, &ev, "public", |t| want[t.name].clone(), &ctx);
-    eprintln!("{ctx}: {} events ok", ev.len());
-    drop_slot(server, &format!("logtide_{name}"));
+    want
 }
 
 /// Drops a killed run's replication slot once its walsender is gone (the test server has
@@ -465,9 +533,10 @@ fn mysql_scenario(server: &MariaServer, seed: u64) {
     let w = Workdir::new();
     let name = format!("mcur{seed}_{}", std::process::id());
     w.write_config(&format!(
-        "{}backfill_chunk_rows = {}\n",
+        "{}backfill_chunk_rows = {}\n{}",
         server.source_toml(&name, &db),
-        s.chunk
+        s.chunk,
+        admin_toml()
     ));
     let kill_at = s.rng.range(1, s.total().max(1)) as usize;
     let first = run_killed_after(&w, &[], kill_at);
@@ -483,25 +552,38 @@ fn mysql_scenario(server: &MariaServer, seed: u64) {
     let mut child = spawn_run(&w, &[], &[]);
     server.sql(&db, &s.during_run());
     server.sql(&db, "INSERT INTO mark VALUES (1)");
-    let ev = common::run::wait_marker(&w, "mark", 1, WAIT);
+    let ev = wait_marker(&w, "mark", 1, WAIT);
     kill9(&mut child);
     let ctx = format!("mariadb seed {seed} (chunk {}, kill at {kill_at})", s.chunk);
-    check(
-        &s,
-        &ev,
-        &db,
-        |t| {
-            server
-                .select(
-                    &db,
-                    &format!("SELECT {} FROM {}", t.cols.join(", "), t.name),
-                )
-                .into_iter()
-                .collect()
-        },
-        &ctx,
+    let rows = |t: &Table| -> BTreeSet<Vec<Option<String>>> {
+        server
+            .select(
+                &db,
+                &format!("SELECT {} FROM {}", t.cols.join(", "), t.name),
+            )
+            .into_iter()
+            .collect()
+    };
+    check(&s, &ev, &db, rows, &ctx);
+    if s.ondemand {
+        server.sql(&db, &s.during_run());
+        request_backfill(&w, &name, &format!("{db}.a"), &[]);
+        let k = s.rng.range(1, (s.na / 2).max(1)) as usize;
+        killed_after(&w, &[], k);
+        let mut child = spawn_run(&w, &[], &[]);
+        server.sql(&db, &s.during_run());
+        wait_ondemand_done(&w);
+        server.sql(&db, "INSERT INTO mark VALUES (2)");
+        let ev = wait_marker(&w, "mark", 2, WAIT);
+        kill9(&mut child);
+        let ctx = format!("{ctx}, on demand killed at {k}");
+        check(&s, &ev, &db, rows, &ctx);
+    }
+    eprintln!(
+        "{ctx}: {} events ok (on demand: {})",
+        w.events().len(),
+        s.ondemand
     );
-    eprintln!("{ctx}: {} events ok", ev.len());
 }
 
 // ---- query mode ----
