@@ -76,6 +76,11 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "Rows delivered by the initial backfill in this process, by table.",
     ),
     (
+        "logtide_backfill_tables_skipped_total",
+        "counter",
+        "Tables the backfill skipped because they were dropped while it ran, by table.",
+    ),
+    (
         "logtide_backfill_done",
         "gauge",
         "1 once the backfill of the table completed in this process.",
@@ -506,6 +511,15 @@ impl Metrics {
             "logtide_backfill_rows_total",
             vec![("source", source.to_owned()), ("table", table.to_owned())],
             n as f64,
+        );
+    }
+
+    /// A table was dropped during the backfill and skipped.
+    pub fn backfill_skipped(&self, source: &str, table: &str) {
+        self.add(
+            "logtide_backfill_tables_skipped_total",
+            vec![("source", source.to_owned()), ("table", table.to_owned())],
+            1.0,
         );
     }
 

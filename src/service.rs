@@ -14,6 +14,38 @@
 //! all stop with the sources. It keeps each source's state in [`crate::metrics`] for
 //! `/ready` and `/sources` and counts failures by kind.
 //!
+//! # Supervision: one rule for every source kind
+//!
+//! A source (PostgreSQL, MySQL, query mode) is in one of three conditions:
+//!
+//! * **running** (`connecting`, `backfilling`, `streaming`): it delivers.
+//! * **retrying** (`reconnecting`): a transient failure ([`ErrorClass::Transient`], decided
+//!   in [`crate::source::classify`]); the pair is rebuilt after a backoff
+//!   (`[pipeline] reconnect_initial_backoff`, doubling with jitter up to
+//!   `reconnect_max_backoff`, back to the start after a connection that lived
+//!   [`HEALTHY_AFTER`]) and resumes from the stored checkpoint — forever. Logged at WARN,
+//!   shown in `/sources`.
+//! * **failed**: a permanent failure. Logged at ERROR with what to fix, `/health` 503,
+//!   `/sources` shows the error, `logtide_source_up` 0. With `on_source_failure = "exit"`
+//!   (default) the other sources are stopped — each finishes and checkpoints its batch in
+//!   flight — and `logtide run` exits 3; with `"keep_running"` they go on.
+//!
+//! A failure is never a clean stop:
+//! * The source's cancellation token means only "the operator asked to stop" (a signal, a
+//!   reached bound, another source's failure under `"exit"`). When a source closes its
+//!   channel by itself, the service awaits its result *without* cancelling it, so its
+//!   error is kept; a source that returns `Ok(())` unasked is [`SourceError::Ended`]
+//!   (transient, retried). A source that met a permanent error while being stopped still
+//!   reports it.
+//! * A panic in a source or its pipeline is a failure of that source (exit 1).
+//! * `--until` that was not reached (stopped earlier) is an error (exit 1), never exit 0.
+//!
+//! Dead connections (a server that stops answering without closing the socket) are
+//! detected by the sources themselves within a documented bound and reported as transient
+//! errors (see [`crate::source::postgres::dead_after`] and the MySQL binlog read timeout);
+//! shutdown itself is bounded in `main` (a task stuck on a dead socket never holds the
+//! process).
+//!
 //! A source with `ssh` connects to its tunnel's local end ([`crate::tunnel`]): the source
 //! owns its [`crate::tunnel::Keeper`], which (re)starts ssh before every connection
 //! attempt, so a dropped tunnel is retried with the source's backoff; a permanent tunnel
@@ -21,7 +53,7 @@
 
 use crate::backfill::ondemand::OnDemand;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, OnSourceFailure, SourceConfig};
 use crate::event::{Connector, SourceInfo};
 use crate::metrics::{Metrics, Reporter, SourceObs, SourceState};
 use crate::pipeline::{Bounds, Finish, Pipeline, PipelineError, RetryPolicy, Stats};
@@ -64,6 +96,41 @@ pub enum ServiceError {
     UnknownSource(String),
     #[error("internal task failed")]
     Join(#[from] tokio::task::JoinError),
+    #[error("source {name} crashed (a bug: please report it with the log): {message}")]
+    Panicked { name: String, message: String },
+    #[error("source {name} stopped before reaching --until {until} (last checkpoint: {reached}): the run is incomplete")]
+    UntilNotReached {
+        name: String,
+        until: String,
+        reached: String,
+    },
+}
+
+impl ServiceError {
+    /// The process exit code for this failure: 2 configuration, 3 a source failed
+    /// permanently (the message says what to fix), 1 anything else (internal, sink,
+    /// checkpoint store, an unreached `--until`).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ServiceError::Source { .. } => 3,
+            ServiceError::Tunnel(t) if t.is_permanent() => 3,
+            ServiceError::Backfill { source, .. } if source.is_source_side() => 3,
+            ServiceError::UnknownSource(_) => 2,
+            _ => 1,
+        }
+    }
+
+    /// The source this failure belongs to, if any.
+    fn source_name(&self) -> Option<&str> {
+        match self {
+            ServiceError::Source { name, .. }
+            | ServiceError::Pipeline { name, .. }
+            | ServiceError::Backfill { name, .. }
+            | ServiceError::Panicked { name, .. }
+            | ServiceError::UntilNotReached { name, .. } => Some(name),
+            _ => None,
+        }
+    }
 }
 
 /// Options of one `logtide run`.
@@ -190,6 +257,11 @@ async fn run_sources(
     cancel: &CancellationToken,
 ) -> Result<Vec<(String, Stats)>, ServiceError> {
     let mut tasks = JoinSet::new();
+    let mut names = std::collections::HashMap::new();
+    let backoff = Backoff::new(
+        cfg.pipeline.reconnect_initial_backoff,
+        cfg.pipeline.reconnect_max_backoff,
+    );
     for scfg in selected {
         let Some(obs) = metrics.obs(scfg.name()) else {
             return Err(ServiceError::UnknownSource(scfg.name().to_owned()));
@@ -200,6 +272,7 @@ async fn run_sources(
                 sinks.push(AnySink::build(k).await?);
             }
         }
+        let name = scfg.name().to_owned();
         let pair = SourcePair {
             tunnel: keepers.remove(scfg.name()),
             cfg: scfg,
@@ -210,21 +283,102 @@ async fn run_sources(
             channel_capacity: cfg.pipeline.channel_capacity,
             cancel: cancel.child_token(),
             obs,
+            backoff: backoff.clone(),
+            bound_reached: false,
         };
-        tasks.spawn(pair.run());
+        let id = tasks.spawn(pair.run()).id();
+        names.insert(id, name);
     }
+    let keep_running = cfg.pipeline.on_source_failure == OnSourceFailure::KeepRunning;
     let mut results = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        match joined? {
-            Ok(r) => results.push(r),
-            Err(e) => {
-                cancel.cancel();
-                while tasks.join_next().await.is_some() {}
-                return Err(e);
+    let mut first_failure: Option<ServiceError> = None;
+    while let Some(joined) = tasks.join_next_with_id().await {
+        let failure = match joined {
+            Ok((_, Ok((name, stats, reached)))) => {
+                if let (Some(until), false) = (&opts.bounds.until, reached) {
+                    let e = ServiceError::UntilNotReached {
+                        reached: stats
+                            .last_checkpoint
+                            .as_ref()
+                            .map_or_else(|| "none".to_owned(), ToString::to_string),
+                        name,
+                        until: until.to_string(),
+                    };
+                    tracing::error!(error = %ErrorChain(&e), "run incomplete");
+                    first_failure.get_or_insert(e);
+                } else {
+                    results.push((name, stats));
+                }
+                continue;
             }
+            Ok((_, Err(e))) => e,
+            // A panic in a pair (pipeline or sink code): that source failed.
+            Err(join) => {
+                let name = names.get(&join.id()).cloned().unwrap_or_default();
+                if let Some(st) = metrics.source(&name) {
+                    st.set_error(format!("crashed: {}", panic_message(&join)), false);
+                }
+                metrics.error(&name, "panic");
+                ServiceError::Panicked {
+                    message: panic_message(&join),
+                    name,
+                }
+            }
+        };
+        let name = failure.source_name().unwrap_or("?").to_owned();
+        if keep_running && !cancel.is_cancelled() {
+            tracing::error!(source = %name, error = %ErrorChain(&failure), "source failed; the other sources keep running (on_source_failure = \"keep_running\"): /health answers 503 until the cause is fixed and logtide restarted");
+        } else if !cancel.is_cancelled() {
+            tracing::error!(source = %name, error = %ErrorChain(&failure), "source failed; stopping the other sources after their checkpoint (on_source_failure = \"exit\")");
+            cancel.cancel();
+        }
+        first_failure.get_or_insert(failure);
+    }
+    match first_failure {
+        Some(e) => Err(e),
+        None => Ok(results),
+    }
+}
+
+/// The text of a panic (or why the task ended otherwise).
+fn panic_message(e: &tokio::task::JoinError) -> String {
+    if e.is_cancelled() {
+        return "the task was cancelled".into();
+    }
+    e.to_string()
+}
+
+/// Reconnect backoff: doubles from `initial` up to `max` (with jitter), and starts over
+/// after a connection that stayed up for [`HEALTHY_AFTER`].
+#[derive(Debug, Clone)]
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+/// A connection that lived this long was healthy: the next failure waits `initial` again.
+const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+
+impl Backoff {
+    fn new(initial: Duration, max: Duration) -> Self {
+        Backoff {
+            initial,
+            max,
+            next: initial,
         }
     }
-    Ok(results)
+
+    /// The wait before the next attempt (advancing the backoff).
+    fn step(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+
+    fn reset(&mut self) {
+        self.next = self.initial;
+    }
 }
 
 struct SourcePair {
@@ -234,14 +388,50 @@ struct SourcePair {
     bounds: Bounds,
     max_batch_events: usize,
     channel_capacity: usize,
+    /// Cancelled only when the operator asked to stop (or another source's permanent
+    /// failure stops the process).
     cancel: CancellationToken,
     obs: SourceObs,
     /// The source's SSH tunnel (its `cfg` already points at the local end).
     tunnel: Option<crate::tunnel::Keeper>,
+    backoff: Backoff,
+    /// A bound (`--until`, `--max-events`) was reached.
+    bound_reached: bool,
+}
+
+/// How one connection of a source ended.
+enum Ended {
+    /// The operator asked to stop, or a bound was reached.
+    Stopped,
+    /// A failure: transient ones are retried.
+    Failed(SourceError),
 }
 
 impl SourcePair {
-    async fn run(mut self) -> Result<(String, Stats), ServiceError> {
+    /// Runs the source until the operator stops it, a bound is reached, or a permanent
+    /// failure; returns its name, counters and whether a bound was reached.
+    async fn run(mut self) -> Result<(String, Stats, bool), ServiceError> {
+        let name = self.cfg.name().to_owned();
+        let mut total = Stats::default();
+        let r = self.run_inner(&mut total).await;
+        let status = &self.obs.status;
+        match r {
+            Ok(()) => {
+                status.set_state(SourceState::Stopped);
+                tracing::info!(source = %name, events = total.events, "source stopped");
+                Ok((name, total, self.bound_reached))
+            }
+            Err(e) => {
+                // Failed is final: /health answers 503 and /sources shows the error.
+                if status.state() != SourceState::Failed {
+                    status.set_error(ErrorChain(&e).to_string(), false);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn run_inner(&mut self, total: &mut Stats) -> Result<(), ServiceError> {
         let name = self.cfg.name().to_owned();
         let info = Arc::new(SourceInfo {
             connector: match self.cfg {
@@ -252,17 +442,16 @@ impl SourcePair {
             name: name.clone(),
         });
         let filter = Arc::new(self.cfg.filter());
-        let mut backoff = Duration::from_secs(1);
-        let mut total = Stats::default();
         let status = self.obs.status.clone();
         let metrics = self.obs.metrics.clone();
         // The initial backfill runs before streaming, retried like the source on failure.
         loop {
             // The backfill says `Backfilling` once connected with its start fixed.
             status.set_state(SourceState::Connecting);
-            if !self.tunnel_up(&mut backoff).await? {
-                return Ok((name, total));
+            if !self.tunnel_up().await? {
+                return Ok(());
             }
+            let started = Instant::now();
             match crate::backfill::run_initial(
                 &self.cfg,
                 &info,
@@ -280,38 +469,39 @@ impl SourcePair {
                     if let Some(m) = self.bounds.max_events.as_mut() {
                         *m = m.saturating_sub(rows);
                         if *m == 0 {
-                            status.set_state(SourceState::Stopped);
-                            return Ok((name, total));
+                            self.bound_reached = true;
+                            return Ok(());
                         }
                     }
                     break;
                 }
                 Err(e) if backfill_transient(&e) => {
+                    if started.elapsed() >= HEALTHY_AFTER {
+                        self.backoff.reset();
+                    }
                     metrics.error(&name, "backfill_transient");
                     status.set_error(ErrorChain(&e).to_string(), true);
-                    tracing::warn!(source = %name, error = %ErrorChain(&e), retry_in_ms = backoff.as_millis() as u64, "backfill failed, retrying");
-                    tokio::select! {
-                        _ = self.cancel.cancelled() => return Ok((name, total)),
-                        _ = tokio::time::sleep(crate::pipeline::jitter(backoff)) => {}
+                    let wait = self.backoff.step();
+                    tracing::warn!(source = %name, error = %ErrorChain(&e), retry_in_ms = wait.as_millis() as u64, "backfill failed, retrying");
+                    if !self.sleep(wait).await {
+                        return Ok(());
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
                 }
                 Err(e) => {
                     metrics.error(&name, "backfill_permanent");
                     status.set_error(ErrorChain(&e).to_string(), false);
+                    tracing::error!(source = %name, error = %ErrorChain(&e), "backfill failed permanently: fix the cause named here and restart logtide");
                     return Err(ServiceError::Backfill { name, source: e });
                 }
             }
         }
         if self.cancel.is_cancelled() {
-            status.set_state(SourceState::Stopped);
-            return Ok((name, total));
+            return Ok(());
         }
         let mut ondemand = OnDemand::load(&self.store, &self.cfg, &info, &filter)?;
         loop {
-            if !self.tunnel_up(&mut backoff).await? {
-                status.set_state(SourceState::Stopped);
-                return Ok((name, total));
+            if !self.tunnel_up().await? {
+                return Ok(());
             }
             let resume = self.store.load(&name)?;
             tracing::info!(source = %name, resume = ?resume.as_ref().map(ToString::to_string), "starting source");
@@ -325,6 +515,7 @@ impl SourcePair {
                 filter: filter.clone(),
                 cancel: src_cancel.clone(),
                 report: Reporter::new(status.clone()),
+                store: Some(self.store.clone()),
             };
             status.set_state(SourceState::Connecting);
             let mut pipeline = Pipeline {
@@ -349,17 +540,15 @@ impl SourcePair {
             self.sinks = std::mem::take(&mut pipeline.sinks);
             ondemand = pipeline.ondemand.take();
             drop(pipeline);
-            // The pipeline is done with this connection: stop the source and collect it.
-            src_cancel.cancel();
-            let src_result = match src_task.join_next().await {
-                Some(r) => r?,
-                None => Ok(()),
-            };
+            let ended = self
+                .collect_source(&mut src_task, &src_cancel, &outcome)
+                .await;
             let (finish, stats) = match outcome {
                 Ok(r) => r,
                 Err(source) => {
                     metrics.error(&name, "pipeline");
                     status.set_error(ErrorChain(&source).to_string(), false);
+                    tracing::error!(source = %name, error = %ErrorChain(&source), "delivery failed permanently: fix the sink named here and restart logtide");
                     return Err(ServiceError::Pipeline { name, source });
                 }
             };
@@ -369,44 +558,110 @@ impl SourcePair {
             if stats.last_checkpoint.is_some() {
                 total.last_checkpoint = stats.last_checkpoint;
             }
-            match (finish, src_result) {
-                (Finish::BoundReached | Finish::Cancelled, _) | (Finish::SourceEnded, Ok(())) => {
-                    tracing::info!(source = %name, events = total.events, "source stopped");
-                    status.set_state(SourceState::Stopped);
-                    return Ok((name, total));
+            if finish == Finish::BoundReached {
+                self.bound_reached = true;
+                return Ok(());
+            }
+            let e = match ended {
+                Ok(Ended::Stopped) => return Ok(()),
+                Ok(Ended::Failed(e)) => e,
+                Err(panic) => return Err(panic),
+            };
+            if e.class() == ErrorClass::Transient {
+                if started.elapsed() >= HEALTHY_AFTER {
+                    self.backoff.reset();
                 }
-                (Finish::SourceEnded, Err(e)) if e.class() == ErrorClass::Transient => {
-                    if started.elapsed() > Duration::from_secs(60) {
-                        backoff = Duration::from_secs(1);
-                    }
-                    metrics.error(&name, "source_transient");
-                    status.set_error(ErrorChain(&e).to_string(), true);
-                    tracing::warn!(source = %name, error = %ErrorChain(&e), retry_in_ms = backoff.as_millis() as u64, "source failed, reconnecting");
-                    tokio::select! {
-                        _ = self.cancel.cancelled() => return Ok((name, total)),
-                        _ = tokio::time::sleep(crate::pipeline::jitter(backoff)) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                metrics.error(&name, "source_transient");
+                status.set_error(ErrorChain(&e).to_string(), true);
+                let wait = self.backoff.step();
+                tracing::warn!(source = %name, error = %ErrorChain(&e), retry_in_ms = wait.as_millis() as u64, "source failed, reconnecting from the last checkpoint");
+                if !self.sleep(wait).await {
+                    return Ok(());
                 }
-                (Finish::SourceEnded, Err(e)) => {
-                    metrics.error(&name, "source_permanent");
-                    status.set_error(ErrorChain(&e).to_string(), false);
-                    return Err(ServiceError::Source { name, source: e });
-                }
+            } else {
+                metrics.error(&name, "source_permanent");
+                status.set_error(ErrorChain(&e).to_string(), false);
+                tracing::error!(source = %name, error = %ErrorChain(&e), "source failed permanently: fix the cause named here and restart logtide");
+                return Err(ServiceError::Source { name, source: e });
             }
         }
     }
-}
 
-impl SourcePair {
-    /// Brings the source's SSH tunnel up (restarting a dead ssh), retrying transient
-    /// failures with the source's backoff. `Ok(false)`: cancelled while waiting.
-    async fn tunnel_up(&mut self, backoff: &mut Duration) -> Result<bool, ServiceError> {
-        let Some(keeper) = self.tunnel.as_mut() else {
-            return Ok(true);
+    /// Collects the source task after its pipeline returned. The source is cancelled only
+    /// when that is what happened (shutdown, a bound, a failed pipeline); when the source
+    /// closed its channel by itself, its own result is awaited uncancelled, so an error it
+    /// met keeps its error, and a plain return is [`SourceError::Ended`]. A panic in the
+    /// source is a failure of the source.
+    async fn collect_source(
+        &self,
+        src_task: &mut JoinSet<Result<(), SourceError>>,
+        src_cancel: &CancellationToken,
+        outcome: &Result<(Finish, Stats), PipelineError>,
+    ) -> Result<Ended, ServiceError> {
+        let ended_by_source = matches!(outcome, Ok((Finish::SourceEnded, _)));
+        if !ended_by_source {
+            src_cancel.cancel();
+        }
+        let joined = if ended_by_source {
+            tokio::select! {
+                biased;
+                r = src_task.join_next() => r,
+                // Shutdown while waiting: now the source is asked to stop.
+                _ = self.cancel.cancelled() => {
+                    src_cancel.cancel();
+                    src_task.join_next().await
+                }
+            }
+        } else {
+            src_task.join_next().await
         };
         let name = self.cfg.name();
+        let asked_to_stop = !ended_by_source || self.cancel.is_cancelled();
+        match joined {
+            None | Some(Ok(Ok(()))) if asked_to_stop => Ok(Ended::Stopped),
+            None | Some(Ok(Ok(()))) => Ok(Ended::Failed(SourceError::Ended)),
+            // A stopped source returns `Ok(())` (the `Source` contract): an error is real.
+            Some(Ok(Err(e))) => {
+                if asked_to_stop && e.class() == ErrorClass::Transient {
+                    // Lost the connection while being stopped: retrying is moot, but the
+                    // error is not hidden.
+                    tracing::warn!(source = %name, error = %ErrorChain(&e), "source failed while stopping");
+                    return Ok(Ended::Stopped);
+                }
+                Ok(Ended::Failed(e))
+            }
+            Some(Err(join)) => {
+                self.obs.metrics.error(name, "panic");
+                let message = panic_message(&join);
+                tracing::error!(source = %name, error = %message, "source crashed");
+                Err(ServiceError::Panicked {
+                    name: name.to_owned(),
+                    message,
+                })
+            }
+        }
+    }
+
+    /// Waits `d` (with jitter) before the next attempt; `false` when the operator asked to
+    /// stop meanwhile.
+    async fn sleep(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = self.cancel.cancelled() => false,
+            _ = tokio::time::sleep(crate::pipeline::jitter(d)) => true,
+        }
+    }
+
+    /// Brings the source's SSH tunnel up (restarting a dead ssh), retrying transient
+    /// failures with the source's backoff. `Ok(false)`: cancelled while waiting.
+    async fn tunnel_up(&mut self) -> Result<bool, ServiceError> {
+        if self.tunnel.is_none() {
+            return Ok(true);
+        }
+        let name = self.cfg.name().to_owned();
         loop {
+            let Some(keeper) = self.tunnel.as_mut() else {
+                return Ok(true);
+            };
             let up = tokio::select! {
                 _ = self.cancel.cancelled() => return Ok(false),
                 r = keeper.ensure() => r,
@@ -414,18 +669,18 @@ impl SourcePair {
             match up {
                 Ok(()) => return Ok(true),
                 Err(e) if !e.is_permanent() => {
-                    self.obs.metrics.error(name, "tunnel_transient");
+                    self.obs.metrics.error(&name, "tunnel_transient");
                     self.obs.status.set_error(ErrorChain(&e).to_string(), true);
-                    tracing::warn!(source = %name, error = %ErrorChain(&e), retry_in_ms = backoff.as_millis() as u64, "ssh tunnel failed, retrying");
-                    tokio::select! {
-                        _ = self.cancel.cancelled() => return Ok(false),
-                        _ = tokio::time::sleep(crate::pipeline::jitter(*backoff)) => {}
+                    let wait = self.backoff.step();
+                    tracing::warn!(source = %name, error = %ErrorChain(&e), retry_in_ms = wait.as_millis() as u64, "ssh tunnel failed, retrying");
+                    if !self.sleep(wait).await {
+                        return Ok(false);
                     }
-                    *backoff = (*backoff * 2).min(Duration::from_secs(60));
                 }
                 Err(e) => {
-                    self.obs.metrics.error(name, "tunnel_permanent");
+                    self.obs.metrics.error(&name, "tunnel_permanent");
                     self.obs.status.set_error(ErrorChain(&e).to_string(), false);
+                    tracing::error!(source = %name, error = %ErrorChain(&e), "ssh tunnel failed permanently: fix the cause named here and restart logtide");
                     return Err(ServiceError::Tunnel(e));
                 }
             }
@@ -545,10 +800,17 @@ pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl std::fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
+        // Errors often repeat their source's text in their own message (`cannot read X: No
+        // such file`): a cause already said is not said again.
+        let mut said = self.0.to_string();
+        f.write_str(&said)?;
         let mut cur = self.0.source();
         while let Some(e) = cur {
-            write!(f, ": {e}")?;
+            let text = e.to_string();
+            if !text.is_empty() && !said.contains(&text) {
+                write!(f, ": {text}")?;
+                said.push_str(&text);
+            }
             cur = e.source();
         }
         Ok(())

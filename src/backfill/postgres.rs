@@ -4,7 +4,7 @@
 //!
 //! Owns the SQL of the backfill; the hand-over rule is in the parent module's docs.
 
-use super::{BackfillError, Chunk, TableProgress};
+use super::{BackfillError, Chunk, RowNamer, TableProgress};
 use crate::config::{BackfillMode, BackfillSettings, PostgresSourceConfig};
 use crate::event::{ChangeEvent, Op, SourceInfo, TableSchema};
 use crate::filter::Filter;
@@ -219,6 +219,10 @@ pub async fn plan(
             estimated_rows: est as u64,
         });
     }
+    // Byte order of the names (the cursors' order), whatever the server's collation.
+    plans.sort_by(|a, b| {
+        (a.schema.as_bytes(), a.name.as_bytes()).cmp(&(b.schema.as_bytes(), b.name.as_bytes()))
+    });
     Ok(plans)
 }
 
@@ -364,12 +368,13 @@ pub struct TableReader<'a> {
 }
 
 impl TableReader<'_> {
-    /// Decodes one COPY text line into an `r` event at `position` and, for a keyed table,
-    /// the text forms of its key.
+    /// Decodes one COPY text line, the `row_number`-th of its pass, into an `r` event named
+    /// by `namer` and, for a keyed table, the text forms of its key.
     fn event(
         &self,
         line: &[u8],
-        position: Position,
+        namer: &RowNamer,
+        row_number: u64,
     ) -> Result<(ChangeEvent, Option<Vec<String>>), BackfillError> {
         let qualified = || self.plan.qualified();
         let fields = parse_copy_row(line).map_err(|e| BackfillError::Postgres {
@@ -402,6 +407,7 @@ impl TableReader<'_> {
                 })
                 .collect()
         });
+        let position = namer.position(row_number, &row);
         let event = ChangeEvent {
             op: Op::Read,
             table: self.schema.clone(),
@@ -415,8 +421,7 @@ impl TableReader<'_> {
     }
 
     /// Runs the chunk query after `progress.last_key` and appends every row's event to
-    /// `events`. Row `n` of the table (1-based, counting `progress.rows`) gets
-    /// `position(n)`. A keyless table's one query streams through here whole: with
+    /// `events`, named by `namer` (row `n` of the table counts `progress.rows`, 1-based). A keyless table's one query streams through here whole: with
     /// `pieces`, every `chunk_rows` events are sent on as a chunk. Returns the rows read;
     /// `progress` then holds the last key and the row count.
     pub async fn copy(
@@ -424,7 +429,7 @@ impl TableReader<'_> {
         client: &Client,
         progress: &mut TableProgress,
         chunk_rows: usize,
-        position: &(dyn Fn(u64) -> Position + Sync),
+        namer: &RowNamer,
         events: &mut Vec<ChangeEvent>,
         pieces: Option<&mpsc::Sender<Chunk>>,
     ) -> Result<usize, BackfillError> {
@@ -453,7 +458,7 @@ impl TableReader<'_> {
             while let Some(nl) = buf[consumed..].iter().position(|&b| b == b'\n') {
                 let line = &buf[consumed..consumed + nl];
                 consumed += nl + 1;
-                let (event, key) = self.event(line, position(progress.rows + 1))?;
+                let (event, key) = self.event(line, namer, progress.rows + 1)?;
                 progress.rows += 1;
                 n += 1;
                 if key.is_some() {
@@ -478,7 +483,6 @@ pub async fn read_tables(
     cfg: &PostgresSourceConfig,
     info: &Arc<SourceInfo>,
     plans: &[TablePlan],
-    all_tables: &[String],
     start: Lsn,
     resume: Vec<TableProgress>,
     chunk_rows: usize,
@@ -490,51 +494,68 @@ pub async fn read_tables(
             continue;
         }
         let qualified = plan.qualified();
-        let tys = column_types(client, &mut types, plan).await?;
-        let schema = table_schema(plan, cfg, info);
-        let reader = TableReader {
-            plan,
-            tys: &tys,
-            schema: &schema,
-        };
-        // Ordinals are stable across restarts: table index in the sorted list of tables.
-        let tindex = all_tables.iter().position(|t| *t == qualified).unwrap_or(0) as u64 + 1;
-        let lsn = Lsn(start.0.saturating_sub(1));
-        let position = |row: u64| {
-            Position::Postgres(PgPosition {
-                lsn,
-                ordinal: (tindex << 40) | row,
-            })
-        };
-        let keyless = plan.key.is_empty();
-        let mut progress = if keyless {
-            TableProgress::default()
-        } else {
-            progress
-        };
-        loop {
-            let mut events = Vec::with_capacity(chunk_rows.min(65_536));
-            // Keyless tables come in one COPY: hand them over in chunk-sized pieces.
-            let pieces = keyless.then_some(&tx);
-            let in_chunk = reader
-                .copy(
-                    client,
-                    &mut progress,
-                    chunk_rows,
-                    &position,
-                    &mut events,
-                    pieces,
-                )
-                .await?;
-            let finished = keyless || in_chunk < chunk_rows;
-            progress.done = finished;
-            send(&tx, &qualified, events, progress.clone()).await?;
-            if finished {
-                break;
+        // A table dropped while the backfill runs is skipped, not fatal (see below).
+        let read = async {
+            let tys = column_types(client, &mut types, plan).await?;
+            let schema = table_schema(plan, cfg, info);
+            let reader = TableReader {
+                plan,
+                tys: &tys,
+                schema: &schema,
+            };
+            // Rows are named by table, key and content, read at the stream's start.
+            let namer = RowNamer::new(
+                &Position::Postgres(PgPosition::checkpoint(start)),
+                &qualified,
+                &schema.columns,
+                &plan.key,
+            );
+            let keyless = plan.key.is_empty();
+            let mut progress = if keyless {
+                TableProgress::default()
+            } else {
+                progress
+            };
+            loop {
+                let mut events = Vec::with_capacity(chunk_rows.min(65_536));
+                // Keyless tables come in one COPY: hand them over in chunk-sized pieces.
+                let pieces = keyless.then_some(&tx);
+                let in_chunk = reader
+                    .copy(
+                        client,
+                        &mut progress,
+                        chunk_rows,
+                        &namer,
+                        &mut events,
+                        pieces,
+                    )
+                    .await?;
+                let finished = keyless || in_chunk < chunk_rows;
+                progress.done = finished;
+                send(&tx, &qualified, events, progress.clone()).await?;
+                if finished {
+                    break;
+                }
             }
+            Ok::<(), BackfillError>(())
+        }
+        .await;
+        match read {
+            Err(e) if crate::source::classify::is_missing_table(&e) => {
+                super::skip_dropped(&qualified, &e);
+                send_skipped(&tx, &qualified).await?;
+            }
+            r => r?,
         }
     }
     Ok(())
+}
+
+/// Tells the delivery that `table` was skipped (dropped during the backfill).
+async fn send_skipped(tx: &mpsc::Sender<Chunk>, table: &str) -> Result<(), BackfillError> {
+    tx.send(Chunk::skipped(table))
+        .await
+        .map_err(|_| BackfillError::ReaderGone)
 }
 
 async fn send(
@@ -547,6 +568,7 @@ async fn send(
         table: table.to_owned(),
         events,
         progress,
+        skipped: false,
     })
     .await
     .map_err(|_| BackfillError::ReaderGone)

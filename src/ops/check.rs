@@ -58,9 +58,23 @@ pub async fn check_source(cfg: &SourceConfig, stored: Option<&Position>) -> Vec<
 
 /// Checks one sink: it can be built (secrets present, files writable, NATS reachable) and
 /// a network endpoint accepts TCP connections.
-pub async fn check_sink(cfg: &SinkConfig) -> Vec<Finding> {
+/// Checks one sink; `sources` are the source names it is fed from (for per-source details
+/// such as the NATS subject's stream).
+pub async fn check_sink(cfg: &SinkConfig, sources: &[&str]) -> Vec<Finding> {
     let mut r = Report::new(format!("sink {}", cfg.name()));
     match crate::sink::AnySink::build(cfg).await {
+        Ok(crate::sink::AnySink::Nats(n)) => {
+            r.ok("configured (secrets present)");
+            for source in sources {
+                match n.check_stream(source).await {
+                    Ok(what) => r.ok(what),
+                    Err(why) => r.fail(
+                        format!("source {source}: {why}"),
+                        "without a stream every event would be refused",
+                    ),
+                }
+            }
+        }
         Ok(_) => r.ok("configured (secrets present, outputs open)"),
         Err(e) => {
             r.fail(
@@ -69,6 +83,9 @@ pub async fn check_sink(cfg: &SinkConfig) -> Vec<Finding> {
             );
             return r.findings;
         }
+    }
+    if let SinkConfig::Segment(c) = cfg {
+        segment_limits(&mut r, c);
     }
     let url = match cfg {
         SinkConfig::Http(c) => Some(c.url.clone()),
@@ -85,6 +102,42 @@ pub async fn check_sink(cfg: &SinkConfig) -> Vec<Finding> {
         }
     }
     r.findings
+}
+
+/// Segment's documented limits: 32 KB per call, 500 KB per batch request, 2,500 calls per
+/// batch. Calls or batches over them are refused by the API (or silently truncated by
+/// proxies), so settings above them are a warning.
+fn segment_limits(r: &mut Report, c: &crate::config::SegmentSinkConfig) {
+    const CALL: usize = 32 * 1024;
+    const REQUEST: usize = 500 * 1000;
+    const CALLS: usize = 2500;
+    if c.max_call_bytes > CALL {
+        r.warn(
+            format!(
+                "max_call_bytes = {} is over Segment's 32 KB per call",
+                c.max_call_bytes
+            ),
+            format!("set max_call_bytes to at most {CALL}"),
+        );
+    }
+    if c.batch.max_bytes.is_some_and(|b| b > REQUEST) {
+        r.warn(
+            format!(
+                "batch.max_bytes = {} is over Segment's 500 KB per batch request",
+                c.batch.max_bytes.unwrap_or_default()
+            ),
+            "set batch.max_bytes to at most 490000",
+        );
+    }
+    if c.batch.max_events.is_some_and(|n| n > CALLS) {
+        r.warn(
+            format!(
+                "batch.max_events = {} is over Segment's 2,500 calls per batch",
+                c.batch.max_events.unwrap_or_default()
+            ),
+            format!("set batch.max_events to at most {CALLS}"),
+        );
+    }
 }
 
 /// Opens (and closes) a TCP connection to the URL's host and port.

@@ -2,50 +2,101 @@
 //!
 //! A failed write is rolled back by truncating the file to its length before the batch, so
 //! a retry never leaves a torn line behind.
+//!
+//! Several sinks on one file (two sources writing into the same `path`, each with its own
+//! sink) share one writer per file in the process: every batch is appended whole under
+//! one lock, and a failed batch's rollback never reaches lines another source's batch
+//! appended (they were accepted, and stay).
 
 use super::{encode_jsonl, Sink, SinkError};
 use crate::config::FileSinkConfig;
 use crate::event::ChangeEvent;
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
 
 pub struct FileSink {
     name: String,
     path: PathBuf,
     fsync: bool,
-    /// Taken while a blocking write runs.
-    file: Option<File>,
+    /// The file's one writer, shared with every other sink on the same file.
+    file: Arc<SharedFile>,
     buf: Vec<u8>,
 }
 
+/// One open file and the lock every write to it holds: batches of different sources
+/// (each source builds its own sink) never interleave inside a line, and a failed batch
+/// rolls back to the length it found under the same lock, so it never cuts lines another
+/// source appended and had accepted.
+struct SharedFile {
+    file: Mutex<File>,
+}
+
+/// The open files of this process by (device, inode): a second sink on the same file,
+/// however its path is spelled, shares the first one's writer.
+static OPEN_FILES: Mutex<Option<OpenFiles>> = Mutex::new(None);
+
+/// (device, inode) → the writer, while some sink holds it.
+type OpenFiles = HashMap<(u64, u64), Weak<SharedFile>>;
+
 impl FileSink {
-    /// Opens (creating, appending) the file.
+    /// Opens (creating, appending) the file, or joins the writer already open on it.
     pub async fn open(cfg: &FileSinkConfig) -> Result<FileSink, SinkError> {
         let path = cfg.path.clone();
+        let failed = |what: String, e: std::io::Error| SinkError::Permanent {
+            sink: cfg.name.clone(),
+            what,
+            source: Some(Box::new(e)),
+        };
         let file = OpenOptions::new()
             .create(true)
             .read(true)
             .append(true)
             .open(&path)
-            .map_err(|e| SinkError::Permanent {
-                sink: cfg.name.clone(),
-                what: format!(
-                    "cannot open {} for appending (check the directory exists and is writable)",
-                    path.display()
-                ),
-                source: Some(Box::new(e)),
+            .map_err(|e| {
+                failed(
+                    format!(
+                        "cannot open {} for appending (check the directory exists and is writable)",
+                        path.display()
+                    ),
+                    e,
+                )
             })?;
-        drop_torn_tail(&file).map_err(|e| SinkError::Permanent {
-            sink: cfg.name.clone(),
-            what: format!("cannot repair the end of {}", path.display()),
-            source: Some(Box::new(e)),
-        })?;
+        let id = {
+            use std::os::unix::fs::MetadataExt;
+            let m = file
+                .metadata()
+                .map_err(|e| failed(format!("cannot stat {}", path.display()), e))?;
+            (m.dev(), m.ino())
+        };
+        let mut open = OPEN_FILES.lock().unwrap_or_else(|e| e.into_inner());
+        let open = open.get_or_insert_with(HashMap::new);
+        open.retain(|_, w| w.strong_count() > 0);
+        let shared = match open.get(&id).and_then(Weak::upgrade) {
+            Some(shared) => {
+                tracing::debug!(sink = %cfg.name, path = %path.display(), "file already open in this process: sharing its writer");
+                shared
+            }
+            None => {
+                // Only the first opener repairs the end: later ones would cut a batch
+                // another source is writing.
+                drop_torn_tail(&file).map_err(|e| {
+                    failed(format!("cannot repair the end of {}", path.display()), e)
+                })?;
+                let shared = Arc::new(SharedFile {
+                    file: Mutex::new(file),
+                });
+                open.insert(id, Arc::downgrade(&shared));
+                shared
+            }
+        };
         Ok(FileSink {
             name: cfg.name.clone(),
             path,
             fsync: cfg.fsync,
-            file: Some(file),
+            file: shared,
             buf: Vec::with_capacity(1 << 20),
         })
     }
@@ -83,17 +134,47 @@ fn drop_torn_tail(file: &File) -> std::io::Result<()> {
     file.set_len(0)
 }
 
-fn write_batch(file: &File, buf: &[u8], fsync: bool) -> std::io::Result<()> {
+/// Appends `buf` (whole lines) under the file's lock; on failure truncates back to the
+/// length found under that lock, which holds only lines already accepted.
+fn write_batch(shared: &SharedFile, buf: &[u8], fsync: bool) -> std::io::Result<()> {
+    let file = shared.file.lock().unwrap_or_else(|e| e.into_inner());
+    let file: &File = &file;
     let before = file.metadata()?.len();
     let mut w = file;
-    let res = w
-        .write_all(buf)
+    let res = failpoint::check(&mut w, buf)
+        .and_then(|()| w.write_all(buf))
         .and_then(|()| if fsync { file.sync_data() } else { Ok(()) });
     if res.is_err() {
         // Roll the partial batch back so no torn line stays in the file.
         let _ = file.set_len(before);
     }
     res
+}
+
+/// Test hook: makes a write fail after writing part of its batch.
+#[cfg(test)]
+mod failpoint {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// Writes whose batch contains this marker fail half-way.
+    pub static ARMED: AtomicBool = AtomicBool::new(false);
+    pub const MARKER: &[u8] = b"\"fail-me\"";
+
+    pub fn check(w: &mut impl std::io::Write, buf: &[u8]) -> std::io::Result<()> {
+        if ARMED.load(Ordering::SeqCst) && buf.windows(MARKER.len()).any(|m| m == MARKER) {
+            // Half the batch reaches the file before the failure.
+            w.write_all(buf.get(..buf.len() / 2).unwrap_or_default())?;
+            return Err(std::io::Error::other("injected write failure"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(not(test))]
+mod failpoint {
+    #[inline(always)]
+    pub fn check(_: &mut impl std::io::Write, _: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Sink for FileSink {
@@ -107,26 +188,20 @@ impl Sink for FileSink {
             return Ok(());
         }
         encode_jsonl(batch, &mut self.buf);
-        let Some(file) = self.file.take() else {
-            return Err(SinkError::Permanent {
-                sink: self.name.clone(),
-                what: "file handle lost after an earlier failure".into(),
-                source: None,
-            });
-        };
         let buf = std::mem::take(&mut self.buf);
         let fsync = self.fsync;
+        let shared = self.file.clone();
         let joined = tokio::task::spawn_blocking(move || {
-            let r = write_batch(&file, &buf, fsync);
-            (file, buf, r)
+            let r = write_batch(&shared, &buf, fsync);
+            (buf, r)
         })
         .await;
-        let (file, buf, res) = joined.map_err(|e| SinkError::Permanent {
+        let (mut buf, res) = joined.map_err(|e| SinkError::Permanent {
             sink: self.name.clone(),
             what: "file writer task failed".into(),
             source: Some(Box::new(e)),
         })?;
-        self.file = Some(file);
+        buf.clear();
         self.buf = buf;
         res.map_err(|e| SinkError::Transient {
             sink: self.name.clone(),
@@ -139,6 +214,103 @@ impl Sink for FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{Connector, Op, SourceInfo, TableSchema};
+    use crate::position::{Lsn, PgPosition, Position};
+    use crate::value::Value;
+
+    fn events(source: &str, from: u64, n: u64, text: &str) -> Vec<ChangeEvent> {
+        let t = Arc::new(TableSchema {
+            source: Arc::new(SourceInfo {
+                connector: Connector::Postgres,
+                name: source.into(),
+            }),
+            db: "d".into(),
+            schema: "public".into(),
+            name: "t".into(),
+            columns: vec!["id".into(), "pad".into()],
+            key: vec![0],
+        });
+        (from..from + n)
+            .map(|i| ChangeEvent {
+                op: Op::Create,
+                table: t.clone(),
+                before: None,
+                after: Some(vec![
+                    Some(Value::Int(i as i64)),
+                    Some(Value::Text(text.into())),
+                ]),
+                position: Position::Postgres(PgPosition {
+                    lsn: Lsn(i + 1),
+                    ordinal: 1,
+                }),
+                txid: None,
+                commit_ts_ms: None,
+            })
+            .collect()
+    }
+
+    /// Two sources' sinks on one file (spelled differently): batches of one source fail
+    /// half-way and are rolled back while the other's keep being accepted concurrently;
+    /// every accepted line stays whole, and no failed line remains.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_never_cuts_another_sources_accepted_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("o.jsonl");
+        let cfg = |name: &str, path: PathBuf| FileSinkConfig {
+            name: name.into(),
+            path,
+            fsync: false,
+            sources: vec![],
+        };
+        let mut a = FileSink::open(&cfg("a", path.clone()))
+            .await
+            .expect("open a");
+        let mut b = FileSink::open(&cfg("b", dir.path().join(".").join("o.jsonl")))
+            .await
+            .expect("open b");
+        assert!(Arc::ptr_eq(&a.file, &b.file), "one writer per file");
+        failpoint::ARMED.store(true, std::sync::atomic::Ordering::SeqCst);
+        let pad = "x".repeat(3000);
+        let ta = tokio::spawn(async move {
+            let mut ok = 0u64;
+            for round in 0..200u64 {
+                // Every other batch of source a fails after the write started.
+                let text = if round % 2 == 0 { "fail-me" } else { "a-ok" };
+                if a.deliver(&events("a", round * 10, 10, text)).await.is_ok() {
+                    ok += 10;
+                }
+            }
+            ok
+        });
+        let pad2 = pad.clone();
+        let tb = tokio::spawn(async move {
+            for round in 0..200u64 {
+                b.deliver(&events("b", round * 10, 10, &pad2))
+                    .await
+                    .expect("source b's writes are accepted");
+            }
+        });
+        let a_ok = ta.await.expect("a");
+        tb.await.expect("b");
+        failpoint::ARMED.store(false, std::sync::atomic::Ordering::SeqCst);
+        let text = std::fs::read_to_string(&path).expect("read");
+        let (mut from_a, mut from_b) = (0u64, 0u64);
+        for line in text.lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(line).expect("every line is whole JSON");
+            match v["source"]["name"].as_str() {
+                Some("a") => {
+                    assert_eq!(v["after"]["pad"], "a-ok", "a failed batch left a line");
+                    from_a += 1;
+                }
+                Some("b") => from_b += 1,
+                other => panic!("unexpected source {other:?}"),
+            }
+        }
+        assert_eq!(from_b, 2000, "every accepted line of source b is there");
+        assert_eq!(from_a, a_ok);
+        assert_eq!(a_ok, 1000);
+    }
 
     #[test]
     fn torn_tail_is_dropped() {

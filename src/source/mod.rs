@@ -15,6 +15,7 @@
 //!   every event whose position is `<=` it.
 //! * Anything the source cannot decode is an error that stops the source; never a skip.
 
+pub mod classify;
 pub mod mysql;
 pub mod postgres;
 pub mod query;
@@ -46,13 +47,18 @@ pub struct SourceContext {
     /// Where to resume: the stored checkpoint, or a replay start given by the operator.
     pub resume_from: Option<Position>,
     pub filter: Arc<Filter>,
-    /// Cancelled on shutdown; the source returns `Ok(())` promptly.
+    /// Cancelled only when the operator asked to stop (shutdown, a reached bound, the
+    /// pipeline gone): the source then returns `Ok(())` promptly. A source never returns
+    /// `Ok(())` otherwise, and an error it met before the cancellation stays an error.
     pub cancel: CancellationToken,
     /// Tells the service the stream is live (call [`Reporter::streaming`] once connected
     /// and reading); `Default` reports nowhere.
     ///
     /// [`Reporter::streaming`]: crate::metrics::Reporter::streaming
     pub report: crate::metrics::Reporter,
+    /// The state store, for a source's own durable records (the MySQL schema history,
+    /// stored with the checkpoints); `None`: keep them in memory only (preview, tests).
+    pub store: Option<crate::checkpoint::CheckpointStore>,
 }
 
 /// Whether retrying can help.
@@ -73,14 +79,21 @@ pub enum SourceError {
     Mysql(#[from] mysql::MysqlError),
     #[error(transparent)]
     Query(#[from] query::QueryError),
+    /// The source returned without an error although nobody asked it to stop: never a
+    /// clean stop (see the supervision rule in [`crate::service`]); reconnected like a
+    /// lost connection.
+    #[error("the source stopped on its own although no shutdown was requested (reconnecting; please report this as a bug)")]
+    Ended,
 }
 
 impl SourceError {
+    /// Whether to retry (see [`classify`] for the rules every kind shares).
     pub fn class(&self) -> ErrorClass {
         match self {
             SourceError::Postgres(e) => e.class(),
             SourceError::Mysql(e) => e.class(),
             SourceError::Query(e) => e.class(),
+            SourceError::Ended => ErrorClass::Transient,
         }
     }
 }
@@ -113,7 +126,12 @@ pub fn parse_position(
                     s.parse::<Lsn>()?,
                 )))
             } else {
-                Ok(Position::Postgres(parse_pg_cursor(s)?))
+                parse_pg_cursor(s).map(Position::Postgres).map_err(|_| {
+                    PositionParseError::new(
+                        s,
+                        "a PostgreSQL LSN like 16/B374D848 or an event's cursor like 0000000001A2B3C4:0000000000000001",
+                    )
+                })
             }
         }
         crate::config::SourceConfig::Mysql(_) => {

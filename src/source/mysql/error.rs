@@ -133,6 +133,10 @@ pub enum MysqlError {
     Incident { file: String, pos: u64 },
     #[error(transparent)]
     Tls(#[from] super::tls::TlsError),
+    #[error(transparent)]
+    Hold(#[from] super::txhold::SpillError),
+    #[error("cannot store the schema history with the checkpoints: {0}")]
+    SchemaStore(#[source] crate::checkpoint::CheckpointError),
     #[error("cannot start the binlog reader thread: {0}")]
     Thread(#[source] std::io::Error),
     #[error("the binlog reader thread ended without a result")]
@@ -149,21 +153,9 @@ impl MysqlError {
             | MysqlError::ThreadLost => ErrorClass::Transient,
             // Server shutdown / killed connection / too many connections / lock waits.
             MysqlError::Tls(t) => t.class(),
-            MysqlError::Stream { code, .. } | MysqlError::Query { code, .. } => match code {
-                1040
-                | 1053
-                | 1077
-                | 1079
-                | 1152
-                | 1153
-                | 1158..=1161
-                | 1205
-                | 1213
-                | 1317
-                | 2013
-                | 0 => ErrorClass::Transient,
-                _ => ErrorClass::Permanent,
-            },
+            MysqlError::Stream { code, .. } | MysqlError::Query { code, .. } => {
+                crate::source::classify::mysql_code(*code)
+            }
             _ => ErrorClass::Permanent,
         }
     }

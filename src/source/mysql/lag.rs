@@ -100,18 +100,30 @@ pub async fn watch(
         }
         let c = cfg.clone();
         let taken = conn.take();
-        // Awaited, not abandoned on cancel: a check is bounded by the connect timeout and
-        // one round trip, and the thread is then owned to its end.
         let job = tokio::task::spawn_blocking(move || {
             let mut sql = match taken {
                 Some(s) => s,
-                None => crate::ops::mysql_connect(&c)
-                    .map_err(|e| format!("cannot connect: {}", crate::service::ErrorChain(&e)))?,
+                None => {
+                    let s = crate::ops::mysql_connect(&c).map_err(|e| {
+                        format!("cannot connect: {}", crate::service::ErrorChain(&e))
+                    })?;
+                    // A server that stops answering fails the check instead of holding it.
+                    if let Some(sock) = s.socket() {
+                        sock.bound_reads(c.connect_timeout.max(Duration::from_secs(10)));
+                    }
+                    s
+                }
             };
             let end = binlog_end(&mut sql)?;
             Ok::<_, String>((sql, end))
         });
-        match job.await {
+        // Shutdown does not wait for a check stuck on a dead connection (the thread ends
+        // with its read timeout; the runtime's shutdown does not wait for it).
+        let joined = tokio::select! {
+            _ = cancel.cancelled() => return,
+            j = job => j,
+        };
+        match joined {
             Ok(Ok((sql, end))) => {
                 conn = Some(sql);
                 if let Some(Position::Mysql(ck)) = status.checkpoint() {

@@ -98,10 +98,34 @@ impl Socket {
         }
     }
 
+    /// Bounds a blocked read: a server that stops answering without closing the
+    /// connection (a network partition) makes the read fail after `timeout`, and TCP
+    /// keepalive probes (idle 10 s, every 5 s, 3 lost) end a connection whose peer is
+    /// gone even while nothing is read. See [`dead_after`].
+    pub(super) fn bound_reads(&self, timeout: std::time::Duration) {
+        use rustix::net::sockopt;
+        let fd = &*self.0;
+        let r = sockopt::set_socket_timeout(fd, rustix::net::sockopt::Timeout::Recv, Some(timeout))
+            .and_then(|()| sockopt::set_socket_keepalive(fd, true))
+            .and_then(|()| sockopt::set_tcp_keepidle(fd, std::time::Duration::from_secs(10)))
+            .and_then(|()| sockopt::set_tcp_keepintvl(fd, std::time::Duration::from_secs(5)))
+            .and_then(|()| sockopt::set_tcp_keepcnt(fd, 3));
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "bounding reads on the MySQL connection failed");
+        }
+    }
+
     /// Ends a blocked read on the connection (it returns end-of-file).
     pub(super) fn shutdown(&self) {
         let _ = rustix::net::shutdown(&*self.0, rustix::net::Shutdown::Both);
     }
+}
+
+/// How long the binlog connection may stay silent before it counts as dead: three
+/// heartbeat periods (the server sends a heartbeat when it has nothing else), at least
+/// 10 s.
+pub(super) fn dead_after(heartbeat: std::time::Duration) -> std::time::Duration {
+    (heartbeat * 3).max(std::time::Duration::from_secs(10))
 }
 
 /// Where the reader thread leaves the binlog connection's socket for the async side,

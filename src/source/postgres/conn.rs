@@ -91,14 +91,26 @@ impl ConnError {
 }
 
 /// Connection problems, resource shortage, operator intervention (shutdown, restart), a
-/// slot in use by another process, serialization failures: retrying can help.
+/// slot in use by another process, serialization failures: retrying can help (decided in
+/// [`crate::source::classify::sqlstate`]).
 pub fn sqlstate_is_transient(code: &str) -> bool {
-    code.starts_with("08")
-        || code.starts_with("40")
-        || code.starts_with("53")
-        || code.starts_with("57")
-        || code == "55006"
-        || code == "55P03"
+    crate::source::classify::sqlstate(code) == crate::source::ErrorClass::Transient
+}
+
+/// TCP keepalive (idle 10 s, every 5 s, 3 lost) and a 30 s limit on unacknowledged
+/// writes: the kernel ends a connection whose peer vanished (a crashed host, a dropped
+/// route) even while logtide waits. A peer that stays up but stops answering is caught
+/// by the stream's own silence check (`super::dead_after`).
+fn tcp_keepalive(tcp: &TcpStream) {
+    use rustix::net::sockopt;
+    let r = sockopt::set_socket_keepalive(tcp, true)
+        .and_then(|()| sockopt::set_tcp_keepidle(tcp, Duration::from_secs(10)))
+        .and_then(|()| sockopt::set_tcp_keepintvl(tcp, Duration::from_secs(5)))
+        .and_then(|()| sockopt::set_tcp_keepcnt(tcp, 3))
+        .and_then(|()| sockopt::set_tcp_user_timeout(tcp, 30_000));
+    if let Err(error) = r {
+        tracing::debug!(%error, "setting TCP keepalive on the replication connection failed");
+    }
 }
 
 /// Result of IDENTIFY_SYSTEM.
@@ -202,6 +214,9 @@ pub struct ReplConnection {
     pub writer: FrameWriter,
     /// `server_version_num` form, from the ParameterStatus `server_version`.
     pub server_version: u32,
+    /// The walsender's process id (BackendKeyData), to end it when this connection went
+    /// silent but the server still holds it (see `super::stale`).
+    pub backend_pid: Option<i32>,
 }
 
 impl ReplConnection {
@@ -241,6 +256,7 @@ impl ReplConnection {
                 source,
             })?;
             tcp.set_nodelay(true).map_err(ConnError::Io)?;
+            tcp_keepalive(&tcp);
             let fut = negotiate_tls(tcp, cfg, &addr);
             tokio::time::timeout(cfg.connect_timeout, fut)
                 .await
@@ -254,6 +270,7 @@ impl ReplConnection {
             reader: FrameReader::new(r),
             writer: FrameWriter::new(w),
             server_version: 0,
+            backend_pid: None,
         };
         let startup = tokio::time::timeout(cfg.connect_timeout, conn.startup(cfg, password));
         startup.await.map_err(|_| ConnError::Timeout {
@@ -381,7 +398,11 @@ impl ReplConnection {
                         }
                     }
                 }
-                b'K' | b'v' => {}
+                b'K' => {
+                    let mut b = body;
+                    self.backend_pid = read_i32(&mut b);
+                }
+                b'v' => {}
                 b'N' => log_notice(body),
                 b'E' => return Err(ConnError::Server(parse_error_fields(body))),
                 b'Z' => return Ok(()),

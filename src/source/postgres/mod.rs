@@ -41,6 +41,18 @@
 //! no streamed transaction pending, and everything sent is checkpointed) a keepalive's
 //! `walEnd` becomes a `Boundary`, at most once per status interval, so an idle or
 //! filtered-out workload does not pin WAL. See shared/docs/protocol-notes.md.
+//!
+//! # Dead connections
+//!
+//! A server that stops answering without closing the connection (a network partition) is
+//! detected within [`dead_after`] = max(3 × `status_interval`, 10 s): a status update
+//! sent after a quiet status interval asks the server for a reply (`replyRequested`), and
+//! a connection on which nothing arrived for that long fails with [`PgError::Silent`]
+//! (transient: the service reconnects from the checkpoint). TCP keepalive and a TCP user
+//! timeout on every socket end connections whose peer vanished. The server may not have
+//! noticed yet (its `wal_sender_timeout`, 60 s by default): its walsender still holds the
+//! slot. The reconnect ends exactly that walsender — the one of our silent connection,
+//! known by its process id — instead of waiting for the server's timeout (`stale.rs`).
 
 pub mod conn;
 mod decoder;
@@ -50,6 +62,7 @@ pub mod publication;
 pub mod retention;
 pub mod setup;
 pub mod spill;
+mod stale;
 pub mod tls;
 pub mod tuple;
 pub mod types;
@@ -127,6 +140,8 @@ pub enum PgError {
     Protocol { lsn: Lsn, problem: &'static str },
     #[error("the server ended the replication stream")]
     StreamEnded,
+    #[error("nothing received on the replication connection for {0:?}, not even an answer to a status update that asked for one: the server or the network stopped answering (reconnecting)")]
+    Silent(Duration),
     #[error("the pipeline closed the source channel")]
     ChannelClosed,
     /// Internal: shutdown was requested while blocked; [`run`] returns `Ok(())` instead.
@@ -148,7 +163,10 @@ impl PgError {
             } => source
                 .code()
                 .is_none_or(|c| conn::sqlstate_is_transient(c.code())),
-            PgError::StreamEnded | PgError::ChannelClosed | PgError::Cancelled => true,
+            PgError::StreamEnded
+            | PgError::Silent(_)
+            | PgError::ChannelClosed
+            | PgError::Cancelled => true,
             _ => false,
         };
         if transient {
@@ -294,6 +312,7 @@ async fn start(
             Err(e) => return Err(e.into()),
         }
     }
+    stale::end_if_still_active(&client, &slot).await;
     let start = resume.map(|p| p.lsn).unwrap_or_default();
     let opts = StartOptions::for_server(repl.server_version, slot, cfg.publication_name(), start);
     tracing::info!(slot = %opts.slot, publication = %opts.publication, start = %start, proto_version = opts.proto_version, "starting replication");
@@ -315,6 +334,9 @@ async fn stream(
     let mut decoder = Decoder::new(cfg, info, ctx.filter.clone(), client, resume, spill_dir);
     let mut status = Status::new(cfg.status_interval);
     let result = stream_loop(&mut repl, &mut decoder, &mut status, ctx).await;
+    if let (Err(PgError::Silent(_)), Some(pid)) = (&result, repl.backend_pid) {
+        stale::remember(&cfg.slot_name(), pid);
+    }
     match result {
         Ok(()) | Err(PgError::Cancelled) => {
             // Confirm what is stored, then end the stream cleanly.
@@ -426,6 +448,11 @@ async fn stream_loop(
         status,
     };
     let mut since_clock_check = 0u32;
+    // Dead-connection detection: the last time anything arrived (or a send blocked on the
+    // pipeline ended). A status update asks for a reply once the server was quiet for a
+    // status interval; silence for `dead_after` means the server or the network is gone.
+    let dead_after = dead_after(out.status.interval);
+    let mut last_traffic = Instant::now();
     loop {
         while let Some((tag, body)) = reader.buffered_frame()? {
             match conn::parse_copy_frame(tag, body)? {
@@ -452,6 +479,8 @@ async fn stream_loop(
                 }
                 Some(CopyMessage::CopyDone) => return Err(PgError::StreamEnded),
             }
+            // Waiting on a full channel while handling it is not silence either.
+            last_traffic = Instant::now();
             since_clock_check += 1;
             if since_clock_check >= 256 {
                 since_clock_check = 0;
@@ -464,11 +493,26 @@ async fn stream_loop(
             biased;
             _ = ctx.cancel.cancelled() => return Ok(()),
             _ = tokio::time::sleep_until(out.status.next_due) => {
-                out.status.send(out.writer, ctx, false).await?;
+                let quiet = last_traffic.elapsed();
+                if quiet >= dead_after {
+                    return Err(PgError::Silent(quiet));
+                }
+                let reply = quiet >= out.status.interval;
+                out.status.send(out.writer, ctx, reply).await?;
             }
-            r = reader.read_more() => r?,
+            r = reader.read_more() => {
+                r?;
+                last_traffic = Instant::now();
+            }
         }
     }
+}
+
+/// How long the replication connection may stay silent before it counts as dead: three
+/// status intervals, at least 10 s (each status update after a quiet interval asks the
+/// server for a reply).
+pub fn dead_after(status_interval: Duration) -> Duration {
+    (status_interval * 3).max(Duration::from_secs(10))
 }
 
 #[cfg(test)]
@@ -576,6 +620,7 @@ mod tests {
             filter: Arc::new(source.filter()),
             cancel: cancel.clone(),
             report: Default::default(),
+            store: None,
         };
         let info = Arc::new(SourceInfo {
             connector: crate::event::Connector::Postgres,
@@ -756,6 +801,7 @@ mod tests {
                 filter: Arc::new(source.filter()),
                 cancel: cancel.clone(),
                 report: Default::default(),
+                store: None,
             };
             let info = Arc::new(SourceInfo {
                 connector: crate::event::Connector::Postgres,
@@ -886,6 +932,7 @@ mod tests {
             filter: Arc::new(source.filter()),
             cancel: cancel.clone(),
             report: Default::default(),
+            store: None,
         };
         let info = Arc::new(SourceInfo {
             connector: crate::event::Connector::Postgres,

@@ -9,6 +9,7 @@
 //! Order matters (protocol-notes.md): the publication is created before the slot.
 
 use super::conn::sqlstate_is_transient;
+use super::conn::quote_ident;
 use super::tls::TlsError;
 use crate::config::PostgresSourceConfig;
 use tokio_postgres::Client;
@@ -71,11 +72,9 @@ impl SetupError {
             SetupError::Query { source, .. } => source,
             _ => return false,
         };
-        match pg.code() {
-            Some(code) => sqlstate_is_transient(code.code()),
-            // No SQLSTATE: I/O, closed connection, timeout.
-            None => true,
-        }
+        // No SQLSTATE: I/O, a closed connection, a timeout — or a TLS certificate that
+        // fails verification, which is permanent (see `source::classify`).
+        crate::source::classify::postgres(pg) == crate::source::ErrorClass::Transient
     }
 }
 

@@ -185,6 +185,12 @@ pub async fn connect_sql(
         .dbname(&cfg.database)
         .application_name("logtide")
         .connect_timeout(cfg.connect_timeout)
+        // A vanished peer ends the connection (see `conn::tcp_keepalive`).
+        .keepalives(true)
+        .keepalives_idle(std::time::Duration::from_secs(10))
+        .keepalives_interval(std::time::Duration::from_secs(5))
+        .keepalives_retries(3)
+        .tcp_user_timeout(std::time::Duration::from_secs(30))
         .ssl_mode(match cfg.sslmode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
