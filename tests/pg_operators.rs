@@ -700,6 +700,39 @@ async fn query_mode_verify_full_checks_the_host_name() {
     assert!(out.contains("sslrootcert"), "{out}");
 }
 
+/// `sslmode = prefer` against a server without TLS goes on in plain text (libpq's rule), but
+/// says so in `check` and in the logs of `run`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefer_falling_back_to_plain_text_is_not_silent() {
+    let db = PgServer::get().fresh_db();
+    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
+    let w = Workdir::new();
+    let name = source_name("prefer");
+    let toml = db
+        .server
+        .source_toml(db.name(), &name)
+        .replace("sslmode = \"disable\"", "sslmode = \"prefer\"");
+    assert!(toml.contains("prefer"), "{toml}");
+    w.write_config(&toml);
+    let (code, out) = cli(&w, &["check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("warn") && l.contains("unencrypted connection")),
+        "{out}"
+    );
+    let mut child = spawn_run(&w, &[], &env());
+    let slot = format!("logtide_{name}");
+    assert!(wait_until(WAIT, || slot_active(&db, &slot)), "{}", logs(&w));
+    kill9(&mut child);
+    let log = logs(&w);
+    assert!(
+        log.contains("the replication connection is unencrypted")
+            && log.contains("the SQL connection is unencrypted"),
+        "{log}"
+    );
+}
+
 // ------------------------------------------------------------------ seeded scenario
 
 /// xorshift64*: a reproducible random sequence (the seed is printed; `LOGTIDE_SEED=<n>`
