@@ -1,20 +1,49 @@
 #!/usr/bin/env bash
-# Installs what logtide's tests and demo need on Debian/Ubuntu, only where missing:
-# PostgreSQL server binaries, MariaDB server and client, NATS server, openssl, OpenSSH
-# (client: SSH tunnels; server: the tunnel tests' private sshd).
+# Installs, with apt-get and only where missing, what logtide's build, tests and demo need on
+# Debian 12 / Ubuntu (a fresh machine with only Rust must pass scripts/test.sh after this):
+# - build: gcc, pkg-config and libssl-dev (openssl-sys, pulled by mysql_cdc);
+# - the database servers and clients the tests and the demo start privately: PostgreSQL
+#   (server, pg_recvlogical), MariaDB (server, client, mariadb-binlog);
+# - the tests' other tools: nats-server (NATS sink tests), openssl (test certificates),
+#   OpenSSH client and server (SSH tunnel tests start a private sshd on their own port; the
+#   system's sshd service is not enabled by this), procps (pgrep/pkill in tunnel tests),
+#   python3 and npm (other PostgreSQL majors, scripts/install-pg-version.sh).
+#
+#   scripts/install-deps.sh          everything above
+#   scripts/install-deps.sh --demo   only what scripts/demo.sh needs (the two databases)
+# It prints what it installs; installing needs root or sudo.
 set -euo pipefail
 need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql postgresql-contrib)
+command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 command -v mariadbd >/dev/null 2>&1 || need+=(mariadb-server)
-command -v mariadb-binlog >/dev/null 2>&1 || need+=(mariadb-client)
-command -v openssl >/dev/null 2>&1 || need+=(openssl)
-command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
-[ -x /usr/sbin/sshd ] || need+=(openssh-server)
-command -v pg_recvlogical >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_recvlogical >/dev/null 2>&1 || need+=(postgresql-client)
+command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
+if [ "${1:-}" != "--demo" ]; then
+  command -v mariadb-binlog >/dev/null 2>&1 || need+=(mariadb-client)
+  command -v pg_recvlogical >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_recvlogical >/dev/null 2>&1 || need+=(postgresql-client)
+  command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+  command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+  [ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+  command -v openssl >/dev/null 2>&1 || need+=(openssl)
+  command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
+  command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
+  [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+  command -v pkill >/dev/null 2>&1 || need+=(procps)
+  command -v npm >/dev/null 2>&1 || need+=(npm)
+  command -v python3 >/dev/null 2>&1 || need+=(python3)
+fi
 if [ ${#need[@]} -gt 0 ]; then
+  # De-duplicate (mariadb-client can be asked for twice).
+  mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
   SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  echo "installing: ${need[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "install-deps: need root or sudo to install: ${need[*]}" >&2; exit 1; }
+    SUDO="sudo"
+  fi
+  echo "install-deps: installing with apt-get: ${need[*]}" >&2
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  # policy-rc.d-like effect: packages must not start system services we do not need; the
+  # tests start their own private servers. (Debian starts postgresql/mariadb services on
+  # install; that is harmless, they listen on their default ports.)
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi

@@ -61,6 +61,13 @@ impl CheckpointStore {
     /// that is exiting (or by a store handle of this process whose background threads have
     /// not let go yet) is waited for up to [`LOCK_WAIT`]; after that the error says another
     /// logtide may be using the directory.
+    /// True when opening failed because another process (a running `logtide run`) holds the
+    /// store's lock.
+    pub fn is_held_by_other(e: &CheckpointError) -> bool {
+        matches!(e, CheckpointError::Open { source: sled::Error::Io(io), .. }
+            if io.to_string().contains("could not acquire lock"))
+    }
+
     pub fn open(path: &Path) -> Result<Self, CheckpointError> {
         let started = std::time::Instant::now();
         loop {
@@ -121,10 +128,11 @@ impl CheckpointStore {
     /// Forgets everything stored for `source` (position and backfill progress).
     pub async fn reset(&self, source: &str) -> Result<(), CheckpointError> {
         self.db.remove(pos_key(source))?;
-        let prefix = format!("backfill/{source}/");
-        for item in self.db.scan_prefix(prefix.as_bytes()) {
-            let (k, _) = item?;
-            self.db.remove(k)?;
+        for prefix in [format!("backfill/{source}/"), format!("schema/{source}/")] {
+            for item in self.db.scan_prefix(prefix.as_bytes()) {
+                let (k, _) = item?;
+                self.db.remove(k)?;
+            }
         }
         self.db.flush_async().await?;
         Ok(())
@@ -149,11 +157,47 @@ impl CheckpointStore {
         self.put(&backfill_key(source, table), progress).await
     }
 
-    /// Every stored (key, JSON) pair, for `logtide status`.
+    /// Stores a source's own record (e.g. the MySQL schema history, keys `schema/…`)
+    /// without flushing: it becomes durable with the next [`CheckpointStore::save`] (which
+    /// flushes the whole store), so a record written before the checkpoint that depends on
+    /// it is durable no later than that checkpoint.
+    pub fn put_record<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        v: &T,
+    ) -> Result<(), CheckpointError> {
+        let bytes = serde_json::to_vec(v).map_err(CheckpointError::Encode)?;
+        self.db.insert(key, bytes)?;
+        Ok(())
+    }
+
+    /// The records under `prefix`, in key order.
+    pub fn records<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, T)>, CheckpointError> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = item?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let val = serde_json::from_slice(&v).map_err(|source| CheckpointError::Corrupt {
+                key: key.clone(),
+                source,
+            })?;
+            out.push((key, val));
+        }
+        Ok(out)
+    }
+
+    /// Every stored (key, JSON) pair, for `logtide status` (sources' own records, such as
+    /// the schema history, left out).
     pub fn dump(&self) -> Result<Vec<(String, serde_json::Value)>, CheckpointError> {
         let mut out = Vec::new();
         for item in self.db.iter() {
             let (k, v) = item?;
+            if k.starts_with(b"schema/") {
+                continue;
+            }
             let key = String::from_utf8_lossy(&k).into_owned();
             let val = serde_json::from_slice(&v).map_err(|source| CheckpointError::Corrupt {
                 key: key.clone(),

@@ -519,6 +519,10 @@ pub struct QuerySourceConfig {
     pub database: String,
     #[serde(default)]
     pub sslmode: SslMode,
+    /// PEM file of CA certificates for `verify-full` (default: the Mozilla root store);
+    /// only with `sslmode = "verify-full"`.
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
     /// A SELECT using `{{cursor}}` and/or `{{last_sync_time}}`; both become bind parameters.
     pub query: String,
     /// Result column that only grows for new rows (id, updated_at).
@@ -541,6 +545,13 @@ pub struct QuerySourceConfig {
     /// uses `{{cursor}}`).
     #[serde(default)]
     pub initial_cursor: Option<String>,
+    /// How far below the highest delivered cursor value each run reads again, so rows
+    /// committed late with an older cursor value are not missed: a duration (`"5s"`) for a
+    /// date/timestamp cursor column, a number (`100`) for a numeric one, `0` for none.
+    /// Default `"5s"` / `100` (by the column's type); text cursors have none. See
+    /// `src/source/query/mod.rs`.
+    #[serde(default)]
+    pub lookback: Option<Lookback>,
     #[serde(default = "default_connect_timeout", deserialize_with = "de_duration")]
     pub connect_timeout: Duration,
     /// Reach the database through an SSH tunnel (`ssh = { host, user, private_key,
@@ -555,6 +566,59 @@ pub struct QuerySourceConfig {
     /// local end (set by [`crate::tunnel`], never read from the file).
     #[serde(skip)]
     pub tls_server_name: Option<String>,
+}
+
+/// `lookback` of a query source.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookback {
+    /// For date and timestamp cursor columns.
+    Time(Duration),
+    /// For numeric cursor columns: a non-negative decimal number, as text.
+    Amount(String),
+}
+
+impl Lookback {
+    /// Whether this is no lookback at all.
+    pub fn is_zero(&self) -> bool {
+        match self {
+            Lookback::Time(d) => d.is_zero(),
+            Lookback::Amount(a) => a.bytes().all(|b| b == b'0' || b == b'.'),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Lookback {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Float(f64),
+            Text(String),
+        }
+        let amount = |t: String| {
+            let (i, f) = t.split_once('.').unwrap_or((&t, "0"));
+            let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
+            if digits(i) && digits(f) {
+                Ok(Lookback::Amount(t.clone()))
+            } else {
+                Err(format!(
+                    "lookback {t:?} is neither a duration (\"5s\") nor a non-negative number"
+                ))
+            }
+        };
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(Lookback::Amount(n.to_string())),
+            Raw::Float(f) if f.is_finite() && f >= 0.0 => Ok(Lookback::Amount(f.to_string())),
+            Raw::Float(f) => Err(serde::de::Error::custom(format!(
+                "lookback {f} must be a non-negative number"
+            ))),
+            Raw::Text(t) => match parse_duration(&t) {
+                Ok(d) => Ok(Lookback::Time(d)),
+                Err(_) => amount(t.trim().to_owned()).map_err(serde::de::Error::custom),
+            },
+        }
+    }
 }
 
 impl QuerySourceConfig {
@@ -1034,6 +1098,11 @@ impl SegmentMapping {
             SegmentCall::Group if self.group_id_column.is_none() => {
                 return need("group_id_column");
             }
+            SegmentCall::Group
+                if self.user_id_column.is_none() && self.anonymous_id_column.is_none() =>
+            {
+                return need("user_id_column or anonymous_id_column");
+            }
             SegmentCall::Page | SegmentCall::Screen
                 if self.user_id_column.is_none()
                     || (self.name.is_none() && self.name_column.is_none()) =>
@@ -1266,6 +1335,73 @@ fn read_secret(var: Option<&str>, source: &str) -> Result<Option<Secret>, Config
     }
 }
 
+/// For a file that is valid TOML but not a valid config: the error with the full key path
+/// (`sources[1].connect_timeout: invalid type: ...`). serde cannot track keys inside the
+/// internally tagged `[[sources]]` and `[[sinks]]` tables, so each entry is deserialized
+/// again as the struct its `kind` names. `None` when the text is not TOML at all (toml's own
+/// message, with line and column, is the better one then).
+fn keyed_error(text: &str) -> Option<String> {
+    fn entry<T: serde::de::DeserializeOwned>(v: &toml::Value, at: &str) -> Result<(), String> {
+        // The struct itself has no `kind` field (the enum's tag).
+        let mut v = v.clone();
+        if let Some(t) = v.as_table_mut() {
+            t.remove("kind");
+        }
+        serde_path_to_error::deserialize::<_, T>(v)
+            .map(|_| ())
+            .map_err(|e| {
+                let key = e.path().to_string();
+                if key == "." {
+                    format!("{at}: {}", e.inner())
+                } else {
+                    format!("{at}.{key}: {}", e.inner())
+                }
+            })
+    }
+    let doc: toml::Table = toml::from_str(text).ok()?;
+    let list = |k: &str| {
+        doc.get(k)
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default()
+    };
+    for (i, v) in list("sources").iter().enumerate() {
+        let named = match v.get("name").and_then(|n| n.as_str()) {
+            Some(n) => format!("sources[{i}] (\"{n}\")"),
+            None => format!("sources[{i}]"),
+        };
+        let checked = match v.get("kind").and_then(|k| k.as_str()) {
+            Some("postgres") => entry::<PostgresSourceConfig>(v, &named),
+            Some("mysql") => entry::<MysqlSourceConfig>(v, &named),
+            Some("query") => entry::<QuerySourceConfig>(v, &named),
+            _ => entry::<SourceConfig>(v, &named),
+        };
+        if let Err(m) = checked {
+            return Some(m);
+        }
+    }
+    for (i, v) in list("sinks").iter().enumerate() {
+        let named = match v.get("name").and_then(|n| n.as_str()) {
+            Some(n) => format!("sinks[{i}] (\"{n}\")"),
+            None => format!("sinks[{i}]"),
+        };
+        let checked = match v.get("kind").and_then(|k| k.as_str()) {
+            Some("stdout") => entry::<StdoutSinkConfig>(v, &named),
+            Some("file") => entry::<FileSinkConfig>(v, &named),
+            Some("http") => entry::<HttpSinkConfig>(v, &named),
+            Some("segment") => entry::<SegmentSinkConfig>(v, &named),
+            Some("nats") => entry::<NatsSinkConfig>(v, &named),
+            _ => entry::<SinkConfig>(v, &named),
+        };
+        if let Err(m) = checked {
+            return Some(m);
+        }
+    }
+    serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(doc))
+        .err()
+        .map(|e| format!("{}: {}", e.path(), e.inner()))
+}
+
 /// Parses `"500ms"`, `"5s"`, `"2m"`, `"1h"`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -1310,7 +1446,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string(),
+            message: keyed_error(text).unwrap_or_else(|| e.to_string()),
         })?;
         cfg.validate(path)?;
         Ok(cfg)
@@ -1463,6 +1599,28 @@ impl Config {
                     }
                 }
             }
+            // A CA file promises verification: never accept it with a mode that does not
+            // verify (libpq would silently verify the chain only; logtide would not at all).
+            let pg_tls = match s {
+                SourceConfig::Postgres(p) => Some((p.sslmode, p.sslrootcert.as_ref())),
+                SourceConfig::Query(q) => Some((q.sslmode, q.sslrootcert.as_ref())),
+                SourceConfig::Mysql(_) => None,
+            };
+            if let Some((mode, Some(root))) = pg_tls {
+                let key = format!("sources.{n}.sslrootcert");
+                if mode != SslMode::VerifyFull {
+                    return Err(invalid(
+                        key,
+                        "is only used with sslmode = \"verify-full\" (the certificate is not verified otherwise): set sslmode = \"verify-full\", or remove sslrootcert",
+                    ));
+                }
+                if !root.is_file() {
+                    return Err(invalid(
+                        key,
+                        &format!("names {}, which is not a readable file", root.display()),
+                    ));
+                }
+            }
             if let SourceConfig::Postgres(p) = s {
                 let slot = p.slot_name();
                 if slot.is_empty()
@@ -1504,13 +1662,94 @@ impl Config {
     pub fn source(&self, name: &str) -> Option<&SourceConfig> {
         self.sources.iter().find(|s| s.name() == name)
     }
+
+    /// Every environment variable the config names for a secret, with the key naming it.
+    pub fn secret_vars(&self) -> Vec<(String, &str)> {
+        let mut out = Vec::new();
+        for s in &self.sources {
+            let var = match s {
+                SourceConfig::Postgres(c) => c.password_env.as_deref(),
+                SourceConfig::Mysql(c) => c.password_env.as_deref(),
+                SourceConfig::Query(c) => c.password_env.as_deref(),
+            };
+            if let Some(v) = var {
+                out.push((format!("sources.{}.password_env", s.name()), v));
+            }
+        }
+        for k in &self.sinks {
+            let n = k.name();
+            match k {
+                SinkConfig::Stdout(_) | SinkConfig::File(_) => {}
+                SinkConfig::Http(c) => {
+                    match &c.auth {
+                        Some(HttpAuth::Bearer(b)) => {
+                            out.push((format!("sinks.{n}.auth.token_env"), b.token_env.as_str()))
+                        }
+                        Some(HttpAuth::Basic(b)) => {
+                            if let Some(v) = &b.password_env {
+                                out.push((format!("sinks.{n}.auth.password_env"), v.as_str()));
+                            }
+                        }
+                        None => {}
+                    }
+                    if let Some(v) = &c.signing_secret_env {
+                        out.push((format!("sinks.{n}.signing_secret_env"), v.as_str()));
+                    }
+                }
+                SinkConfig::Segment(c) => {
+                    out.push((format!("sinks.{n}.write_key_env"), c.write_key_env.as_str()))
+                }
+                SinkConfig::Nats(c) => {
+                    if let Some(v) = &c.token_env {
+                        out.push((format!("sinks.{n}.token_env"), v.as_str()));
+                    }
+                    if let Some(v) = &c.password_env {
+                        out.push((format!("sinks.{n}.password_env"), v.as_str()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Checks that every secret's environment variable is set, before a command binds a port,
+    /// creates a file or connects: a missing one is a config error naming the variable.
+    pub fn check_secrets(&self, path: &Path) -> Result<(), ConfigError> {
+        let missing: Vec<_> = self
+            .secret_vars()
+            .into_iter()
+            .filter(|(_, var)| std::env::var_os(var).is_none())
+            .collect();
+        let Some((key, var)) = missing.first() else {
+            return Ok(());
+        };
+        let more = match missing.len() {
+            1 => String::new(),
+            n => format!(
+                " ({} more not set: {})",
+                n - 1,
+                missing[1..]
+                    .iter()
+                    .map(|(_, v)| *v)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.clone(),
+            problem: format!(
+                "names environment variable {var}, which is not set: export it before starting logtide{more}"
+            ),
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const GOOD: &str = r#"
+    pub(super) const GOOD: &str = r#"
         [state]
         path = "/tmp/x"
         [[sources]]
@@ -1526,7 +1765,7 @@ mod tests {
         path = "/tmp/out.jsonl"
     "#;
 
-    fn parse(t: &str) -> Result<Config, ConfigError> {
+    pub(super) fn parse(t: &str) -> Result<Config, ConfigError> {
         Config::parse(t, Path::new("test.toml"))
     }
 
@@ -1551,6 +1790,43 @@ mod tests {
         assert_eq!(port(&c), (QueryProtocol::Mysql, 3307));
         parse(&q("protocol = \"mysql\"\nsslmode = \"require\"")).expect("TLS for mysql");
         assert!(parse(&q("protocol = \"oracle\"")).is_err());
+    }
+
+    #[test]
+    fn query_lookback_is_a_duration_or_an_amount() {
+        let q = |extra: &str| {
+            format!(
+                "[[sources]]\nkind = \"query\"\nname = \"w\"\nuser = \"u\"\ndatabase = \"d\"\n\
+                 query = \"SELECT id FROM t\"\ncursor_column = \"id\"\n\
+                 table = \"d.t\"\n{extra}\n[[sinks]]\nkind = \"stdout\"\n"
+            )
+        };
+        let lb = |extra: &str| match parse(&q(extra)).map(|c| c.sources[0].clone()) {
+            Ok(SourceConfig::Query(q)) => Ok(q.lookback),
+            Ok(_) => panic!("not a query source"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(lb(""), Ok(None));
+        assert_eq!(
+            lb("lookback = \"5s\""),
+            Ok(Some(Lookback::Time(Duration::from_secs(5))))
+        );
+        assert_eq!(
+            lb("lookback = 100"),
+            Ok(Some(Lookback::Amount("100".into())))
+        );
+        assert_eq!(
+            lb("lookback = 0.5"),
+            Ok(Some(Lookback::Amount("0.5".into())))
+        );
+        assert!(lb("lookback = 0")
+            .expect("zero")
+            .is_some_and(|l| l.is_zero()));
+        assert!(lb("lookback = \"0s\"")
+            .expect("zero")
+            .is_some_and(|l| l.is_zero()));
+        assert!(lb("lookback = \"soon\"").is_err());
+        assert!(lb("lookback = -3").is_err());
     }
 
     #[test]
@@ -1702,6 +1978,8 @@ mod tests {
 
 #[cfg(test)]
 mod example_tests {
+    use super::tests::{parse, GOOD};
+    use super::*;
     #[test]
     fn example_config_is_valid() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
@@ -1712,5 +1990,64 @@ mod example_tests {
     fn docker_config_is_valid() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/logtide.toml");
         super::Config::load(&path).expect("docker/logtide.toml must stay valid");
+    }
+
+    #[test]
+    fn quickstart_config_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/quickstart.toml");
+        super::Config::load(&path).expect("config/quickstart.toml must stay valid");
+    }
+
+    /// A bad value inside `[[sources]]` / `[[sinks]]` names its key, not only the table.
+    #[test]
+    fn bad_values_name_their_key() {
+        let with = |line: &str| {
+            let t = GOOD.replace("status_interval = \"2s\"", line);
+            match parse(&t) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("{line} must be refused"),
+            }
+        };
+        for (line, key) in [
+            (
+                "connect_timeout = 10",
+                "sources[0] (\"app\").connect_timeout",
+            ),
+            ("port = \"5525\"", "sources[0] (\"app\").port"),
+            ("sslmode = \"bogus\"", "sources[0] (\"app\").sslmode"),
+            (
+                "connect_timeout = \"5 parsecs\"",
+                "sources[0] (\"app\").connect_timeout",
+            ),
+        ] {
+            let msg = with(line);
+            assert!(msg.contains(key), "{line}: {msg}");
+            assert!(msg.contains("test.toml"), "{msg}");
+        }
+        let bad_sink = GOOD.replace(
+            "path = \"/tmp/out.jsonl\"",
+            "path = \"/tmp/o\"\nfsync = \"yes\"",
+        );
+        let msg = parse(&bad_sink).err().expect("refused").to_string();
+        assert!(msg.contains("sinks[0].fsync"), "{msg}");
+    }
+
+    #[test]
+    fn missing_secret_variables_are_named() {
+        let t = GOOD.replace(
+            "user = \"u\"",
+            "user = \"u\"\npassword_env = \"LOGTIDE_TEST_SURELY_UNSET_VAR\"",
+        );
+        let cfg = parse(&t).expect("valid");
+        let e = cfg
+            .check_secrets(Path::new("/tmp/t.toml"))
+            .expect_err("unset variable");
+        let msg = e.to_string();
+        assert!(msg.contains("LOGTIDE_TEST_SURELY_UNSET_VAR"), "{msg}");
+        assert!(msg.contains("sources.app.password_env"), "{msg}");
+        assert!(parse(GOOD)
+            .expect("valid")
+            .check_secrets(Path::new("x"))
+            .is_ok());
     }
 }

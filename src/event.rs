@@ -15,7 +15,8 @@
 //!   from a MySQL MINIMAL/NOBLOB image) is *absent* from the object, never `null`; absent
 //!   columns of `after` are listed in `unchanged` (the consumer keeps its current value).
 //! * `key` holds the primary-key (PostgreSQL: replica identity) columns, taken from `after`,
-//!   or from `before` for deletes; `null` when the table has no key.
+//!   or from `before` for deletes and for key columns `after` lacks (MySQL MINIMAL row
+//!   image); `null` when the table has no key.
 //! * `source.cursor` sorts like the replication position; see [`crate::position`].
 
 use crate::position::Position;
@@ -117,26 +118,22 @@ pub struct ChangeEvent {
 }
 
 impl ChangeEvent {
-    /// The image the key is taken from: `after`, or `before` for deletes.
-    fn key_image(&self) -> Option<&Row> {
-        match (&self.after, &self.before) {
-            (Some(a), _) if self.op != Op::Delete => Some(a),
-            (_, Some(b)) => Some(b),
-            (Some(a), None) => Some(a),
-            (None, None) => None,
-        }
-    }
-
     /// The key columns and values, `None` when the table has no key or no image holds it.
+    /// Each key column comes from `after` (the row's key now), or from `before` for
+    /// deletes and when `after` lacks it: a MySQL `binlog_row_image=MINIMAL` update sends
+    /// the key in `before` only, and only the changed columns in `after`.
     pub fn key(&self) -> Option<Vec<(&str, &Value)>> {
         if self.table.key.is_empty() {
             return None;
         }
-        let img = self.key_image()?;
         let mut out = Vec::with_capacity(self.table.key.len());
         for &i in &self.table.key {
             let name = self.table.columns.get(i)?;
-            let v = img.get(i)?.as_ref()?;
+            let v = if self.op == Op::Delete {
+                cell(&self.before, i).or_else(|| cell(&self.after, i))
+            } else {
+                cell(&self.after, i).or_else(|| cell(&self.before, i))
+            }?;
             out.push((name.as_str(), v));
         }
         Some(out)
@@ -219,7 +216,8 @@ impl ChangeEvent {
                 out.write_all(b"\"")?;
             }
         }
-        match &self.position {
+        // A backfill row shows the stream position it was read at.
+        match self.position.anchor() {
             Position::Postgres(p) => write!(out, ",\"lsn\":\"{}\"", p.lsn)?,
             Position::Mysql(m) => {
                 out.write_all(b",\"file\":")?;
@@ -231,7 +229,7 @@ impl ChangeEvent {
                     None => out.write_all(b"null")?,
                 }
             }
-            Position::Query(_) => {}
+            Position::Query(_) | Position::Row(_) => {}
         }
         match self.txid {
             Some(x) => write!(out, ",\"txid\":{x}")?,
@@ -288,6 +286,11 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Cell `i` of an image, when the image holds it.
+fn cell(img: &Option<Row>, i: usize) -> Option<&Value> {
+    img.as_ref()?.get(i)?.as_ref()
 }
 
 #[cfg(test)]
@@ -376,5 +379,26 @@ mod tests {
         assert_eq!(j["key"], serde_json::json!({"id": 9}));
         assert_eq!(j["before"], serde_json::json!({"id": 9}));
         assert_eq!(j["after"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn minimal_update_key_from_before() {
+        // binlog_row_image=MINIMAL: before holds the key, after only the changed column.
+        let e = ev(
+            Op::Update,
+            Some(vec![Some(Value::Int(4)), None, None]),
+            Some(vec![None, Some(Value::Text("new".into())), None]),
+        );
+        assert_eq!(e.to_json(5)["key"], serde_json::json!({"id": 4}));
+        // A changed key: the new value wins.
+        let e = ev(
+            Op::Update,
+            Some(vec![Some(Value::Int(4)), None, None]),
+            Some(vec![Some(Value::Int(5)), None, None]),
+        );
+        assert_eq!(e.to_json(5)["key"], serde_json::json!({"id": 5}));
+        // No image has it: null.
+        let e = ev(Op::Update, None, Some(vec![None, None, None]));
+        assert_eq!(e.to_json(5)["key"], serde_json::Value::Null);
     }
 }

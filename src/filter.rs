@@ -47,6 +47,35 @@ pub struct KeyColumnExcluded {
     pub column: String,
 }
 
+/// A filter entry that names nothing on the server: a typo here would silently capture
+/// (or leak) what the user meant to leave out, so it is a configuration error.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum Unmatched {
+    #[error("`tables.{list}` names {table:?}, which is not a table on the server{hint}: fix the name (see `logtide discover`) or remove the entry")]
+    Table {
+        /// `include` or `exclude`.
+        list: &'static str,
+        table: String,
+        hint: &'static str,
+    },
+    #[error("`columns.\"{rule}\"` names table(s) that do not exist on the server: fix the name (see `logtide discover`) or remove the entry")]
+    ColumnTable { rule: String },
+    #[error("`columns.\"{rule}\".{list}` names column {column:?}, which {rule} does not have: fix the name (see `logtide discover`) or remove it")]
+    Column {
+        rule: String,
+        list: &'static str,
+        column: String,
+    },
+}
+
+/// One table as the server has it, for [`Filter::unmatched`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownTable {
+    pub schema: String,
+    pub name: String,
+    pub columns: Vec<String>,
+}
+
 /// Which columns of a table to keep, and where the key columns land after projection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Projection {
@@ -115,15 +144,100 @@ impl Filter {
         Ok(Projection { keep, key })
     }
 
+    /// The filter entries that name nothing among `tables` (every table of the source's
+    /// server; PostgreSQL: partitioned tables by their root name, no partitions). Exact
+    /// table names in `tables.include` / `tables.exclude` and exact `columns` keys must name
+    /// a table; every column named in a `columns` rule must exist in at least one table the
+    /// rule applies to. Globs are exempt from matching a table (a pattern for tables that
+    /// may come later is legitimate), not their column names.
+    pub fn unmatched(&self, tables: &[KnownTable]) -> Vec<Unmatched> {
+        let exists = |name: &str| tables.iter().any(|t| qualify(t) == name);
+        let mut out = Vec::new();
+        for (list, entries) in [
+            ("include", &self.tables.include),
+            ("exclude", &self.tables.exclude),
+        ] {
+            for e in entries.iter().filter(|e| !is_glob(e)) {
+                if !exists(e) {
+                    out.push(Unmatched::Table {
+                        list,
+                        table: e.clone(),
+                        hint: if e.contains('.') {
+                            ""
+                        } else {
+                            " (write it as schema.table)"
+                        },
+                    });
+                }
+            }
+        }
+        for (rule, cols) in &self.columns {
+            let matching: Vec<&KnownTable> =
+                tables.iter().filter(|t| glob(rule, &qualify(t))).collect();
+            if matching.is_empty() {
+                if !is_glob(rule) {
+                    out.push(Unmatched::ColumnTable { rule: rule.clone() });
+                }
+                continue;
+            }
+            for (list, names) in [("include", &cols.include), ("exclude", &cols.exclude)] {
+                for c in names {
+                    if !matching.iter().any(|t| t.columns.iter().any(|x| x == c)) {
+                        out.push(Unmatched::Column {
+                            rule: rule.clone(),
+                            list,
+                            column: c.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The column rules that apply to `schema.table` and name a column it lacks (after a
+    /// schema change: the rule no longer does what it says).
+    pub fn stale_columns(&self, schema: &str, table: &str, columns: &[&str]) -> Vec<Unmatched> {
+        let name = format!("{schema}.{table}");
+        let mut out = Vec::new();
+        for (rule, cols) in self.columns.iter().filter(|(p, _)| glob(p, &name)) {
+            for (list, names) in [("include", &cols.include), ("exclude", &cols.exclude)] {
+                for c in names.iter().filter(|c| !columns.contains(&c.as_str())) {
+                    out.push(Unmatched::Column {
+                        rule: rule.clone(),
+                        list,
+                        column: c.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether every `tables.include` entry is an exact name (a publication can then list
+    /// exactly those tables).
+    pub fn include_is_exact(&self) -> bool {
+        !self.tables.include.is_empty() && self.tables.include.iter().all(|p| !is_glob(p))
+    }
+
     /// The column patterns configured, for validation messages.
     pub fn column_rules(&self) -> impl Iterator<Item = (&String, &ColumnFilterConfig)> {
         self.columns.iter()
     }
 }
 
+fn qualify(t: &KnownTable) -> String {
+    format!("{}.{}", t.schema, t.name)
+}
+
+/// Whether a filter entry is a pattern rather than an exact name.
+pub fn is_glob(pattern: &str) -> bool {
+    pattern.contains(['*', '?', '['])
+}
+
 /// Glob match with `*`, `?` and `[...]`; exact names match themselves.
 pub fn glob(pattern: &str, name: &str) -> bool {
-    if !pattern.contains(['*', '?', '[']) {
+    if !is_glob(pattern) {
         return pattern == name;
     }
     glob_match::glob_match(pattern, name)
@@ -156,6 +270,88 @@ mod tests {
         let exact = f(&["public.users"], &[]);
         assert!(exact.table_selected("public", "users"));
         assert!(!exact.table_selected("public", "users2"));
+    }
+
+    fn known(name: &str, cols: &[&str]) -> KnownTable {
+        let (s, t) = name.split_once('.').expect("schema.table");
+        KnownTable {
+            schema: s.into(),
+            name: t.into(),
+            columns: cols.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn entries_that_name_nothing() {
+        let tables = [
+            known("public.users", &["id", "password_hash"]),
+            known("app.t1", &["id", "a"]),
+        ];
+        let mut cols = BTreeMap::new();
+        let ex = |v: &[&str]| ColumnFilterConfig {
+            include: vec![],
+            exclude: v.iter().map(|s| s.to_string()).collect(),
+        };
+        cols.insert("public.users".to_string(), ex(&["pasword_hash"]));
+        cols.insert("public.nosuch".to_string(), ex(&["x"]));
+        cols.insert("app.*".to_string(), ex(&["a", "zz"]));
+        cols.insert("later.*".to_string(), ex(&["x"]));
+        let flt = Filter::new(
+            TableFilterConfig {
+                include: vec!["public.users".into(), "public.userz".into(), "app.*".into()],
+                exclude: vec!["users".into(), "nope.*".into()],
+            },
+            cols,
+        );
+        let got = flt.unmatched(&tables);
+        assert_eq!(
+            got,
+            vec![
+                Unmatched::Table {
+                    list: "include",
+                    table: "public.userz".into(),
+                    hint: ""
+                },
+                Unmatched::Table {
+                    list: "exclude",
+                    table: "users".into(),
+                    hint: " (write it as schema.table)"
+                },
+                Unmatched::Column {
+                    rule: "app.*".into(),
+                    list: "exclude",
+                    column: "zz".into()
+                },
+                Unmatched::ColumnTable {
+                    rule: "public.nosuch".into()
+                },
+                Unmatched::Column {
+                    rule: "public.users".into(),
+                    list: "exclude",
+                    column: "pasword_hash".into()
+                },
+            ]
+        );
+        let msg = got[4].to_string();
+        assert!(
+            msg.contains("pasword_hash") && msg.contains("public.users"),
+            "{msg}"
+        );
+        // A correct filter names something everywhere.
+        let ok = Filter::new(
+            TableFilterConfig {
+                include: vec!["public.users".into()],
+                exclude: vec![],
+            },
+            BTreeMap::from([("public.users".to_string(), ex(&["password_hash"]))]),
+        );
+        assert!(ok.unmatched(&tables).is_empty());
+        assert_eq!(
+            ok.stale_columns("public", "users", &["id"]).len(),
+            1,
+            "the column was dropped"
+        );
+        assert!(ok.include_is_exact());
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod event;
 pub mod filter;
+pub mod identity;
 pub mod metrics;
 pub mod ops;
 pub mod pipeline;

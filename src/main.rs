@@ -18,7 +18,7 @@ use logtide::checkpoint::CheckpointStore;
 use logtide::config::Config;
 use logtide::pipeline::Bounds;
 use logtide::service::{self, ErrorChain, RunOptions};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
@@ -66,7 +66,7 @@ enum Command {
         /// PostgreSQL, file:pos (mysql-bin.000012:4567) for MySQL. Needs a single source.
         #[arg(long)]
         until: Option<String>,
-        /// Stop after delivering this many events.
+        /// Stop each source after it delivered this many events (backfill rows count).
         #[arg(long)]
         max_events: Option<u64>,
     },
@@ -86,7 +86,7 @@ enum Command {
         /// Stop once everything up to this position is delivered (as for `run`).
         #[arg(long)]
         until: Option<String>,
-        /// Stop after delivering this many events.
+        /// Stop each source after it delivered this many events (backfill rows count).
         #[arg(long)]
         max_events: Option<u64>,
     },
@@ -174,7 +174,11 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
-    /// Forget the stored position of a source (it restarts from the slot / binlog start).
+    /// Forget a source's stored position and backfill progress (the service must be stopped).
+    ///
+    /// The next `run` starts as a first run: it backfills again when `backfill = "initial"`,
+    /// then streams — PostgreSQL from the slot's confirmed position (the slot is kept; a
+    /// logical slot never moves back), MySQL from the server's current binlog end.
     Reset {
         #[arg(long, short)]
         config: PathBuf,
@@ -215,6 +219,56 @@ enum DeadLettersAction {
     },
 }
 
+/// `println!` for command output: a reader that went away (`logtide status | head -1`, EPIPE)
+/// ends the command normally (exit 0) instead of a panic; any other write error is exit 1.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        out_result(writeln!(std::io::stdout(), $($arg)*))
+    };
+}
+
+/// `print!` with the same EPIPE rule as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        out_result(write!(std::io::stdout(), $($arg)*))
+    };
+}
+
+fn out_result(r: std::io::Result<()>) {
+    if let Err(e) = r {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Standard output for commands that write through `io::Write` (preview, dead-letters list),
+/// with the EPIPE rule of [`outln!`].
+struct Out(std::io::Stdout);
+
+impl Write for Out {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.0.write(buf);
+        if let Err(e) = &r {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+        r
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = self.0.flush();
+        if let Err(e) = &r {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+        r
+    }
+}
+
 fn init_logs(format: LogFormat, level: Option<&str>) {
     let filter = match level {
         Some(l) => tracing_subscriber::EnvFilter::new(l),
@@ -243,6 +297,14 @@ fn load_for(path: &std::path::Path, source: Option<&str>) -> Result<Config, Exit
     Ok(cfg)
 }
 
+/// [`load_for`] for the commands that run the service: every secret's environment variable
+/// must be set before anything binds a port, creates a file or connects.
+fn load_to_run(path: &std::path::Path) -> Result<Config, ExitCode> {
+    let cfg = load_for(path, None)?;
+    cfg.check_secrets(path).map_err(|e| fail(2, &e))?;
+    Ok(cfg)
+}
+
 /// Opens the SSH tunnels of the sources a command uses (`only`, else all): a copy of `cfg`
 /// pointing at them, and the tunnels to keep while it is used; exit code 3 when one fails.
 async fn tunneled(
@@ -254,9 +316,89 @@ async fn tunneled(
         .map_err(|e| fail(3, &e))
 }
 
-/// Opens the checkpoint store of `cfg`; exit code 1 when it cannot be opened.
-fn open_store(cfg: &Config) -> Result<CheckpointStore, ExitCode> {
-    CheckpointStore::open(&cfg.state.path).map_err(|e| fail(1, &e))
+/// Opens the checkpoint store of `cfg`; exit code 1 when it cannot be opened. `command` names
+/// the command for the message when a running service holds the store.
+fn open_store(cfg: &Config, command: &str) -> Result<CheckpointStore, ExitCode> {
+    CheckpointStore::open(&cfg.state.path).map_err(|e| {
+        if CheckpointStore::is_held_by_other(&e) {
+            eprintln!(
+                "error: `logtide {command}` needs the checkpoint store {}, which a running `logtide run` holds: stop the service first (it stores its checkpoint on SIGTERM), then run it again. `logtide status` works while the service runs.",
+                cfg.state.path.display()
+            );
+            return ExitCode::from(1);
+        }
+        fail(1, &e)
+    })
+}
+
+/// The lag lines of `status`: each source's server side against its stored position.
+async fn status_lag(cfg: &Config, stored: &[Option<logtide::position::Position>]) -> ExitCode {
+    for (s, p) in cfg.sources.iter().zip(stored) {
+        let (tcfg, _tunnels) = match logtide::tunnel::open(cfg, Some(s.name())).await {
+            Ok(t) => t,
+            Err(e) => {
+                outln!("{}\tunreachable: {}", s.name(), ErrorChain(&e));
+                continue;
+            }
+        };
+        let s = tcfg.source(s.name()).unwrap_or(s);
+        match logtide::ops::status::lag(s, p.as_ref()).await {
+            Ok(line) => outln!("{}\tlag {line}", s.name()),
+            Err(why) => outln!("{}\tunreachable: {why}", s.name()),
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `status` while `run` holds the store: the stored positions as the running service reports
+/// them on its admin endpoint (`GET /sources`), one line per source.
+async fn status_from_service(cfg: &Config) -> Result<Vec<(String, Option<String>)>, String> {
+    if !cfg.admin.enabled {
+        return Err("its admin endpoint is disabled ([admin] enabled = false)".into());
+    }
+    let url = format!("http://{}/sources", cfg.admin.listen);
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let body: serde_json::Value = http
+        .get(&url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| format!("{url} did not answer: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("{url} answered something else than JSON: {e}"))?;
+    let list = body.as_array().cloned().unwrap_or_default();
+    let mut out = Vec::new();
+    for s in &cfg.sources {
+        let found = list
+            .iter()
+            .find(|v| v.get("name").and_then(|n| n.as_str()) == Some(s.name()));
+        let line = found.map(|v| {
+            let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_owned();
+            let state = v
+                .get("state")
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| x.to_string())
+                })
+                .unwrap_or_default();
+            let mut line = format!(
+                "position {}\tcursor {}\tstate {state} (from the running service)",
+                field("checkpoint"),
+                field("checkpoint_cursor")
+            );
+            if let Some(e) = v.get("error").and_then(|x| x.as_str()) {
+                line.push_str(&format!("\terror {e}"));
+            }
+            line
+        });
+        out.push((s.name().to_owned(), line));
+    }
+    Ok(out)
 }
 
 fn fail(code: u8, err: &(dyn std::error::Error + 'static)) -> ExitCode {
@@ -291,7 +433,7 @@ async fn async_main(cmd: Command) -> ExitCode {
             until,
             max_events,
         } => {
-            let cfg = match load_for(&config, None) {
+            let cfg = match load_to_run(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -304,11 +446,11 @@ async fn async_main(cmd: Command) -> ExitCode {
             until,
             max_events,
         } => {
-            let cfg = match load_for(&config, None) {
+            let cfg = match load_to_run(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let store = match open_store(&cfg) {
+            let store = match open_store(&cfg, "replay") {
                 Ok(s) => s,
                 Err(code) => return code,
             };
@@ -354,21 +496,21 @@ async fn async_main(cmd: Command) -> ExitCode {
             use logtide::ops::backfill::Outcome;
             match logtide::ops::backfill::request(&cfg, &scfg, &table, wait).await {
                 Ok(Outcome::Requested { table, admin }) => {
-                    println!("backfill of {table} requested from the running service ({admin}); follow it on /sources/{source} or with --wait");
+                    outln!("backfill of {table} requested from the running service ({admin}); follow it on /sources/{source} or with --wait");
                     ExitCode::SUCCESS
                 }
                 Ok(Outcome::Stored { table }) => {
-                    println!("no running service answered: backfill of {table} stored; it runs when `logtide run` starts");
+                    outln!("no running service answered: backfill of {table} stored; it runs when `logtide run` starts");
                     ExitCode::SUCCESS
                 }
                 Ok(Outcome::AlreadyStored { table }) => {
-                    println!(
+                    outln!(
                         "backfill of {table} is already stored; it runs when `logtide run` starts"
                     );
                     ExitCode::SUCCESS
                 }
                 Ok(Outcome::Done { table, rows }) => {
-                    println!("backfill of {table} done: {rows} rows");
+                    outln!("backfill of {table} done: {rows} rows");
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(e.exit_code(), &e),
@@ -379,9 +521,26 @@ async fn async_main(cmd: Command) -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let store = match open_store(&cfg) {
+            let store = match CheckpointStore::open(&cfg.state.path) {
                 Ok(s) => s,
-                Err(code) => return code,
+                Err(e) if CheckpointStore::is_held_by_other(&e) => {
+                    // The service runs: its admin endpoint reports what it stored.
+                    let lines = match status_from_service(&cfg).await {
+                        Ok(l) => l,
+                        Err(why) => {
+                            eprintln!("error: the checkpoint store {} is held by a running `logtide run`, which cannot be asked: {why}", cfg.state.path.display());
+                            return ExitCode::from(1);
+                        }
+                    };
+                    let mut stored = Vec::new();
+                    for (name, line) in lines {
+                        let line = line.unwrap_or_else(|| "not run by the service".into());
+                        outln!("{name}\t{line}");
+                        stored.push(None);
+                    }
+                    return status_lag(&cfg, &stored).await;
+                }
+                Err(e) => return fail(1, &e),
             };
             let rows = match store.dump() {
                 Ok(rows) => rows,
@@ -391,35 +550,21 @@ async fn async_main(cmd: Command) -> ExitCode {
             for s in &cfg.sources {
                 match store.load(s.name()) {
                     Ok(Some(p)) => {
-                        println!("{}\tposition {}\tcursor {}", s.name(), p, p.cursor());
+                        outln!("{}\tposition {}\tcursor {}", s.name(), p, p.cursor());
                         stored.push(Some(p));
                     }
                     Ok(None) => {
-                        println!("{}\tno stored position", s.name());
+                        outln!("{}\tno stored position", s.name());
                         stored.push(None);
                     }
                     Err(e) => return fail(1, &e),
                 }
             }
             for (k, v) in rows.iter().filter(|(k, _)| k.starts_with("backfill/")) {
-                println!("{k}\t{v}");
+                outln!("{k}\t{v}");
             }
             drop(store);
-            for (s, p) in cfg.sources.iter().zip(&stored) {
-                let (tcfg, _tunnels) = match logtide::tunnel::open(&cfg, Some(s.name())).await {
-                    Ok(t) => t,
-                    Err(e) => {
-                        println!("{}\tunreachable: {}", s.name(), ErrorChain(&e));
-                        continue;
-                    }
-                };
-                let s = tcfg.source(s.name()).unwrap_or(s);
-                match logtide::ops::status::lag(s, p.as_ref()).await {
-                    Ok(line) => println!("{}\tlag {line}", s.name()),
-                    Err(why) => println!("{}\tunreachable: {why}", s.name()),
-                }
-            }
-            ExitCode::SUCCESS
+            status_lag(&cfg, &stored).await
         }
         Command::Check { config, source } => {
             let cfg = match load_for(&config, source.as_deref()) {
@@ -430,9 +575,21 @@ async fn async_main(cmd: Command) -> ExitCode {
                 Ok(t) => t,
                 Err(code) => return code,
             };
-            // Stored positions, when the store exists and is not held by a running service.
+            // Stored positions, when the store exists. A running service holds it: its
+            // stored positions are then not checked, and the output says so.
             let store = if cfg.state.path.exists() {
-                CheckpointStore::open(&cfg.state.path).ok()
+                match CheckpointStore::open(&cfg.state.path) {
+                    Ok(st) => Some(st),
+                    Err(e) => {
+                        let why = if CheckpointStore::is_held_by_other(&e) {
+                            "a running `logtide run` holds the checkpoint store".to_owned()
+                        } else {
+                            ErrorChain(&e).to_string()
+                        };
+                        outln!("warn state: stored positions not checked ({why}) — run `logtide check` with the service stopped to check them against the servers");
+                        None
+                    }
+                }
             } else {
                 None
             };
@@ -448,16 +605,23 @@ async fn async_main(cmd: Command) -> ExitCode {
                     .and_then(|st| st.load(s.name()).ok().flatten());
                 for f in logtide::ops::check::check_source(s, stored.as_ref()).await {
                     source_failed |= f.level == logtide::ops::Level::Fail;
-                    println!("{f}");
+                    outln!("{f}");
                 }
             }
             for k in cfg.sinks.iter().filter(|k| match source.as_deref() {
                 None => true,
                 Some(n) => k.sources().is_empty() || k.sources().iter().any(|s| s == n),
             }) {
-                for f in logtide::ops::check::check_sink(k).await {
+                let fed: Vec<&str> = cfg
+                    .sources
+                    .iter()
+                    .map(|s| s.name())
+                    .filter(|n| k.sources().is_empty() || k.sources().iter().any(|s| s == n))
+                    .filter(|n| source.as_deref().is_none_or(|only| only == *n))
+                    .collect();
+                for f in logtide::ops::check::check_sink(k, &fed).await {
                     sink_failed |= f.level == logtide::ops::Level::Fail;
-                    println!("{f}");
+                    outln!("{f}");
                 }
             }
             if source_failed {
@@ -489,13 +653,13 @@ async fn async_main(cmd: Command) -> ExitCode {
             {
                 let st = logtide::ops::discover::discover(s).await;
                 if format == DiscoverFormat::Text {
-                    print!("{}", logtide::ops::discover::render_text(&st));
+                    out!("{}", logtide::ops::discover::render_text(&st));
                 }
                 all.push(st);
             }
             if format == DiscoverFormat::Json {
                 match serde_json::to_string_pretty(&all) {
-                    Ok(j) => println!("{j}"),
+                    Ok(j) => outln!("{j}"),
                     Err(e) => return fail(1, &e),
                 }
             }
@@ -529,7 +693,7 @@ async fn async_main(cmd: Command) -> ExitCode {
                 Err(code) => return code,
             };
             let opts = logtide::ops::preview::PreviewOptions { limit, timeout };
-            let mut out = std::io::stdout();
+            let mut out = Out(std::io::stdout());
             match logtide::ops::preview::preview(&cfg, &source, opts, &mut out).await {
                 Ok(o) => {
                     if o.timed_out {
@@ -571,13 +735,13 @@ async fn async_main(cmd: Command) -> ExitCode {
                     return ExitCode::from(1);
                 }
             }
-            let store = match open_store(&cfg) {
+            let store = match open_store(&cfg, "reset") {
                 Ok(s) => s,
                 Err(code) => return code,
             };
             match store.reset(&source).await {
                 Ok(()) => {
-                    println!("reset {source}");
+                    outln!("reset {source}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(1, &e),
@@ -602,7 +766,7 @@ async fn dead_letters(action: DeadLettersAction) -> ExitCode {
             match dl::list(
                 &cfg,
                 sink.as_deref(),
-                &mut std::io::stdout(),
+                &mut Out(std::io::stdout()),
                 &mut std::io::stderr(),
             ) {
                 Ok(_) => ExitCode::SUCCESS,
@@ -628,7 +792,7 @@ async fn dead_letters(action: DeadLettersAction) -> ExitCode {
             }
             match dl::resend_sink(&cfg, &sink).await {
                 Ok(o) => {
-                    println!(
+                    outln!(
                         "sink {sink}: {} dead letters read, {} re-sent, {} rejected again; {} left in {}",
                         o.read,
                         o.sent,

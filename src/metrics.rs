@@ -395,6 +395,14 @@ impl Reporter {
             s.set_state(SourceState::Streaming);
         }
     }
+
+    /// Queues an on-demand backfill of `table` (e.g. a table the source just added to its
+    /// publication); the pipeline runs it while streaming.
+    pub fn request_backfill(&self, table: String) {
+        if let Some(s) = &self.0 {
+            s.request_backfill(table);
+        }
+    }
 }
 
 impl Metrics {

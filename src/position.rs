@@ -16,6 +16,33 @@
 //! The cursor string of a position sorts, as a plain string, in the same order as the
 //! position (fixed-width upper-case hex), and is a pure function of the position, so a
 //! replayed change gets the same cursor.
+//!
+//! # Row cursors (backfill and query mode)
+//!
+//! A row that was *read* rather than streamed — an initial or on-demand backfill row, a
+//! query-mode row — has a [`RowPosition`]: the stream position it was read at plus the
+//! row's identity ([`RowIdentity`]): a stable table id (`schema.table`, never an index), an
+//! order-preserving encoding of its key and a short hash of its content. The invariant
+//! every consumer relies on (it de-duplicates on `source.cursor`, and the NATS and Segment
+//! sinks build their de-duplication ids from it):
+//!
+//! > **One cursor names one (table, key, snapshot), and a cursor delivered again carries
+//! > identical content.**
+//!
+//! The cursor does not depend on when or in which chunk the row was read, on the chunk
+//! size, on rows deleted or inserted elsewhere in the table, or on other tables being added
+//! or dropped; a row read again after a crash gets the same cursor when its content is the
+//! same, and a different one when it changed (two versions of one key at one snapshot are
+//! both older than the stream events that follow them, so applying in cursor order still
+//! ends with the table). Tables without a key are identified by their row number in a scan
+//! that always starts over from the table's beginning, plus the content hash: such a cursor
+//! still carries one content, but a re-read may deliver the same row under another number.
+//!
+//! Row cursors sort where the old backfill cursors did: `(P - 1, "R" + identity)` for a row
+//! read at the stream position `P` — after every event of the transaction ending at `P`
+//! (their ordinals are hex digits, below `R`) and before the next transaction's. Query-mode
+//! rows have no stream position: their cursor is `R` + identity, where the key encoding
+//! starts with the cursor column's value, so they sort by it.
 
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -166,11 +193,26 @@ impl PartialOrd for MysqlPosition {
     }
 }
 
-/// A position of the query-based mode: the last delivered (cursor value, key) pair, as the
-/// sortable text the query source builds.
+/// A checkpoint of the query-based mode: the run state as the sortable text the query
+/// source builds (`cursor`), and the fingerprints of the row versions delivered inside the
+/// look-back window (`window`, opaque; stored with the checkpoint, never shown as a cursor).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct QueryPosition {
     pub cursor: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub window: String,
+}
+
+/// A row read by a backfill or a query-mode run: where it was read and what it is (see
+/// the module docs, "Row cursors").
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RowPosition {
+    /// The stream position (a checkpoint position) the row was read at: the initial
+    /// backfill's start, an on-demand chunk's boundary. `None` in query mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Box<Position>>,
+    /// The row's identity ([`RowIdentity::row`]): cursor-safe text.
+    pub row: String,
 }
 
 /// A position in one source's change stream.
@@ -180,15 +222,53 @@ pub enum Position {
     Postgres(PgPosition),
     Mysql(MysqlPosition),
     Query(QueryPosition),
+    Row(RowPosition),
+}
+
+/// Which positions compare with each other.
+#[derive(PartialEq)]
+enum Family {
+    Postgres,
+    Mysql,
+    Query,
+    QueryRow,
+}
+
+impl Position {
+    fn family(&self) -> Family {
+        match self {
+            Position::Postgres(_) => Family::Postgres,
+            Position::Mysql(_) => Family::Mysql,
+            Position::Query(_) => Family::Query,
+            Position::Row(r) => match r.at.as_deref() {
+                Some(p) => p.family(),
+                None => Family::QueryRow,
+            },
+        }
+    }
+
+    /// The stream position an event's native fields (`lsn`, `file`/`pos`) come from: the
+    /// position itself, or the one a row was read at.
+    pub fn anchor(&self) -> &Position {
+        match self {
+            Position::Row(RowPosition { at: Some(p), .. }) => p,
+            p => p,
+        }
+    }
 }
 
 impl PartialOrd for Position {
-    /// Positions of different source kinds are not comparable.
+    /// Positions of different source kinds are not comparable (a query-mode row's cursor
+    /// does not compare with the run positions either). A row position compares like its
+    /// cursor string, which sorts like the position by construction.
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         match (self, other) {
             (Position::Postgres(a), Position::Postgres(b)) => Some(a.cmp(b)),
             (Position::Mysql(a), Position::Mysql(b)) => Some(a.cmp(b)),
             (Position::Query(a), Position::Query(b)) => Some(a.cmp(b)),
+            (a, b) if a.family() == b.family() && a.family() != Family::Query => {
+                Some(a.cursor().cmp(&b.cursor()))
+            }
             _ => None,
         }
     }
@@ -201,6 +281,12 @@ impl Position {
             Position::Postgres(p) => format!("{:016X}:{:016X}", p.lsn.0, p.ordinal),
             Position::Mysql(m) => format!("{:010}:{:016X}:{:016X}", m.file_seq(), m.pos, m.ordinal),
             Position::Query(q) => q.cursor.clone(),
+            Position::Row(_) => {
+                let mut b = Vec::with_capacity(64);
+                // Writing into a Vec cannot fail.
+                let _ = self.write_cursor(&mut b);
+                String::from_utf8_lossy(&b).into_owned()
+            }
         }
     }
 
@@ -231,6 +317,25 @@ impl Position {
                 out.write_all(&hex16(m.ordinal))
             }
             Position::Query(q) => out.write_all(q.cursor.as_bytes()),
+            Position::Row(r) => {
+                match r.at.as_deref() {
+                    Some(Position::Postgres(p)) => {
+                        out.write_all(&hex16(p.lsn.0.saturating_sub(1)))?;
+                        out.write_all(b":")?;
+                    }
+                    Some(Position::Mysql(m)) => {
+                        let mut b = [b'0'; 20];
+                        let i = crate::value::digits_into(&mut b, m.file_seq());
+                        out.write_all(&b[i.min(10)..])?;
+                        out.write_all(b":")?;
+                        out.write_all(&hex16(m.pos.saturating_sub(1)))?;
+                        out.write_all(b":")?;
+                    }
+                    _ => {}
+                }
+                out.write_all(b"R")?;
+                out.write_all(r.row.as_bytes())
+            }
         }
     }
 
@@ -269,6 +374,7 @@ impl Position {
             Position::Postgres(p) => p.ordinal == 0,
             Position::Mysql(m) => m.ordinal == 0,
             Position::Query(_) => true,
+            Position::Row(_) => false,
         }
     }
 }
@@ -285,19 +391,28 @@ impl fmt::Display for Position {
                 Ok(())
             }
             Position::Query(q) => write!(f, "{}", q.cursor),
+            Position::Row(r) => match &r.at {
+                Some(at) => write!(f, "{at} row {}", r.row),
+                None => write!(f, "row {}", r.row),
+            },
         }
     }
 }
 
-/// Parses a PostgreSQL cursor string back into its position.
+/// Parses a PostgreSQL cursor string back into its position. A backfill row's cursor
+/// (`<position − 1>:R…`) gives the stream position the row was read at.
 pub fn parse_pg_cursor(s: &str) -> Result<PgPosition, PositionParseError> {
     let bad = || {
         PositionParseError::new(
             s,
-            "a PostgreSQL cursor like 0000000001A2B3C4:0000000000000001",
+            "a PostgreSQL cursor like 0000000001A2B3C4:0000000000000001 (or a backfill row's 0000000001A2B3C4:R…)",
         )
     };
     let (l, o) = s.split_once(':').ok_or_else(bad)?;
+    if o.starts_with('R') && l.len() == 16 {
+        let l = u64::from_str_radix(l, 16).map_err(|_| bad())?;
+        return Ok(PgPosition::checkpoint(Lsn(l.saturating_add(1))));
+    }
     if l.len() != 16 || o.len() != 16 {
         return Err(bad());
     }
@@ -457,12 +572,59 @@ mod tests {
         let c = Position::Postgres(p).cursor();
         assert_eq!(parse_pg_cursor(&c).expect("parse"), p);
         assert!(parse_pg_cursor("zz").is_err());
+        assert_eq!(
+            parse_pg_cursor("0000000000000FFF:Rpublic.t!i8000000000000001!00").expect("row"),
+            PgPosition::checkpoint(Lsn(0x1000))
+        );
     }
 
     #[test]
     fn positions_of_different_kinds_do_not_compare() {
         assert_eq!(pg(1, 1).partial_cmp(&my("b.1", 1, 1)), None);
         assert!(!pg(1, 1).reached(&my("b.1", 1, 1)));
+    }
+
+    #[test]
+    fn row_positions_sort_inside_their_stream_position_and_round_trip() {
+        let row = |at: Position, r: &str| {
+            Position::Row(RowPosition {
+                at: Some(Box::new(at)),
+                row: r.into(),
+            })
+        };
+        let a = row(pg(0x1000, 0), "public.t!i8000000000000001!00");
+        let b = row(pg(0x1000, 0), "public.t!i8000000000000002!00");
+        assert_eq!(
+            a.cursor(),
+            "0000000000000FFF:Rpublic.t!i8000000000000001!00"
+        );
+        assert!(pg(0xFFF, u64::MAX) < a && a < b && b < pg(0x1000, 1));
+        assert!(pg(0xFFF, u64::MAX).cursor() < a.cursor() && b.cursor() < pg(0x1000, 1).cursor());
+        assert!(!a.is_checkpoint() && a.reached(&pg(0xFFF, 5)));
+        assert_eq!(a.anchor(), &pg(0x1000, 0));
+        let m = row(my("bin.000007", 900, 0), "d.t!s1!00");
+        assert_eq!(m.cursor(), "0000000007:0000000000000383:Rd.t!s1!00");
+        assert!(my("bin.000007", 899, 9) < m && m < my("bin.000007", 900, 1));
+        assert_eq!(m.partial_cmp(&a), None, "engines do not compare");
+        let mut w = Vec::new();
+        m.write_cursor(&mut w).expect("write");
+        assert_eq!(String::from_utf8(w).expect("utf8"), m.cursor());
+        // Query-mode rows: no stream position, not comparable with run positions.
+        let q = Position::Row(RowPosition {
+            at: None,
+            row: "s.t!i8000000000000001!00".into(),
+        });
+        assert_eq!(q.cursor(), "Rs.t!i8000000000000001!00");
+        let run = Position::Query(QueryPosition {
+            cursor: "00000000000000000001:{}".into(),
+            window: String::new(),
+        });
+        assert_eq!(q.partial_cmp(&run), None);
+        assert!(!q.beyond(&run));
+        for p in [a, m, q] {
+            let s = serde_json::to_string(&p).expect("ser");
+            assert_eq!(serde_json::from_str::<Position>(&s).expect("de"), p);
+        }
     }
 
     #[test]

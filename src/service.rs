@@ -515,6 +515,7 @@ impl SourcePair {
                 filter: filter.clone(),
                 cancel: src_cancel.clone(),
                 report: Reporter::new(status.clone()),
+                store: Some(self.store.clone()),
             };
             status.set_state(SourceState::Connecting);
             let mut pipeline = Pipeline {
@@ -799,10 +800,17 @@ pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl std::fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
+        // Errors often repeat their source's text in their own message (`cannot read X: No
+        // such file`): a cause already said is not said again.
+        let mut said = self.0.to_string();
+        f.write_str(&said)?;
         let mut cur = self.0.source();
         while let Some(e) = cur {
-            write!(f, ": {e}")?;
+            let text = e.to_string();
+            if !text.is_empty() && !said.contains(&text) {
+                write!(f, ": {text}")?;
+                said.push_str(&text);
+            }
             cur = e.source();
         }
         Ok(())

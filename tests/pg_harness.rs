@@ -39,6 +39,26 @@ async fn shared_instance_is_logical_and_databases_are_fresh() {
     assert!(server.version() >= 10);
 }
 
+/// `LOGTIDE_PG_VERSION=<major>` (scripts/pg_matrix.sh) must really run that major: the
+/// server says so itself, not only the directory the binaries came from.
+#[tokio::test]
+async fn server_runs_the_requested_major() {
+    let server = PgServer::get();
+    let db = server.fresh_db();
+    let rows = db
+        .text_rows("SELECT current_setting('server_version_num')::int / 10000")
+        .await;
+    let running: u32 = rows[0][0]
+        .as_deref()
+        .expect("version")
+        .parse()
+        .expect("int");
+    assert_eq!(running, server.version(), "harness version vs server");
+    if let Some(want) = pg::requested_version() {
+        assert_eq!(running, want, "{} asked for {want}", pg::VERSION_ENV);
+    }
+}
+
 #[tokio::test]
 async fn scram_md5_and_wrong_passwords() {
     let server = PgServer::get();

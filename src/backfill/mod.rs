@@ -21,20 +21,35 @@
 //! across kill -9 — no snapshot has to outlive a connection, and the source is only read
 //! (a read-only user with replication rights suffices).
 //!
-//! Backfill cursors sort before the stream's: PostgreSQL `(P0 - 1, ordinal)`, MySQL
-//! `(P0.file, P0.pos - 1, ordinal)`, where `ordinal = (table index + 1) << 40 | row number`.
+//! Backfill cursors name the row, not the moment it was read ([`RowNamer`]; the invariant
+//! is in [`crate::position`], "Row cursors"): `(P0, schema.table, key, content hash)`,
+//! written so it sorts before the stream's cursors — PostgreSQL `P0 - 1`, MySQL
+//! `(P0.file, P0.pos - 1)`, then `R` and the row's identity. A chunk read again after a
+//! crash gives its rows the same cursors (or new ones where a row changed), whatever was
+//! deleted, inserted, added or dropped meanwhile and whatever the chunk size. Tables are
+//! read in byte order of their `schema.table` names.
 //!
 //! Tables without a primary key cannot be paginated: they are read in one pass (a warning
-//! says so), and an interrupted pass starts that table again from the beginning.
+//! says so), and an interrupted pass starts that table again from the beginning; their
+//! rows are named by their number in that pass and their content.
+//!
+//! **Stored progress of an older logtide** (row-counting cursors) needs no migration: the
+//! stored last key and row count mean the same thing. The run state records the cursor
+//! format; a run resumed from the old format says so in a warning, because the chunk that
+//! was delivered but not yet stored is delivered again under new-format cursors (a consumer
+//! that de-duplicates on the cursor sees those rows twice; applied in order they leave the
+//! same table).
 
 pub mod mysql;
 pub mod ondemand;
 pub mod postgres;
 
 use crate::checkpoint::{CheckpointError, CheckpointStore};
-use crate::event::ChangeEvent;
+use crate::event::{ChangeEvent, Row};
+use crate::identity::RowIdentity;
 use crate::metrics::SourceObs;
 use crate::pipeline::{count_events, deliver_with_retry, PipelineError, RetryPolicy};
+use crate::position::{Position, RowPosition};
 use crate::sink::AnySink;
 use serde::{Deserialize, Serialize};
 use std::io::IsTerminal;
@@ -56,6 +71,67 @@ pub struct TableProgress {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunState {
     pub done: bool,
+    /// Cursor format of the run: 0 (absent) row-counting ordinals, [`ROW_CURSORS`] row
+    /// identities.
+    #[serde(default)]
+    pub cursors: u32,
+}
+
+/// The cursor format of runs that name rows by their identity.
+pub const ROW_CURSORS: u32 = 2;
+
+impl RunState {
+    /// The state of a run in progress with the current cursor format.
+    pub fn running() -> Self {
+        RunState {
+            done: false,
+            cursors: ROW_CURSORS,
+        }
+    }
+    /// The state of a finished run.
+    pub fn finished() -> Self {
+        RunState {
+            done: true,
+            cursors: ROW_CURSORS,
+        }
+    }
+}
+
+/// Names the rows of one table read at one stream position: the cursor of a backfill row
+/// (see [`crate::position`], "Row cursors").
+pub struct RowNamer {
+    at: Position,
+    ident: RowIdentity,
+    key: Vec<usize>,
+}
+
+impl RowNamer {
+    /// `at` is the stream position the rows are read at (a checkpoint position); `table`
+    /// the stable `schema.table` id; `key` the key's indices into `columns` (empty: none).
+    pub fn new(at: &Position, table: &str, columns: &[String], key: &[usize]) -> Self {
+        let at = match at {
+            // The GTID is informational; rows need not carry a copy.
+            Position::Mysql(m) => Position::Mysql(crate::position::MysqlPosition {
+                gtid: None,
+                ..m.clone()
+            }),
+            p => p.clone(),
+        };
+        RowNamer {
+            at,
+            ident: RowIdentity::new(table, columns),
+            key: key.to_vec(),
+        }
+    }
+
+    /// The position of `row`, the `row_number`-th (1-based) row of a pass that started at
+    /// the table's beginning (used only for tables without a key).
+    pub fn position(&self, row_number: u64, row: &Row) -> Position {
+        Position::Row(RowPosition {
+            at: Some(Box::new(self.at.clone())),
+            row: self.ident.row(&self.key, row_number, row),
+        })
+    }
 }
 
 /// The store key of the run state (a pseudo table name no real table can have).
@@ -318,9 +394,18 @@ pub async fn run_initial(
     let name = cfg.name();
     let settings = cfg.backfill();
     let state: Option<RunState> = store.load_backfill(name, RUN_KEY)?;
-    match state {
-        Some(RunState { done: true }) => return Ok(0),
-        Some(RunState { done: false }) => {
+    match &state {
+        Some(RunState { done: true, .. }) => return Ok(0),
+        Some(RunState {
+            done: false,
+            cursors,
+        }) if *cursors < ROW_CURSORS => {
+            tracing::warn!(
+                source = name,
+                "resuming a backfill started by an older logtide: rows delivered from now on carry row-identity cursors; the last chunk delivered before the restart comes again under new cursors (consumers de-duplicating on source.cursor see those rows twice, applying in order is unaffected)"
+            )
+        }
+        Some(RunState { done: false, .. }) => {
             tracing::info!(source = name, "resuming interrupted backfill")
         }
         None => {
@@ -407,13 +492,12 @@ async fn run_postgres(
         }
     };
     store
-        .save_backfill(name, RUN_KEY, &RunState { done: false })
+        .save_backfill(name, RUN_KEY, &RunState::running())
         .await?;
     // Connected, and the stream's start is fixed: changes from now on are not missed.
     obs.status
         .set_state(crate::metrics::SourceState::Backfilling);
     let plans = postgres::plan(&client, cfg, filter, settings, None).await?;
-    let all: Vec<String> = plans.iter().map(|p| p.qualified()).collect();
     let (resume, estimate) = load_progress(
         store,
         name,
@@ -427,10 +511,9 @@ async fn run_postgres(
     let reader = {
         let (cfg, info, chunk_rows) = (cfg.clone(), info.clone(), settings.chunk_rows);
         tokio::spawn(async move {
-            let r = postgres::read_tables(
-                &client, &cfg, &info, &plans, &all, start, resume, chunk_rows, tx,
-            )
-            .await;
+            let r =
+                postgres::read_tables(&client, &cfg, &info, &plans, start, resume, chunk_rows, tx)
+                    .await;
             drop(client);
             r
         })
@@ -453,7 +536,7 @@ async fn run_postgres(
     })??;
     progress.finish();
     store
-        .save_backfill(name, RUN_KEY, &RunState { done: true })
+        .save_backfill(name, RUN_KEY, &RunState::finished())
         .await?;
     Ok(rows)
 }

@@ -17,7 +17,9 @@
 //! progress keeps no key, so an interrupted pass starts the table over. The hand-over rule
 //! is in the parent module's docs.
 
-use super::{load_progress, BackfillError, Chunk, Progress, RunState, TableProgress, RUN_KEY};
+use super::{
+    load_progress, BackfillError, Chunk, Progress, RowNamer, RunState, TableProgress, RUN_KEY,
+};
 use crate::checkpoint::CheckpointStore;
 use crate::config::{BackfillMode, BackfillSettings, MysqlSourceConfig};
 use crate::event::{ChangeEvent, Op, SourceInfo, TableSchema};
@@ -133,6 +135,9 @@ fn paginable(kind: &Kind) -> bool {
             | Kind::Varchar { .. }
             | Kind::Blob { .. }
             | Kind::Enum { .. }
+            | Kind::Uuid
+            | Kind::Inet4
+            | Kind::Inet6
     )
 }
 
@@ -218,6 +223,10 @@ pub fn kind_of(meta: &ColumnMeta, mariadb: bool) -> Result<Kind, String> {
             }
         }
         "json" if mariadb => Kind::JsonText { pack_len: 4 },
+        // MariaDB's types; SELECT prints their text form.
+        "uuid" if mariadb => Kind::Uuid,
+        "inet4" if mariadb => Kind::Inet4,
+        "inet6" if mariadb => Kind::Inet6,
         "json" => Kind::JsonBinary { pack_len: 4 },
         "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
         | "multipolygon" | "geometrycollection" | "geomcollection" => {
@@ -296,7 +305,11 @@ fn key_literal(kind: &Kind, stored: &str) -> Result<String, String> {
         | Kind::DateTime { .. }
         | Kind::DateTimeOld
         | Kind::Timestamp { .. }
-        | Kind::TimestampOld => Ok(quote(stored)),
+        | Kind::TimestampOld
+        // The server converts the text literal to the type and compares like it sorts.
+        | Kind::Uuid
+        | Kind::Inet4
+        | Kind::Inet6 => Ok(quote(stored)),
         other => Err(format!("a key of kind {other:?} cannot be paginated")),
     }
 }
@@ -492,13 +505,12 @@ pub fn plan(
 }
 
 /// Reads every planned table (blocking), sending chunks in order. `start` is the stream's
-/// start position; events get `(start.file, start.pos - 1, (table index + 1) << 40 | row)`.
+/// start position; rows are named at it ([`RowNamer`]).
 #[allow(clippy::too_many_arguments)]
 pub fn read_tables(
     conn: &mut SqlConn,
     info: &Arc<SourceInfo>,
     plans: &[TablePlan],
-    all_tables: &[String],
     start: &MysqlPosition,
     resume: Vec<TableProgress>,
     chunk_rows: usize,
@@ -513,16 +525,13 @@ pub fn read_tables(
         // A table dropped while the backfill runs is skipped, not fatal.
         let read = || -> Result<(), BackfillError> {
             let schema = table_schema(plan, info);
-            // Ordinals are stable across restarts: table index in the sorted list of tables.
-            let tindex = all_tables.iter().position(|t| *t == qualified).unwrap_or(0) as u64 + 1;
-            let position = |rows: u64| {
-                Position::Mysql(MysqlPosition {
-                    file: start.file.clone(),
-                    pos: start.pos.saturating_sub(1),
-                    ordinal: (tindex << 40) | rows,
-                    gtid: None,
-                })
-            };
+            // Rows are named by table, key and content, read at the stream's start.
+            let namer = RowNamer::new(
+                &Position::Mysql(start.clone()),
+                &qualified,
+                &plan.columns,
+                &plan.key,
+            );
             let mut progress = if plan.paginate {
                 progress
             } else {
@@ -546,7 +555,7 @@ pub fn read_tables(
                     .map_err(|e| table_err(&qualified, "read a chunk", e))?
                 {
                     progress.rows += 1;
-                    events.push(row_event(plan, &schema, &cells, position(progress.rows))?);
+                    events.push(row_event(plan, &schema, &cells, &namer, progress.rows)?);
                     if events.len() >= chunk_rows {
                         let evs = std::mem::replace(&mut events, Vec::with_capacity(chunk_rows));
                         send(&tx, &qualified, evs, progress.clone())?;
@@ -557,7 +566,7 @@ pub fn read_tables(
                 return Ok(());
             }
             loop {
-                let events = read_chunk(conn, plan, &schema, &mut progress, chunk_rows, &position)?;
+                let events = read_chunk(conn, plan, &schema, &mut progress, chunk_rows, &namer)?;
                 let finished = events.len() < chunk_rows;
                 progress.done = finished;
                 send(&tx, &qualified, events, progress.clone())?;
@@ -591,12 +600,14 @@ fn columns_changed(plan: &TablePlan, n: usize) -> BackfillError {
     )
 }
 
-/// Decodes one result row of `plan` into an `r` event at `position`.
+/// Decodes one result row of `plan`, the `row_number`-th of its pass, into an `r` event
+/// named by `namer`.
 fn row_event(
     plan: &TablePlan,
     schema: &Arc<TableSchema>,
     cells: &[Option<Vec<u8>>],
-    position: Position,
+    namer: &RowNamer,
+    row_number: u64,
 ) -> Result<ChangeEvent, BackfillError> {
     let mut row = Vec::with_capacity(cells.len());
     for (cell, kind) in cells.iter().zip(&plan.kinds) {
@@ -606,6 +617,7 @@ fn row_event(
                 .map_err(|e| table_err(&plan.qualified(), "decode a value", e))?,
         }));
     }
+    let position = namer.position(row_number, &row);
     Ok(ChangeEvent {
         op: Op::Read,
         table: schema.clone(),
@@ -630,15 +642,14 @@ pub fn table_schema(plan: &TablePlan, info: &Arc<SourceInfo>) -> Arc<TableSchema
 }
 
 /// Reads one keyset chunk of a paginated table after `progress.last_key` (blocking) as
-/// `r` events; row `n` of the table (1-based) gets `position(n)`. `progress` then holds
-/// the last key and the row count.
+/// `r` events named by `namer`. `progress` then holds the last key and the row count.
 pub fn read_chunk(
     conn: &mut SqlConn,
     plan: &TablePlan,
     schema: &Arc<TableSchema>,
     progress: &mut TableProgress,
     chunk_rows: usize,
-    position: &dyn Fn(u64) -> Position,
+    namer: &RowNamer,
 ) -> Result<Vec<ChangeEvent>, BackfillError> {
     let qualified = plan.qualified();
     let sql = chunk_sql(plan, progress.last_key.as_deref(), chunk_rows)
@@ -670,7 +681,7 @@ pub fn read_chunk(
         }
         progress.last_key = Some(k);
         progress.rows += 1;
-        events.push(row_event(plan, schema, &cells, position(progress.rows))?);
+        events.push(row_event(plan, schema, &cells, namer, progress.rows)?);
     }
     Ok(events)
 }
@@ -733,12 +744,11 @@ pub async fn run_mysql(
         }
     };
     store
-        .save_backfill(name, RUN_KEY, &RunState { done: false })
+        .save_backfill(name, RUN_KEY, &RunState::running())
         .await?;
     // Connected, and the stream's start is fixed: changes from now on are not missed.
     obs.status
         .set_state(crate::metrics::SourceState::Backfilling);
-    let all: Vec<String> = plans.iter().map(|p| p.qualified()).collect();
     let (resume, estimate) = load_progress(
         store,
         name,
@@ -750,9 +760,7 @@ pub async fn run_mysql(
     let info2 = info.clone();
     let chunk_rows = settings.chunk_rows;
     let reader = tokio::task::spawn_blocking(move || {
-        read_tables(
-            &mut conn, &info2, &plans, &all, &start, resume, chunk_rows, tx,
-        )
+        read_tables(&mut conn, &info2, &plans, &start, resume, chunk_rows, tx)
     });
     // When delivery ends early (bound, cancel), dropping `rx` stops the reader at its next
     // chunk.
@@ -766,7 +774,7 @@ pub async fn run_mysql(
     joined(read_res)?;
     progress.finish();
     store
-        .save_backfill(name, RUN_KEY, &RunState { done: true })
+        .save_backfill(name, RUN_KEY, &RunState::finished())
         .await?;
     Ok(rows)
 }
@@ -822,7 +830,13 @@ mod tests {
             panic!("enum")
         };
         assert_eq!(*names, vec!["a".to_string(), "b(c)".to_string()]);
-        assert!(kind_of(&meta("uuid", None), true).is_err());
+        assert_eq!(kind_of(&meta("uuid", None), true), Ok(Kind::Uuid));
+        assert_eq!(kind_of(&meta("inet6", None), true), Ok(Kind::Inet6));
+        assert!(
+            kind_of(&meta("uuid", None), false).is_err(),
+            "MySQL has no UUID type"
+        );
+        assert!(kind_of(&meta("vector(3)", None), true).is_err());
     }
 
     #[test]

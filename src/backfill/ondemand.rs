@@ -32,10 +32,15 @@
 //! `B`. MySQL has no such status: the check is skipped there (a warning says so once; the
 //! window is the storage-engine commit right after the binlog write).
 //!
-//! **Cursors.** PostgreSQL `(B.lsn - 1, ordinal)`, MySQL `(B.file, B.pos - 1, ordinal)`:
+//! **Cursors.** A row read at `B` is named `(B, schema.table, key, content hash)`
+//! ([`super::RowNamer`]; the invariant is in [`crate::position`], "Row cursors"), written
+//! as PostgreSQL `B.lsn - 1`, MySQL `(B.file, B.pos - 1)`, then `R` and the identity:
 //! above every event of the transaction that ends at `B` (they carry its commit LSN /
-//! start offset) and below every later transaction's. `ordinal = 1 << 62 | run << 40 |
-//! row`, so two jobs never share a cursor.
+//! start offset, and hex ordinals below `R`) and below every later transaction's. A chunk
+//! read again after a crash names an unchanged row the same way (at the same boundary) or
+//! at its new boundary — never another row with the same cursor, whatever was deleted or
+//! inserted meanwhile. Two jobs, or two runs of one table, share a cursor only for the
+//! same row with the same content at the same boundary.
 //!
 //! **Progress** (the queued jobs and each one's last key) is stored under
 //! `backfill/<source>/#ondemand` after each accepted chunk. After a crash the stream resumes
@@ -53,7 +58,7 @@ use crate::event::{ChangeEvent, SourceInfo, TableSchema};
 use crate::filter::Filter;
 use crate::metrics::{OnDemandSnapshot, SourceObs};
 use crate::pipeline::{count_events, deliver_with_retry, PipelineError, RetryPolicy};
-use crate::position::{Lsn, MysqlPosition, PgPosition, Position};
+use crate::position::{MysqlPosition, Position};
 use crate::sink::AnySink;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -62,9 +67,6 @@ use std::time::{Duration, Instant};
 
 /// The store key of the job list (a pseudo table name no real table can have).
 pub const JOBS_KEY: &str = "#ondemand";
-
-/// Bit that marks an on-demand backfill ordinal.
-const ONDEMAND_BIT: u64 = 1 << 62;
 
 /// How many delivered PostgreSQL transaction ids the visibility check looks at.
 const RECENT_XIDS: usize = 4096;
@@ -77,7 +79,7 @@ const NOT_VISIBLE_WAIT: Duration = Duration::from_millis(20);
 pub struct Job {
     /// `schema.table` (MySQL: `database.table`).
     pub table: String,
-    /// Distinguishes the cursors of repeated backfills of one table.
+    /// Numbers the requests (kept in the stored job list; cursors no longer use it).
     pub run: u64,
     pub progress: TableProgress,
 }
@@ -89,24 +91,13 @@ pub struct Jobs {
     pub jobs: Vec<Job>,
 }
 
-/// The cursor position of on-demand row `row` of job `run` read at boundary `at`; `None`
-/// when `at` is not a position a chunk can be placed after (a GTID-only start).
-pub fn chunk_position(at: &Position, run: u64, row: u64) -> Option<Position> {
-    let ordinal = ONDEMAND_BIT | ((run & 0x3F_FFFF) << 40) | (row & 0xFF_FFFF_FFFF);
+/// Whether rows can be read at boundary `at`: a transaction boundary of the stream (not a
+/// GTID-only start, nor the very beginning).
+pub fn placeable(at: &Position) -> bool {
     match at {
-        Position::Postgres(p) if p.lsn.0 > 0 => Some(Position::Postgres(PgPosition {
-            lsn: Lsn(p.lsn.0 - 1),
-            ordinal,
-        })),
-        Position::Mysql(m) if !m.file.is_empty() && m.pos > 0 => {
-            Some(Position::Mysql(MysqlPosition {
-                file: m.file.clone(),
-                pos: m.pos - 1,
-                ordinal,
-                gtid: None,
-            }))
-        }
-        _ => None,
+        Position::Postgres(p) => p.lsn.0 > 0,
+        Position::Mysql(m) => !m.file.is_empty() && m.pos > 0,
+        _ => false,
     }
 }
 
@@ -336,10 +327,6 @@ impl Reader {
         recent: &VecDeque<u64>,
     ) -> Result<Option<(Vec<ChangeEvent>, TableProgress)>, BackfillError> {
         let table = job.table.as_str();
-        let run = job.run;
-        let at_pos = at.clone();
-        let position =
-            move |row: u64| chunk_position(&at_pos, run, row).unwrap_or_else(|| at_pos.clone());
         let mut progress = job.progress.clone();
         match self {
             Reader::Postgres(r) => {
@@ -373,6 +360,7 @@ impl Reader {
                     return Ok(None);
                 }
                 let t = r.tables.get(table).ok_or(BackfillError::ReaderGone)?;
+                let namer = super::RowNamer::new(at, table, &t.schema.columns, &t.plan.key);
                 let reader = pgb::TableReader {
                     plan: &t.plan,
                     tys: &t.tys,
@@ -384,7 +372,7 @@ impl Reader {
                         &r.client,
                         &mut progress,
                         chunk_rows,
-                        &position,
+                        &namer,
                         &mut events,
                         None,
                     )
@@ -404,7 +392,7 @@ impl Reader {
                 let at = at.clone();
                 let table = table.to_owned();
                 let (r, res) = blocking(move || {
-                    let res = mysql_chunk(&mut r, &table, &at, progress, chunk_rows, &position);
+                    let res = mysql_chunk(&mut r, &table, &at, progress, chunk_rows);
                     (r, res)
                 })
                 .await?;
@@ -434,7 +422,6 @@ fn mysql_chunk(
     at: &Position,
     mut progress: TableProgress,
     chunk_rows: usize,
-    position: &(dyn Fn(u64) -> Position + Sync),
 ) -> Result<Option<(Vec<ChangeEvent>, TableProgress)>, BackfillError> {
     let fail = |what: &'static str| {
         move |e: crate::source::mysql::MysqlError| BackfillError::Setup {
@@ -481,13 +468,14 @@ fn mysql_chunk(
         }
     }
     let t = r.tables.get(table).ok_or(BackfillError::ReaderGone)?;
+    let namer = super::RowNamer::new(at, table, &t.plan.columns, &t.plan.key);
     let events = super::mysql::read_chunk(
         &mut r.conn,
         &t.plan,
         &t.schema,
         &mut progress,
         chunk_rows,
-        position,
+        &namer,
     )?;
     r.conn
         .query("COMMIT")
@@ -569,7 +557,7 @@ impl OnDemand {
     pub fn ready(&self, at: Option<&Position>) -> bool {
         !self.jobs.jobs.is_empty()
             && self.retry_at.is_none_or(|t| Instant::now() >= t)
-            && at.is_some_and(|p| chunk_position(p, 0, 0).is_some())
+            && at.is_some_and(placeable)
     }
 
     /// When a waiting job may be tried again.
@@ -735,34 +723,50 @@ pub async fn validate(cfg: &SourceConfig, table: &str) -> Result<String, Backfil
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::position::{Lsn, PgPosition};
 
     #[test]
     fn chunk_positions_sit_between_the_boundary_transaction_and_the_next() {
         let b = Position::Postgres(PgPosition::checkpoint(Lsn(0x1000)));
-        let c = chunk_position(&b, 3, 1).expect("pg");
+        let cols = vec!["id".to_string(), "v".to_string()];
+        let namer = super::super::RowNamer::new(&b, "public.t", &cols, &[0]);
+        let row = |id: i64, v: &str| -> crate::event::Row {
+            vec![
+                Some(crate::value::Value::Int(id)),
+                Some(crate::value::Value::Text(v.into())),
+            ]
+        };
+        let c = namer.position(1, &row(5, "a"));
         // The boundary's transaction: commit LSN below its end.
         let last_event = Position::Postgres(PgPosition {
             lsn: Lsn(0xF80),
             ordinal: 7,
+        });
+        // Even an event at B - 1 (its ordinals are hex digits) sorts below.
+        let at_b_minus_1 = Position::Postgres(PgPosition {
+            lsn: Lsn(0xFFF),
+            ordinal: u64::MAX,
         });
         // The next transaction may commit right at the boundary's end LSN.
         let next_event = Position::Postgres(PgPosition {
             lsn: Lsn(0x1000),
             ordinal: 1,
         });
-        assert!(last_event < c && c < next_event);
-        assert!(c.cursor() < next_event.cursor() && last_event.cursor() < c.cursor());
-        let c2 = chunk_position(&b, 3, 2).expect("pg");
+        assert!(last_event < c && at_b_minus_1 < c && c < next_event);
+        assert!(c.cursor() < next_event.cursor() && at_b_minus_1.cursor() < c.cursor());
+        // Key order; the row number does not matter for a keyed table.
+        let c2 = namer.position(99, &row(6, "a"));
         assert!(c < c2);
-        // Another run at the same boundary never shares a cursor.
-        assert_ne!(chunk_position(&b, 4, 1), Some(c.clone()));
+        assert_eq!(namer.position(77, &row(5, "a")), c);
+        // Another content of the same key is another cursor.
+        assert_ne!(namer.position(1, &row(5, "b")), c);
         let m = Position::Mysql(MysqlPosition {
             file: "bin.000003".into(),
             pos: 900,
             ordinal: 0,
-            gtid: None,
+            gtid: Some("0-1-5".into()),
         });
-        let mc = chunk_position(&m, 1, 1).expect("mysql");
+        let mc = super::super::RowNamer::new(&m, "d.t", &cols, &[0]).position(1, &row(5, "a"));
         let next = Position::Mysql(MysqlPosition {
             file: "bin.000003".into(),
             pos: 900,
@@ -776,9 +780,11 @@ mod tests {
             gtid: None,
         });
         assert!(prev < mc && mc < next);
-        assert!(
-            chunk_position(&Position::Mysql(MysqlPosition::gtid_only("0-1-5")), 1, 1).is_none()
-        );
+        assert!(prev.cursor() < mc.cursor() && mc.cursor() < next.cursor());
+        assert!(!placeable(&Position::Mysql(MysqlPosition::gtid_only(
+            "0-1-5"
+        ))));
+        assert!(placeable(&m) && placeable(&b));
     }
 
     #[test]

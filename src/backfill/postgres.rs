@@ -4,7 +4,7 @@
 //!
 //! Owns the SQL of the backfill; the hand-over rule is in the parent module's docs.
 
-use super::{BackfillError, Chunk, TableProgress};
+use super::{BackfillError, Chunk, RowNamer, TableProgress};
 use crate::config::{BackfillMode, BackfillSettings, PostgresSourceConfig};
 use crate::event::{ChangeEvent, Op, SourceInfo, TableSchema};
 use crate::filter::Filter;
@@ -116,15 +116,35 @@ pub async fn plan(
 ) -> Result<Vec<TablePlan>, BackfillError> {
     let rows = client
         .query(
-            "SELECT c.oid, n.nspname::text, c.relname::text, greatest(c.reltuples, 0)::int8 \
+            // Partitions (a publication without publish_via_partition_root lists them)
+            // are read once through their partitioned root, under its name, as the stream
+            // names them.
+            "SELECT DISTINCT r.oid, rn.nspname::text, r.relname::text, \
+                    coalesce((SELECT sum(greatest(x.reltuples, 0)) FROM pg_catalog.pg_partition_tree(r.oid) pt \
+                              JOIN pg_catalog.pg_class x ON x.oid = pt.relid), greatest(r.reltuples, 0))::int8 \
              FROM pg_catalog.pg_publication_tables p \
              JOIN pg_catalog.pg_namespace n ON n.nspname = p.schemaname \
              JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename \
+             JOIN pg_catalog.pg_class r ON r.oid = coalesce(pg_catalog.pg_partition_root(c.oid), c.oid) \
+             JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace \
              WHERE p.pubname = $1 ORDER BY 2, 3",
             &[&cfg.publication_name()],
         )
         .await
         .map_err(setup_err("list the publication's tables"))?;
+    // PostgreSQL 18 streams stored generated columns when the publication says so: read
+    // them then too, so backfilled and streamed rows have the same columns.
+    let generated = client
+        .query_opt(
+            "SELECT coalesce(to_jsonb(p)->>'pubgencols', 'n') = 's' FROM pg_catalog.pg_publication p WHERE p.pubname = $1",
+            &[&cfg.publication_name()],
+        )
+        .await
+        .map_err(setup_err("read the publication"))?
+        .map(|r| r.try_get::<_, bool>(0))
+        .transpose()
+        .map_err(setup_err("read the publication"))?
+        .unwrap_or(false);
     let mut plans = Vec::new();
     for r in rows {
         let oid: u32 = r.try_get(0).map_err(setup_err("read table list"))?;
@@ -147,8 +167,8 @@ pub async fn plan(
                  FROM pg_catalog.pg_attribute a \
                  LEFT JOIN LATERAL (SELECT x.indkey FROM pg_catalog.pg_index x WHERE x.indrelid = a.attrelid AND (x.indisprimary OR x.indisreplident) ORDER BY x.indisprimary DESC LIMIT 1) i ON true \
                  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
-                   AND a.attgenerated = '' ORDER BY a.attnum",
-                &[&oid],
+                   AND (a.attgenerated = '' OR (a.attgenerated = 's' AND $2)) ORDER BY a.attnum",
+                &[&oid, &generated],
             )
             .await
             .map_err(table_err(&qualified, "read its columns"))?;
@@ -199,6 +219,10 @@ pub async fn plan(
             estimated_rows: est as u64,
         });
     }
+    // Byte order of the names (the cursors' order), whatever the server's collation.
+    plans.sort_by(|a, b| {
+        (a.schema.as_bytes(), a.name.as_bytes()).cmp(&(b.schema.as_bytes(), b.name.as_bytes()))
+    });
     Ok(plans)
 }
 
@@ -344,12 +368,13 @@ pub struct TableReader<'a> {
 }
 
 impl TableReader<'_> {
-    /// Decodes one COPY text line into an `r` event at `position` and, for a keyed table,
-    /// the text forms of its key.
+    /// Decodes one COPY text line, the `row_number`-th of its pass, into an `r` event named
+    /// by `namer` and, for a keyed table, the text forms of its key.
     fn event(
         &self,
         line: &[u8],
-        position: Position,
+        namer: &RowNamer,
+        row_number: u64,
     ) -> Result<(ChangeEvent, Option<Vec<String>>), BackfillError> {
         let qualified = || self.plan.qualified();
         let fields = parse_copy_row(line).map_err(|e| BackfillError::Postgres {
@@ -382,6 +407,7 @@ impl TableReader<'_> {
                 })
                 .collect()
         });
+        let position = namer.position(row_number, &row);
         let event = ChangeEvent {
             op: Op::Read,
             table: self.schema.clone(),
@@ -395,8 +421,7 @@ impl TableReader<'_> {
     }
 
     /// Runs the chunk query after `progress.last_key` and appends every row's event to
-    /// `events`. Row `n` of the table (1-based, counting `progress.rows`) gets
-    /// `position(n)`. A keyless table's one query streams through here whole: with
+    /// `events`, named by `namer` (row `n` of the table counts `progress.rows`, 1-based). A keyless table's one query streams through here whole: with
     /// `pieces`, every `chunk_rows` events are sent on as a chunk. Returns the rows read;
     /// `progress` then holds the last key and the row count.
     pub async fn copy(
@@ -404,7 +429,7 @@ impl TableReader<'_> {
         client: &Client,
         progress: &mut TableProgress,
         chunk_rows: usize,
-        position: &(dyn Fn(u64) -> Position + Sync),
+        namer: &RowNamer,
         events: &mut Vec<ChangeEvent>,
         pieces: Option<&mpsc::Sender<Chunk>>,
     ) -> Result<usize, BackfillError> {
@@ -433,7 +458,7 @@ impl TableReader<'_> {
             while let Some(nl) = buf[consumed..].iter().position(|&b| b == b'\n') {
                 let line = &buf[consumed..consumed + nl];
                 consumed += nl + 1;
-                let (event, key) = self.event(line, position(progress.rows + 1))?;
+                let (event, key) = self.event(line, namer, progress.rows + 1)?;
                 progress.rows += 1;
                 n += 1;
                 if key.is_some() {
@@ -458,7 +483,6 @@ pub async fn read_tables(
     cfg: &PostgresSourceConfig,
     info: &Arc<SourceInfo>,
     plans: &[TablePlan],
-    all_tables: &[String],
     start: Lsn,
     resume: Vec<TableProgress>,
     chunk_rows: usize,
@@ -479,15 +503,13 @@ pub async fn read_tables(
                 tys: &tys,
                 schema: &schema,
             };
-            // Ordinals are stable across restarts: table index in the sorted list of tables.
-            let tindex = all_tables.iter().position(|t| *t == qualified).unwrap_or(0) as u64 + 1;
-            let lsn = Lsn(start.0.saturating_sub(1));
-            let position = |row: u64| {
-                Position::Postgres(PgPosition {
-                    lsn,
-                    ordinal: (tindex << 40) | row,
-                })
-            };
+            // Rows are named by table, key and content, read at the stream's start.
+            let namer = RowNamer::new(
+                &Position::Postgres(PgPosition::checkpoint(start)),
+                &qualified,
+                &schema.columns,
+                &plan.key,
+            );
             let keyless = plan.key.is_empty();
             let mut progress = if keyless {
                 TableProgress::default()
@@ -503,7 +525,7 @@ pub async fn read_tables(
                         client,
                         &mut progress,
                         chunk_rows,
-                        &position,
+                        &namer,
                         &mut events,
                         pieces,
                     )

@@ -5,7 +5,7 @@
 //! What `run` would create is checked for feasibility instead (a free slot, the privilege
 //! to create the publication).
 
-use super::discover::{apply_filter, mysql_tables, pg_tables, publication_tables, TableInfo};
+use super::discover::{apply_filter, mysql_tables, pg_tables, TableInfo};
 use super::{describe_mysql_connect_error, describe_pg_connect_error, some_names, Finding, Report};
 use crate::config::{
     BackfillMode, MysqlSourceConfig, PostgresSourceConfig, QuerySourceConfig, SinkConfig,
@@ -24,7 +24,13 @@ use std::time::Duration;
 pub async fn check_source(cfg: &SourceConfig, stored: Option<&Position>) -> Vec<Finding> {
     let filter = cfg.filter();
     match cfg {
-        SourceConfig::Postgres(c) => check_postgres(c, &filter).await,
+        SourceConfig::Postgres(c) => {
+            let stored = match stored {
+                Some(Position::Postgres(p)) => Some(Position::Postgres(*p)),
+                _ => None,
+            };
+            check_postgres(c, &filter, stored.as_ref()).await
+        }
         SourceConfig::Mysql(c) => {
             let c = c.clone();
             let name = c.name.clone();
@@ -52,9 +58,23 @@ pub async fn check_source(cfg: &SourceConfig, stored: Option<&Position>) -> Vec<
 
 /// Checks one sink: it can be built (secrets present, files writable, NATS reachable) and
 /// a network endpoint accepts TCP connections.
-pub async fn check_sink(cfg: &SinkConfig) -> Vec<Finding> {
+/// Checks one sink; `sources` are the source names it is fed from (for per-source details
+/// such as the NATS subject's stream).
+pub async fn check_sink(cfg: &SinkConfig, sources: &[&str]) -> Vec<Finding> {
     let mut r = Report::new(format!("sink {}", cfg.name()));
     match crate::sink::AnySink::build(cfg).await {
+        Ok(crate::sink::AnySink::Nats(n)) => {
+            r.ok("configured (secrets present)");
+            for source in sources {
+                match n.check_stream(source).await {
+                    Ok(what) => r.ok(what),
+                    Err(why) => r.fail(
+                        format!("source {source}: {why}"),
+                        "without a stream every event would be refused",
+                    ),
+                }
+            }
+        }
         Ok(_) => r.ok("configured (secrets present, outputs open)"),
         Err(e) => {
             r.fail(
@@ -63,6 +83,9 @@ pub async fn check_sink(cfg: &SinkConfig) -> Vec<Finding> {
             );
             return r.findings;
         }
+    }
+    if let SinkConfig::Segment(c) = cfg {
+        segment_limits(&mut r, c);
     }
     let url = match cfg {
         SinkConfig::Http(c) => Some(c.url.clone()),
@@ -79,6 +102,42 @@ pub async fn check_sink(cfg: &SinkConfig) -> Vec<Finding> {
         }
     }
     r.findings
+}
+
+/// Segment's documented limits: 32 KB per call, 500 KB per batch request, 2,500 calls per
+/// batch. Calls or batches over them are refused by the API (or silently truncated by
+/// proxies), so settings above them are a warning.
+fn segment_limits(r: &mut Report, c: &crate::config::SegmentSinkConfig) {
+    const CALL: usize = 32 * 1024;
+    const REQUEST: usize = 500 * 1000;
+    const CALLS: usize = 2500;
+    if c.max_call_bytes > CALL {
+        r.warn(
+            format!(
+                "max_call_bytes = {} is over Segment's 32 KB per call",
+                c.max_call_bytes
+            ),
+            format!("set max_call_bytes to at most {CALL}"),
+        );
+    }
+    if c.batch.max_bytes.is_some_and(|b| b > REQUEST) {
+        r.warn(
+            format!(
+                "batch.max_bytes = {} is over Segment's 500 KB per batch request",
+                c.batch.max_bytes.unwrap_or_default()
+            ),
+            "set batch.max_bytes to at most 490000",
+        );
+    }
+    if c.batch.max_events.is_some_and(|n| n > CALLS) {
+        r.warn(
+            format!(
+                "batch.max_events = {} is over Segment's 2,500 calls per batch",
+                c.batch.max_events.unwrap_or_default()
+            ),
+            format!("set batch.max_events to at most {CALLS}"),
+        );
+    }
 }
 
 /// Opens (and closes) a TCP connection to the URL's host and port.
@@ -136,9 +195,15 @@ async fn pg_facts(client: &tokio_postgres::Client) -> Result<PgServerFacts, toki
     })
 }
 
-/// PostgreSQL: connection, wal_level, slots, REPLICATION, the replication connection,
-/// publication, captured tables (replica identity, key columns, SELECT) and write access.
-pub async fn check_postgres(cfg: &PostgresSourceConfig, filter: &Filter) -> Vec<Finding> {
+/// PostgreSQL: connection, wal_level, slots (and a slot dropped or invalidated under the
+/// `stored` position), REPLICATION, the replication connection, publication (can it serve
+/// the filter), the filter's entries, captured tables (replica identity, key columns,
+/// SELECT) and write access.
+pub async fn check_postgres(
+    cfg: &PostgresSourceConfig,
+    filter: &Filter,
+    stored: Option<&Position>,
+) -> Vec<Finding> {
     let mut r = Report::new(cfg.name.clone());
     let user = &cfg.user;
     let (client, conn) = match crate::source::postgres::tls::connect_sql(cfg).await {
@@ -167,6 +232,7 @@ pub async fn check_postgres(cfg: &PostgresSourceConfig, filter: &Filter) -> Vec<
         "connected to PostgreSQL {} as {user:?}",
         facts.version
     ));
+    pg_tls_state(&client, cfg, &mut r).await;
     if facts.wal_level == "logical" {
         r.ok("wal_level = logical");
     } else {
@@ -203,13 +269,43 @@ pub async fn check_postgres(cfg: &PostgresSourceConfig, filter: &Filter) -> Vec<
         );
     }
     let slot = cfg.slot_name();
-    match setup::slot_exists(&client, cfg).await {
-        Ok(true) => r.ok(format!("replication slot {slot:?} exists")),
-        Ok(false) if facts.used_slots < facts.max_slots => r.ok(format!(
+    match setup::slot_state(&client, cfg).await {
+        Ok(setup::SlotState::Ready { failover }) => r.ok(format!(
+            "replication slot {slot:?} exists{}",
+            match failover {
+                Some(true) => " (failover = true: synchronized to standbys)",
+                Some(false) => " (failover = false: a promoted standby will not have it)",
+                None => "",
+            }
+        )),
+        Ok(setup::SlotState::Lost { reason, restart }) => {
+            let e = setup::SetupError::SlotInvalidated {
+                slot: slot.clone(),
+                source_name: cfg.name.clone(),
+                reason,
+                restart,
+            };
+            r.fail(
+                format!("replication slot {slot:?} is invalidated: `run` cannot stream"),
+                e.to_string(),
+            )
+        }
+        Ok(setup::SlotState::Missing) if stored.is_some() => {
+            let e = setup::SetupError::SlotDropped {
+                slot: slot.clone(),
+                source_name: cfg.name.clone(),
+                stored: stored.map(|p| p.to_string()).unwrap_or_default(),
+            };
+            r.fail(
+                format!("replication slot {slot:?} was dropped but a position is stored: `run` refuses to start"),
+                e.to_string(),
+            )
+        }
+        Ok(setup::SlotState::Missing) if facts.used_slots < facts.max_slots => r.ok(format!(
             "replication slot {slot:?} does not exist yet; `run` creates it ({} of max_replication_slots = {} in use)",
             facts.used_slots, facts.max_slots
         )),
-        Ok(false) => r.fail(
+        Ok(setup::SlotState::Missing) => r.fail(
             format!(
                 "replication slot {slot:?} does not exist and all {} slots are in use",
                 facts.max_slots
@@ -221,43 +317,8 @@ pub async fn check_postgres(cfg: &PostgresSourceConfig, filter: &Filter) -> Vec<
     if facts.replication || facts.superuser {
         check_pg_replication_connection(cfg, &mut r).await;
     }
-    let publication = cfg.publication_name();
-    let members = publication_tables(&client, &publication).await;
-    match &members {
-        Some(m) => r.ok(format!(
-            "publication {publication:?} exists ({} tables)",
-            m.len()
-        )),
-        None if !cfg.create_publication => r.fail(
-            format!("publication {publication:?} does not exist and create_publication = false"),
-            format!(
-                "create it (e.g. `CREATE PUBLICATION {} FOR ALL TABLES;`) or set create_publication = true",
-                quote_ident(&publication)
-            ),
-        ),
-        None => {
-            let sql = setup::publication_sql(cfg);
-            if facts.superuser {
-                r.ok(format!(
-                    "publication {publication:?} does not exist yet; `run` creates it: {sql}"
-                ));
-            } else if sql.contains("FOR ALL TABLES") {
-                r.fail(
-                    format!("publication {publication:?} does not exist and role {user:?} cannot create it (FOR ALL TABLES needs a superuser)"),
-                    format!("create it as a superuser (`{sql};`), or list exact table names in tables.include"),
-                );
-            } else if !facts.create_on_db {
-                r.fail(
-                    format!("publication {publication:?} does not exist and role {user:?} lacks CREATE on the database"),
-                    format!("create it as the tables' owner (`{sql};`) or GRANT CREATE ON DATABASE {} TO {}", quote_ident(&cfg.database), quote_ident(user)),
-                );
-            } else {
-                r.ok(format!(
-                    "publication {publication:?} does not exist yet; `run` creates it (the role must own the tables): {sql}"
-                ));
-            }
-        }
-    }
+    let version = crate::source::postgres::conn::parse_server_version(&facts.version).unwrap_or(0);
+    check_publication(&client, cfg, filter, &facts, version, &mut r).await;
     let mut tables = match pg_tables(&client).await {
         Ok(t) => t,
         Err(e) => {
@@ -270,7 +331,7 @@ pub async fn check_postgres(cfg: &PostgresSourceConfig, filter: &Filter) -> Vec<
     };
     apply_filter(&mut tables, filter);
     let backfill = SourceConfig::Postgres(cfg.clone()).backfill();
-    check_tables(&mut r, &tables, &backfill, members.as_deref(), &publication);
+    check_tables(&mut r, &tables, filter, &backfill);
     // Replica identity: without a key pgoutput has no old row.
     for t in tables.iter().filter(|t| t.captured) {
         let name = t.qualified_name();
@@ -319,6 +380,44 @@ fn quote_table(t: &TableInfo) -> String {
     format!("{}.{}", quote_ident(&t.schema), quote_ident(&t.name))
 }
 
+/// Whether the SQL connection is encrypted, as the server sees it (`pg_stat_ssl`), against
+/// what `sslmode` asks for: `prefer` falling back to plain text is a warning, not silence.
+async fn pg_tls_state(client: &tokio_postgres::Client, cfg: &PostgresSourceConfig, r: &mut Report) {
+    use crate::config::SslMode;
+    let mode = crate::source::postgres::tls::mode_name(cfg.sslmode);
+    let row = client
+        .query_opt(
+            "SELECT ssl, coalesce(version, ''), coalesce(cipher, '') FROM pg_catalog.pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await;
+    let (ssl, version, cipher): (bool, String, String) = match row {
+        Ok(Some(row)) => (
+            row.try_get(0).unwrap_or(false),
+            row.try_get(1).unwrap_or_default(),
+            row.try_get(2).unwrap_or_default(),
+        ),
+        _ => return,
+    };
+    if ssl {
+        let checked = if cfg.sslmode == SslMode::VerifyFull {
+            "certificate and host name verified"
+        } else {
+            "certificate not verified"
+        };
+        r.ok(format!(
+            "TLS {version} ({cipher}), sslmode = \"{mode}\": {checked}"
+        ));
+    } else if cfg.sslmode == SslMode::Disable {
+        r.ok("unencrypted connection (sslmode = \"disable\")");
+    } else {
+        r.warn(
+            format!("unencrypted connection: the server offers no TLS and sslmode = \"{mode}\""),
+            "enable ssl on the server and set sslmode = \"verify-full\" (or \"require\") so the connection never falls back to plain text",
+        );
+    }
+}
+
 /// Opens a replication connection and runs IDENTIFY_SYSTEM (pg_hba must allow it).
 async fn check_pg_replication_connection(cfg: &PostgresSourceConfig, r: &mut Report) {
     let password = match cfg.password() {
@@ -350,15 +449,140 @@ async fn check_pg_replication_connection(cfg: &PostgresSourceConfig, r: &mut Rep
     }
 }
 
-/// Findings shared by the log-based sources: what the filter captures, key columns the
-/// column filter would drop, SELECT privileges (backfill), publication membership.
+/// The publication: exists or can be created, and serves the filter (or `run` brings it in
+/// line, when logtide manages it).
+async fn check_publication(
+    client: &tokio_postgres::Client,
+    cfg: &PostgresSourceConfig,
+    filter: &Filter,
+    facts: &PgServerFacts,
+    version: u32,
+    r: &mut Report,
+) {
+    use crate::source::postgres::publication;
+    let user = &cfg.user;
+    let name = cfg.publication_name();
+    let info = match publication::read(client, &name).await {
+        Ok(i) => i,
+        Err(e) => {
+            r.fail(
+                format!("cannot read publication {name:?}: {}", ErrorChain(&e)),
+                "check the user's access to pg_catalog",
+            );
+            return;
+        }
+    };
+    let Some(info) = info else {
+        if !cfg.create_publication {
+            r.fail(
+                format!("publication {name:?} does not exist and create_publication = false"),
+                format!(
+                    "create it (e.g. `CREATE PUBLICATION {} FOR ALL TABLES;`) or set create_publication = true",
+                    quote_ident(&name)
+                ),
+            );
+            return;
+        }
+        let sql = publication::create_sql(cfg, version);
+        if facts.superuser {
+            r.ok(format!(
+                "publication {name:?} does not exist yet; `run` creates it: {sql}"
+            ));
+        } else if sql.contains("FOR ALL TABLES") {
+            r.fail(
+                format!("publication {name:?} does not exist and role {user:?} cannot create it (FOR ALL TABLES needs a superuser)"),
+                format!("create it as a superuser (`{sql};`), or list exact table names in tables.include"),
+            );
+        } else if !facts.create_on_db {
+            r.fail(
+                format!("publication {name:?} does not exist and role {user:?} lacks CREATE on the database"),
+                format!("create it as the tables' owner (`{sql};`) or GRANT CREATE ON DATABASE {} TO {}", quote_ident(&cfg.database), quote_ident(user)),
+            );
+        } else {
+            r.ok(format!(
+                "publication {name:?} does not exist yet; `run` creates it (the role must own the tables): {sql}"
+            ));
+        }
+        return;
+    };
+    let owner = if info.managed {
+        "managed by logtide"
+    } else {
+        "not managed by logtide"
+    };
+    r.ok(format!(
+        "publication {name:?} exists ({}, {owner}{})",
+        if info.all_tables {
+            "FOR ALL TABLES".to_owned()
+        } else {
+            format!("{} tables", info.tables.len())
+        },
+        if info.via_root {
+            ", publish_via_partition_root"
+        } else {
+            ""
+        }
+    ));
+    let tables = match publication::catalog(client).await {
+        Ok(t) => t,
+        Err(e) => {
+            r.fail(
+                format!("cannot read the catalog: {}", ErrorChain(&e)),
+                "check the user's access to pg_catalog",
+            );
+            return;
+        }
+    };
+    let plan = publication::plan(&info, filter, &tables);
+    if plan.is_empty() {
+        return;
+    }
+    let sql = plan.statements(&name).join("; ");
+    if info.managed {
+        r.ok(format!(
+            "publication {name:?} differs from the filter; `run` changes it: {sql}"
+        ));
+    } else {
+        r.fail(
+            format!(
+                "publication {name:?} cannot serve the filter: {}",
+                if plan.add.is_empty() {
+                    format!("it does not publish {}", plan.missing_ops.join(", "))
+                } else {
+                    format!(
+                        "captured tables missing from it: {}",
+                        some_names(&plan.add, 5)
+                    )
+                }
+            ),
+            format!("run `{sql};` (`run` refuses to start until then)"),
+        );
+    }
+}
+
+/// Findings shared by the log-based sources: filter entries that name nothing, what the
+/// filter captures, key columns the column filter would drop, SELECT privileges
+/// (backfill).
 fn check_tables(
     r: &mut Report,
     tables: &[TableInfo],
+    filter: &Filter,
     backfill: &crate::config::BackfillSettings,
-    publication: Option<&[String]>,
-    publication_name: &str,
 ) {
+    let known: Vec<crate::filter::KnownTable> = tables
+        .iter()
+        .map(|t| crate::filter::KnownTable {
+            schema: t.schema.clone(),
+            name: t.name.clone(),
+            columns: t.columns.iter().map(|c| c.name.clone()).collect(),
+        })
+        .collect();
+    for u in filter.unmatched(&known) {
+        r.fail(
+            format!("filter entry names nothing: {u}"),
+            "`run` refuses to start until the entry is fixed",
+        );
+    }
     let captured: Vec<&TableInfo> = tables.iter().filter(|t| t.captured).collect();
     if captured.is_empty() {
         r.warn(
@@ -383,22 +607,6 @@ fn check_tables(
                     "keep key columns in `columns` of the source's config",
                 );
             }
-        }
-    }
-    if let Some(members) = publication {
-        let missing: Vec<String> = captured
-            .iter()
-            .map(|t| t.qualified_name())
-            .filter(|n| !members.contains(n))
-            .collect();
-        if !missing.is_empty() {
-            r.warn(
-                format!(
-                    "captured tables missing from publication {publication_name:?}: {} (their changes are not streamed)",
-                    some_names(&missing, 5)
-                ),
-                format!("ALTER PUBLICATION {} ADD TABLE ...", quote_ident(publication_name)),
-            );
         }
     }
     let no_select: Vec<(String, bool)> = captured
@@ -627,7 +835,7 @@ pub fn check_mysql(
     match mysql_tables(&mut conn) {
         Ok(mut tables) => {
             apply_filter(&mut tables, filter);
-            check_tables(&mut r, &tables, backfill, None, "");
+            check_tables(&mut r, &tables, filter, backfill);
             let keyless: Vec<String> = tables
                 .iter()
                 .filter(|t| t.captured && t.primary_key.is_empty())

@@ -58,15 +58,14 @@ impl TableInfo {
         qualified(&self.schema, &self.name)
     }
 
-    /// The key events carry: the primary key, else the replica identity columns (the
-    /// index under USING INDEX, every column under FULL), else none.
+    /// The key events carry: the primary key, else the replica identity index (USING
+    /// INDEX), else none (REPLICA IDENTITY FULL is no key: events then carry `key: null`).
     pub fn key_columns(&self) -> Vec<String> {
         if !self.primary_key.is_empty() {
             return self.primary_key.clone();
         }
         match self.replica_identity.as_deref() {
             Some("index") => self.identity_index.clone(),
-            Some("full") => self.columns.iter().map(|c| c.name.clone()).collect(),
             _ => Vec::new(),
         }
     }
@@ -108,7 +107,8 @@ fn relreplident(c: &str) -> &'static str {
 }
 
 /// Every ordinary and partitioned table outside the system schemas, with columns, keys,
-/// replica identity and the current user's privileges.
+/// replica identity and the current user's privileges. Partitions are not listed: their
+/// changes are captured (and named) as their partitioned table's.
 pub async fn pg_tables(
     client: &tokio_postgres::Client,
 ) -> Result<Vec<TableInfo>, tokio_postgres::Error> {
@@ -125,7 +125,7 @@ pub async fn pg_tables(
              JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
              LEFT JOIN pg_catalog.pg_index pk ON pk.indrelid = c.oid AND pk.indisprimary \
              LEFT JOIN pg_catalog.pg_index ri ON ri.indrelid = c.oid AND ri.indisreplident \
-             WHERE c.relkind IN ('r', 'p') \
+             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
                AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
                AND n.nspname NOT LIKE 'pg\\_toast%' \
              ORDER BY n.nspname, c.relname, a.attnum",
@@ -317,27 +317,16 @@ async fn mark_publication(
     }
 }
 
-/// The `schema.table` names an existing publication covers; `None` when it does not exist.
+/// The `schema.table` names an existing publication covers (partitions as their root);
+/// `None` when it does not exist or cannot be read.
 pub(crate) async fn publication_tables(
     client: &tokio_postgres::Client,
     name: &str,
 ) -> Option<Vec<String>> {
-    let exists = client
-        .query_opt(
-            "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1",
-            &[&name],
-        )
+    let info = crate::source::postgres::publication::read(client, name)
         .await
         .ok()??;
-    drop(exists);
-    let rows = client
-        .query(
-            "SELECT schemaname::text || '.' || tablename::text FROM pg_catalog.pg_publication_tables WHERE pubname = $1",
-            &[&name],
-        )
-        .await
-        .ok()?;
-    Some(rows.iter().filter_map(|r| r.try_get(0).ok()).collect())
+    Some(info.tables.into_iter().collect())
 }
 
 /// Inspects a MySQL/MariaDB source (blocking; run it on a blocking thread).
@@ -581,10 +570,13 @@ mod tests {
     }
 
     #[test]
-    fn full_identity_keys_every_column() {
+    fn full_identity_is_no_key() {
         let mut t = table("public", "k", &["a", "b"], &[]);
         t.replica_identity = Some("full".into());
-        assert_eq!(t.key_columns(), vec!["a".to_string(), "b".to_string()]);
+        assert!(t.key_columns().is_empty());
+        t.replica_identity = Some("index".into());
+        t.identity_index = vec!["b".into()];
+        assert_eq!(t.key_columns(), vec!["b".to_string()]);
         t.replica_identity = Some("nothing".into());
         assert!(t.key_columns().is_empty());
     }

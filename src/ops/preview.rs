@@ -107,6 +107,7 @@ pub async fn preview(
         cancel: cancel.clone(),
         // A preview reports to no admin endpoint.
         report: Default::default(),
+        store: None,
     };
     let mut tasks = JoinSet::new();
     let run_cfg = scfg.clone();

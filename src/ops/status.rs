@@ -2,8 +2,9 @@
 //! has confirmed or stored.
 //!
 //! PostgreSQL: the slot's `confirmed_flush_lsn`, `restart_lsn`, bytes between
-//! `pg_current_wal_lsn()` and the confirmed position, WAL the slot retains, and whether a
-//! walsender uses it. MySQL/MariaDB: the current binlog position (`SHOW MASTER STATUS`),
+//! `pg_current_wal_lsn()` and the confirmed position, WAL the slot retains, `wal_status`,
+//! and whether a walsender uses it; `FAIL` when the slot is gone under a stored position
+//! or invalidated (the changes since are lost). MySQL/MariaDB: the current binlog position (`SHOW MASTER STATUS`),
 //! the oldest binlog still on the server (`SHOW BINARY LOGS`), whether the stored
 //! position's file is still there, and the bytes between it and the current end.
 
@@ -15,7 +16,7 @@ use crate::service::ErrorChain;
 /// could not be read (the server is unreachable, ...).
 pub async fn lag(cfg: &SourceConfig, stored: Option<&Position>) -> Result<String, String> {
     match cfg {
-        SourceConfig::Postgres(c) => pg_lag(c).await,
+        SourceConfig::Postgres(c) => pg_lag(c, stored).await,
         SourceConfig::Mysql(c) => {
             let c = c.clone();
             let stored = match stored {
@@ -30,7 +31,7 @@ pub async fn lag(cfg: &SourceConfig, stored: Option<&Position>) -> Result<String
     }
 }
 
-async fn pg_lag(cfg: &PostgresSourceConfig) -> Result<String, String> {
+async fn pg_lag(cfg: &PostgresSourceConfig, stored: Option<&Position>) -> Result<String, String> {
     let (client, conn) = crate::source::postgres::tls::connect_sql(cfg)
         .await
         .map_err(|e| {
@@ -48,16 +49,21 @@ async fn pg_lag(cfg: &PostgresSourceConfig) -> Result<String, String> {
             "SELECT active, confirmed_flush_lsn::text, restart_lsn::text, \
                     pg_current_wal_lsn()::text, \
                     pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8, \
-                    pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8 \
-             FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8, \
+                    to_jsonb(s)->>'wal_status', to_jsonb(s)->>'invalidation_reason' \
+             FROM pg_catalog.pg_replication_slots s WHERE slot_name = $1",
             &[&slot],
         )
         .await
         .map_err(|e| format!("cannot read the slot: {}", ErrorChain(&e)))?;
+    let stored = stored.filter(|p| matches!(p, Position::Postgres(_)));
     let Some(row) = row else {
-        return Ok(format!(
-            "slot {slot} does not exist (created by the first `run`)"
-        ));
+        return Ok(match stored {
+            Some(p) => format!(
+                "FAIL: slot {slot} does not exist but position {p} is stored: the slot was dropped and the changes since then are lost; `run` refuses to start (see `logtide check`: re-backfill or `logtide reset`)"
+            ),
+            None => format!("slot {slot} does not exist (created by the first `run`)"),
+        });
     };
     let get_s = |i: usize| -> String {
         row.try_get::<_, Option<String>>(i)
@@ -73,14 +79,24 @@ async fn pg_lag(cfg: &PostgresSourceConfig) -> Result<String, String> {
             .unwrap_or_else(|| "-".into())
     };
     let active: bool = row.try_get(0).unwrap_or(false);
+    let wal_status = get_s(6);
+    let invalidated = row.try_get::<_, Option<String>>(7).ok().flatten();
+    if wal_status == "lost" || invalidated.is_some() {
+        return Ok(format!(
+            "FAIL: slot {slot} is invalidated ({}): the changes since restart_lsn={} are lost; `run` refuses to start (see `logtide check`)",
+            invalidated.unwrap_or_else(|| "wal_status = lost".into()),
+            get_s(2)
+        ));
+    }
     Ok(format!(
-        "slot {slot} active={} confirmed_flush_lsn={} restart_lsn={} current_wal_lsn={} behind_bytes={} retained_wal_bytes={}",
+        "slot {slot} active={} confirmed_flush_lsn={} restart_lsn={} current_wal_lsn={} behind_bytes={} retained_wal_bytes={} wal_status={}",
         if active { "yes" } else { "no" },
         get_s(1),
         get_s(2),
         get_s(3),
         get_i(4),
         get_i(5),
+        wal_status,
     ))
 }
 

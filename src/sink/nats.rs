@@ -7,6 +7,9 @@
 //! * Payload: the event JSON ([`crate::event`]).
 //! * `Nats-Msg-Id`: `<source>:<cursor>`. JetStream drops a message whose id it has seen
 //!   within the stream's `duplicate_window`, so a replayed or retried batch is stored once.
+//!   JetStream sets no length limit, but keeps every id of the window in memory: an id over
+//!   [`MSG_ID_MAX`] bytes (a backfill row with a long text key) is cut and ends in a hash of
+//!   the whole ([`crate::identity::bounded_id`]), still one id per cursor.
 //! * Pipelined publishing: the messages of a chunk (`batch.max_events`, default 16384;
 //!   `batch.max_bytes`, default 16 MiB) are published back to back on one connection without
 //!   waiting for their acks; at most [`NATS_ACK_WINDOW`] acks are outstanding (publishing
@@ -176,7 +179,7 @@ impl ChunkSender for NatsChunks<'_> {
             push_header_safe(&mut id, &item.cursor);
             let msg = jetstream::message::PublishMessage::build()
                 .payload(bytes::Bytes::copy_from_slice(records.payload(i)))
-                .message_id(id.as_str());
+                .message_id(crate::identity::bounded_id(&id, MSG_ID_MAX).as_ref());
             match self.js.send_publish(self.subject(i).to_owned(), msg).await {
                 Ok(ack) => pending.push_back((i, ack)),
                 Err(e) => return classify(self.sink, e, self.subject(i)),
@@ -198,6 +201,9 @@ impl NatsChunks<'_> {
 }
 
 /// Appends `s` to `out` as [`header_safe`] would, without an intermediate string.
+/// The longest `Nats-Msg-Id` sent as it is.
+pub const MSG_ID_MAX: usize = 256;
+
 fn push_header_safe(out: &mut String, s: &str) {
     if s.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'%') {
         out.push_str(s);
@@ -340,6 +346,37 @@ impl NatsSink {
             subjects: Vec::with_capacity(1024),
             last_subject: None,
         })
+    }
+
+    /// For `logtide check`: which JetStream stream stores the subject of an event of `source`
+    /// (the template rendered with placeholder schema/table/op tokens). With
+    /// `stream = {...}` configured, a missing stream is fine (created at the first delivery).
+    /// `Err` says what to fix: without a stream, every publish would be refused.
+    pub async fn check_stream(&self, source: &str) -> Result<String, String> {
+        let subject = self.template.render(&SubjectVars {
+            source,
+            db: "db",
+            schema: "schema",
+            table: "table",
+            op: "c",
+        });
+        let found = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            self.js.stream_by_subject(subject.clone()),
+        )
+        .await
+        .map_err(|_| format!("no answer from the NATS server within 10 s (is it running with JetStream, -js?) while looking up the stream for {subject}"))?;
+        match (found, &self.stream) {
+            (Ok(name), _) => Ok(format!("JetStream stream {name:?} stores {subject}")),
+            (Err(_), Some(s)) => Ok(format!(
+                "no stream stores {subject} yet: stream {:?} is created at the first delivery",
+                s.name
+            )),
+            (Err(e), None) => Err(format!(
+                "no JetStream stream stores {subject} ({e}): create one (nats stream add --subjects '{}') or set `stream = {{ name = \"...\" }}` on the sink so logtide creates it",
+                self.template.render(&SubjectVars { source, db: "*", schema: "*", table: "*", op: "*" })
+            )),
+        }
     }
 
     /// Creates the configured stream if it does not exist.

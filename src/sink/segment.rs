@@ -20,7 +20,9 @@
 //! * `fields`: the columns sent as `traits` (identify, group) or `properties` (track, page,
 //!   screen); default every column of the image not used above. `rename` renames them.
 //! * `messageId` = `logtide-<source>-<cursor>`: the same change always gets the same id,
-//!   so a receiver de-duplicates replays.
+//!   so a receiver de-duplicates replays. Longer than Segment's 100 characters (backfill
+//!   and query-mode cursors carry the row's key), it is cut to 67 characters, `~` and 32
+//!   hex digits of the SHA-256 of the whole id: still one id per cursor.
 //!
 //! # Required fields
 //!
@@ -32,7 +34,7 @@
 //! |----------|-----------------------------------------------------------------------|
 //! | identify | `userId` or `anonymousId` ("You can identify people by anonymousId and/or userId") |
 //! | track    | `event`, and `userId` or `anonymousId` ("Track calls require an event name … They must also include an anonymousId or a userId") |
-//! | group    | `groupId`                                                             |
+//! | group    | `groupId`, and `userId` or `anonymousId` (every call needs one of them; the API answers 200 to a call without and drops it) |
 //! | page     | `name` and `userId`                                                   |
 //! | screen   | `name` and `userId`                                                   |
 //! | alias    | `previousId` and `userId`                                             |
@@ -177,6 +179,14 @@ pub fn map_with(m: &SegmentMapping, event: &Json) -> Result<Option<Json>, String
             let Some(g) = id(&m.group_id_column)? else {
                 return Err(missing("groupId", &m.group_id_column));
             };
+            // Every call needs userId or anonymousId; the API answers 200 to a call
+            // without them and drops it, so such a row is dead-lettered here instead.
+            if user_id.is_none() && anonymous_id.is_none() {
+                return Err(format!(
+                    "group call needs userId or anonymousId: {} null, empty or absent in this row",
+                    id_columns(m)
+                ));
+            }
             out.insert("groupId".into(), Json::from(g));
         }
         SegmentCall::Page | SegmentCall::Screen => {
@@ -251,9 +261,11 @@ pub fn map_with(m: &SegmentMapping, event: &Json) -> Result<Option<Json>, String
         out.insert(bag.into(), Json::Object(fields));
     }
     // Timestamp.
+    // A row whose timestamp column is NULL (or absent) falls back to the commit time, like a
+    // mapping without one: Segment would otherwise stamp the call with its arrival time.
     let ts = match &m.timestamp_column {
         Some(c) => match row.get(c) {
-            None | Some(Json::Null) => None,
+            None | Some(Json::Null) => src["ts_ms"].as_i64().map(iso8601_ms),
             Some(v) => {
                 Some(timestamp(v).ok_or_else(|| format!("column {c:?} is not a timestamp: {v}"))?)
             }
@@ -265,9 +277,12 @@ pub fn map_with(m: &SegmentMapping, event: &Json) -> Result<Option<Json>, String
     }
     let source = src["name"].as_str().unwrap_or_default();
     let cursor = src["cursor"].as_str().unwrap_or_default();
+    // Segment caps messageId at 100 characters: a longer id (a backfill row's cursor
+    // carries its key) is shortened with a hash of the whole, still unique.
+    let id = format!("logtide-{source}-{cursor}");
     out.insert(
         "messageId".into(),
-        Json::from(format!("logtide-{source}-{cursor}")),
+        Json::from(crate::identity::bounded_id(&id, MESSAGE_ID_MAX).into_owned()),
     );
     out.insert(
         "context".into(),
@@ -275,6 +290,9 @@ pub fn map_with(m: &SegmentMapping, event: &Json) -> Result<Option<Json>, String
     );
     Ok(Some(Json::Object(out)))
 }
+
+/// Segment's limit on `messageId`.
+const MESSAGE_ID_MAX: usize = 100;
 
 fn id_columns(m: &SegmentMapping) -> String {
     let cols: Vec<String> = [&m.user_id_column, &m.anonymous_id_column]
@@ -591,6 +609,10 @@ mod tests {
         assert_eq!(c["event"], "Order Placed");
         assert_eq!(c["timestamp"], "2024-01-02T03:04:05Z");
         assert_eq!(c["properties"], json!({"total": "9.50"}));
+        // A NULL timestamp column: the commit time, as without a timestamp column.
+        let ev = event("c", json!({"id": 1, "kind": "K", "at": null}));
+        let c = map_with(&m, &ev).expect("ok").expect("call");
+        assert_eq!(c["timestamp"], "2023-11-14T22:13:20.000Z");
         let e = map_with(&m, &event("c", json!({"id": 1, "kind": ""}))).expect_err("must fail");
         assert!(e.contains("event"), "{e}");
         let e = map_with(&m, &event("c", json!({"id": null, "kind": "K"}))).expect_err("must fail");
@@ -600,16 +622,29 @@ mod tests {
     #[test]
     fn group_page_screen_alias_required_fields() {
         let mut g = mapping(SegmentCall::Group);
-        g.user_id_column = None;
+        g.user_id_column = Some("owner".into());
         g.group_id_column = Some("company".into());
-        let c = map_with(&g, &event("c", json!({"company": 7, "n": "ACME"})))
-            .expect("ok")
-            .expect("call");
+        let c = map_with(
+            &g,
+            &event("c", json!({"company": 7, "owner": 3, "n": "ACME"})),
+        )
+        .expect("ok")
+        .expect("call");
         assert_eq!(c["groupId"], "7");
+        assert_eq!(c["userId"], "3");
         assert_eq!(c["traits"], json!({"n": "ACME"}));
-        assert!(map_with(&g, &event("c", json!({"company": null})))
-            .expect_err("must fail")
-            .contains("groupId"));
+        assert!(
+            map_with(&g, &event("c", json!({"company": null, "owner": 3})))
+                .expect_err("must fail")
+                .contains("groupId")
+        );
+        // A group call without userId/anonymousId would be answered 200 and dropped by
+        // Segment: refused here (dead-lettered by the sink).
+        assert!(
+            map_with(&g, &event("c", json!({"company": 7, "owner": null})))
+                .expect_err("must fail")
+                .contains("userId or anonymousId")
+        );
 
         for call in [SegmentCall::Page, SegmentCall::Screen] {
             let mut p = mapping(call);

@@ -56,6 +56,9 @@ pub struct SourceContext {
     ///
     /// [`Reporter::streaming`]: crate::metrics::Reporter::streaming
     pub report: crate::metrics::Reporter,
+    /// The state store, for a source's own durable records (the MySQL schema history,
+    /// stored with the checkpoints); `None`: keep them in memory only (preview, tests).
+    pub store: Option<crate::checkpoint::CheckpointStore>,
 }
 
 /// Whether retrying can help.
@@ -123,7 +126,12 @@ pub fn parse_position(
                     s.parse::<Lsn>()?,
                 )))
             } else {
-                Ok(Position::Postgres(parse_pg_cursor(s)?))
+                parse_pg_cursor(s).map(Position::Postgres).map_err(|_| {
+                    PositionParseError::new(
+                        s,
+                        "a PostgreSQL LSN like 16/B374D848 or an event's cursor like 0000000001A2B3C4:0000000000000001",
+                    )
+                })
             }
         }
         crate::config::SourceConfig::Mysql(_) => {

@@ -663,6 +663,16 @@ impl Stream {
         resume: Option<logtide::position::Position>,
         capacity: usize,
     ) -> Stream {
+        Stream::start_with_store(cfg, resume, capacity, None)
+    }
+
+    /// [`Stream::start`] with a state store for the source's own records (schema history).
+    pub fn start_with_store(
+        cfg: logtide::config::MysqlSourceConfig,
+        resume: Option<logtide::position::Position>,
+        capacity: usize,
+        store: Option<logtide::checkpoint::CheckpointStore>,
+    ) -> Stream {
         use std::sync::Arc;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -683,6 +693,7 @@ impl Stream {
             filter,
             cancel: cancel.clone(),
             report: Default::default(),
+            store,
         };
         let info = Arc::new(logtide::event::SourceInfo {
             connector: logtide::event::Connector::Mysql,

@@ -167,7 +167,7 @@ impl PgServer {
     /// unaligned, tuples only, `|` between columns). Panics on error. Blocking: call it
     /// outside a runtime or before starting tasks that must make progress meanwhile.
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        let out = Command::new(self.bin.join("psql"))
+        let out = Command::new(psql_bin(&self.bin))
             .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-h"])
             .arg(self.socket_dir())
             .args(["-p", &self.port.to_string(), "-d", db, "-c", sql])
@@ -639,8 +639,51 @@ fn append(p: &Path, bytes: &[u8]) {
 
 use super::port::free_port;
 
-/// The newest `/usr/lib/postgresql/<v>/bin`, installing the package if there is none.
+/// Environment variable naming the PostgreSQL major version to test against (e.g. `18`):
+/// the binaries then come from `/var/cache/logtide-pg/<major>/bin` (installed by
+/// `scripts/install-pg-version.sh <major>`), else the newest system installation.
+pub const VERSION_ENV: &str = "LOGTIDE_PG_VERSION";
+
+/// Where `scripts/install-pg-version.sh` puts the binaries of other majors.
+fn cache_root() -> PathBuf {
+    std::env::var_os("LOGTIDE_PG_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/logtide-pg"))
+}
+
+/// The major version the harness was asked for with [`VERSION_ENV`], if any.
+pub fn requested_version() -> Option<u32> {
+    let v = std::env::var(VERSION_ENV).ok()?;
+    let v = v.trim();
+    if v.is_empty() {
+        return None;
+    }
+    match v.parse() {
+        Ok(n) => Some(n),
+        Err(_) => panic!("{VERSION_ENV}={v:?} is not a major version number (e.g. 18)"),
+    }
+}
+
+/// psql: the one next to the server binaries, else the system's newest (the npm builds
+/// ship no psql; psql talks to newer servers).
+fn psql_bin(bin: &Path) -> PathBuf {
+    let own = bin.join("psql");
+    if own.exists() {
+        return own;
+    }
+    find_bin()
+        .map(|b| b.join("psql"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("psql"))
+}
+
+/// The binaries of the [`VERSION_ENV`] major, installing them with
+/// `scripts/install-pg-version.sh` when missing; else the newest
+/// `/usr/lib/postgresql/<v>/bin`, installing the package if there is none.
 fn ensure_installed() -> PathBuf {
+    if let Some(major) = requested_version() {
+        return ensure_cached(major);
+    }
     INSTALL.call_once(|| {
         if find_bin().is_some() {
             return;
@@ -662,6 +705,32 @@ fn ensure_installed() -> PathBuf {
         Some(b) => b,
         None => panic!("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb)"),
     }
+}
+
+fn ensure_cached(major: u32) -> PathBuf {
+    let bin = cache_root().join(major.to_string()).join("bin");
+    INSTALL.call_once(|| {
+        if bin.join("initdb").exists() {
+            return;
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-pg-version.sh");
+        let st = Command::new("sh")
+            .arg(&script)
+            .arg(major.to_string())
+            .status()
+            .expect("run scripts/install-pg-version.sh");
+        assert!(
+            st.success(),
+            "{} {major} failed (needs npm and network)",
+            script.display()
+        );
+    });
+    assert!(
+        bin.join("initdb").exists(),
+        "{VERSION_ENV}={major} but {} has no initdb (run scripts/install-pg-version.sh {major})",
+        bin.display()
+    );
+    bin
 }
 
 fn find_bin() -> Option<PathBuf> {

@@ -133,6 +133,10 @@ pub enum MysqlError {
     Incident { file: String, pos: u64 },
     #[error(transparent)]
     Tls(#[from] super::tls::TlsError),
+    #[error(transparent)]
+    Hold(#[from] super::txhold::SpillError),
+    #[error("cannot store the schema history with the checkpoints: {0}")]
+    SchemaStore(#[source] crate::checkpoint::CheckpointError),
     #[error("cannot start the binlog reader thread: {0}")]
     Thread(#[source] std::io::Error),
     #[error("the binlog reader thread ended without a result")]

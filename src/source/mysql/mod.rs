@@ -14,7 +14,11 @@
 //!   decoded from the binlog or from `SELECT` text into the same [`crate::value::Value`];
 //!   `charset.rs`, `jsonb.rs` (MySQL binary JSON).
 //! * `table.rs`: table maps + `information_schema` → names, key, projection.
-//! * `ddl.rs`: query events (transaction markers, DDL, TRUNCATE).
+//! * `history.rs`: the schema as of the binlog position (DDL applied, stored with the
+//!   checkpoints), which `table.rs` uses instead of today's `information_schema`;
+//!   `schema_ddl.rs` parses the DDL it applies.
+//! * `ddl.rs`: query events (transaction markers, savepoints, XA, DDL, TRUNCATE).
+//! * `txhold.rs`: the rows of undecided groups (savepoints, XA), spilled to disk if large.
 //! * `sql.rs`: a tiny text-protocol SQL client; `validate.rs`: startup checks.
 //! * `tls.rs`: TLS for every connection, through an in-process proxy in front of the crate.
 //!
@@ -31,14 +35,17 @@
 pub mod charset;
 pub mod ddl;
 pub mod error;
+pub mod history;
 pub mod jsonb;
 pub mod lag;
 mod reader;
 pub mod rows;
+pub mod schema_ddl;
 mod socket;
 pub mod sql;
 pub mod table;
 pub mod tls;
+mod txhold;
 pub mod types;
 pub mod validate;
 

@@ -6,19 +6,29 @@
 //! id and raw bytes (an `Arc<TableSchema>` is built once per map, not per row), rows events
 //! are decoded by `rows.rs`, Xid / COMMIT / DDL end the transaction with a `Boundary`.
 //!
-//! Events of a transaction are buffered up to [`FLUSH_AT`] and then streamed through, so a
-//! `ROLLBACK` query event (written only when non-transactional tables were touched) can
-//! drop a small transaction whole. Sending uses `blocking_send` semantics (backpressure)
-//! but also leaves when the source is cancelled. The stop flag is checked on every packet;
+//! Events of a transaction are held ([`super::txhold::Hold`]) up to [`FLUSH_AT`] and then
+//! streamed through, so a `ROLLBACK` query event (written only when non-transactional
+//! tables were touched) can drop a small transaction whole. From a `SAVEPOINT` on, and for
+//! a whole XA transaction, nothing is streamed through before the group's end (the hold
+//! spills to disk instead): `ROLLBACK TO` a savepoint drops the rows held since it; a
+//! prepared XA transaction's rows wait, by xid, for the later `XA COMMIT` (delivered then,
+//! at that group's position) or `XA ROLLBACK` (dropped). While a prepared transaction
+//! with captured rows is undecided, checkpoints stay at its start, so a restart reads its
+//! rows again; transactions committed after it are then delivered again (at least once).
+//! Sending uses `blocking_send` semantics (backpressure) but also leaves when the source
+//! is cancelled. The stop flag is checked on every packet;
 //! heartbeats bound how long an idle stream takes to notice it.
 
 use super::charset::CollationMap;
-use super::ddl::{classify, Statement};
+use super::ddl::{classify, Statement, XaStatement, Xid};
 use super::error::MysqlError;
+use super::history::{At, History};
 use super::rows::{self, RowsError, RowsKind};
+use super::schema_ddl::{self, Ddl};
 use super::sql::{parse_err, SqlConn};
 use super::table::{self, BuildContext, SchemaInfo, TableInfo};
 use super::tls::MysqlTls;
+use super::txhold::Hold;
 use super::validate;
 use crate::config::MysqlSourceConfig;
 use crate::event::{ChangeEvent, Op, SourceInfo};
@@ -43,6 +53,8 @@ use tokio_util::sync::CancellationToken;
 const METADATA_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Events buffered per transaction before they are streamed through.
 const FLUSH_AT: usize = 1024;
+/// Record indices of seeds start here, after those of a DDL at the same position.
+const SEED_INDEX: usize = 100_000;
 /// Transactions without captured changes between two idle checkpoints.
 const EMPTY_TX_BOUNDARY: u64 = 1000;
 
@@ -108,6 +120,18 @@ struct Tx {
     emitted: usize,
     /// Some of them already left the buffer.
     flushed: bool,
+    /// An XA transaction's group (up to its `XA PREPARE`): held whole.
+    xa: bool,
+    /// Savepoints of the group and the held event count when each was set.
+    savepoints: Vec<(String, usize)>,
+}
+
+/// A prepared XA transaction waiting for its `XA COMMIT` / `XA ROLLBACK`.
+struct Prepared {
+    xid: Xid,
+    /// Where its group starts: checkpoints stay at or before it while it holds rows.
+    start: MysqlPosition,
+    hold: Hold,
 }
 
 struct Reader {
@@ -127,9 +151,14 @@ struct Reader {
     file: String,
     resume: Option<MysqlPosition>,
     tables: HashMap<u64, (Vec<u8>, Arc<TableInfo>)>,
-    schemas: HashMap<(String, String), Option<Arc<SchemaInfo>>>,
+    /// The captured tables as of the current position (see `history.rs`).
+    history: History,
+    /// Seeds read from information_schema so far (their record index).
+    seeds: usize,
     tx: Tx,
-    pending: Vec<SourceMessage>,
+    hold: Hold,
+    prepared: Vec<Prepared>,
+    last_boundary: Option<MysqlPosition>,
     idle_boundary: Option<MysqlPosition>,
     empty_txs: u64,
 }
@@ -290,6 +319,7 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
         "mysql binlog stream started"
     );
     ctx.report.streaming();
+    let info_name = info.name.clone();
     let mut reader = Reader {
         filter: ctx.filter.clone(),
         tx_out: ctx.tx.clone(),
@@ -311,12 +341,34 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
             .unwrap_or_default(),
         resume,
         tables: HashMap::new(),
-        schemas: HashMap::new(),
+        history: History::new(&info_name, ctx.store.clone(), server.mariadb),
+        seeds: 0,
         tx: Tx::default(),
-        pending: Vec::with_capacity(FLUSH_AT),
+        hold: Hold::default(),
+        prepared: Vec::new(),
+        last_boundary: None,
         idle_boundary: None,
         empty_txs: 0,
     };
+    // The schema as of the start: stored history up to the resume position, or (first
+    // start, at the server's current end) information_schema, which is right there.
+    match (&reader.resume, &initial) {
+        (Some(r), _) => {
+            let n = reader
+                .history
+                .load(r, &reader.filter)
+                .map_err(MysqlError::SchemaStore)?;
+            tracing::debug!(tables = n, "schema history loaded");
+        }
+        (None, Some(p)) => {
+            let at = At {
+                file_seq: p.file_seq(),
+                pos: p.pos,
+            };
+            reader.seed_all(at)?;
+        }
+        (None, None) => {}
+    }
     let started = match initial {
         Some(p) => send(
             &reader.tx_out,
@@ -353,15 +405,13 @@ fn send(
 }
 
 fn flush(
-    pending: &mut Vec<SourceMessage>,
+    hold: &mut Hold,
     out: &Sender<SourceMessage>,
     handle: &tokio::runtime::Handle,
     cancel: &CancellationToken,
 ) -> Result<(), Halt> {
-    for m in pending.drain(..) {
-        send(out, handle, cancel, m)?;
-    }
-    Ok(())
+    hold.drain(|ev| send(out, handle, cancel, SourceMessage::Change(ev)))
+        .map_err(|e| Halt::Failed(MysqlError::Hold(e)))?
 }
 
 /// The binlog connection after `COM_BINLOG_DUMP`.
@@ -642,6 +692,9 @@ impl Reader {
                     _ => None,
                 };
                 self.begin_tx(h, gtid);
+                // flags2 FL_PREPARED_XA: the group ends with XA PREPARE (MariaDB logs no
+                // XA START query; the xid is in this event).
+                self.tx.xa = body.get(12).is_some_and(|f| f & 0x40 != 0);
             }
             // MySQL GTID: flags, sid[16], gno i64; anonymous and tagged GTIDs open a transaction too.
             33 => {
@@ -662,21 +715,19 @@ impl Reader {
                 self.begin_tx(h, gtid);
             }
             34 | 42 => self.begin_tx(h, None),
-            // XA_PREPARE: the prepared transaction's rows are final in the binlog.
-            38 => {
-                tracing::warn!(file = %self.file, pos = h.offset(), "xa transaction prepared: its changes are emitted now, a later XA ROLLBACK cannot retract them");
-                self.commit(u64::from(h.log_pos), false)?;
-            }
+            // XA_PREPARE: ends the group of an XA transaction (or commits one phase).
+            38 => match Xid::from_prepare_event(body) {
+                Some((one_phase, xid)) => self.xa_prepare(h, xid, one_phase)?,
+                None => {
+                    return Err(self
+                        .malformed(h.offset(), "truncated XA_PREPARE event")
+                        .into())
+                }
+            },
             // HEARTBEAT (v1, v2): idle.
             27 | 41 => {
                 if let Some(b) = self.idle_boundary.take() {
-                    self.empty_txs = 0;
-                    send(
-                        &self.tx_out,
-                        &self.handle,
-                        &self.cancel,
-                        SourceMessage::Boundary(Position::Mysql(b)),
-                    )?;
+                    self.boundary(b)?;
                 }
             }
             26 => {
@@ -746,10 +797,30 @@ impl Reader {
     }
 
     /// Sends a checkpoint boundary; it supersedes an older idle boundary of empty
-    /// transactions.
+    /// transactions. While a prepared XA transaction holds rows the boundary stays at that
+    /// transaction's start (so a restart reads its rows again); a repeated boundary is not
+    /// sent twice.
     fn boundary(&mut self, pos: MysqlPosition) -> Result<(), Halt> {
         self.idle_boundary = None;
         self.empty_txs = 0;
+        let floor = self
+            .prepared
+            .iter()
+            .filter(|p| !p.hold.is_empty())
+            .map(|p| &p.start)
+            .min();
+        let pos = match floor {
+            Some(f) if *f < pos => f.clone(),
+            _ => pos,
+        };
+        if self
+            .last_boundary
+            .as_ref()
+            .is_some_and(|l| l.cmp(&pos).is_eq())
+        {
+            return Ok(());
+        }
+        self.last_boundary = Some(pos.clone());
         send(
             &self.tx_out,
             &self.handle,
@@ -765,7 +836,83 @@ impl Reader {
             gtid,
             ..Tx::default()
         };
-        self.pending.clear();
+        self.hold.clear();
+    }
+
+    /// The end of an XA transaction's first phase: its held rows wait for the decision
+    /// (`XA PREPARE … ONE PHASE` commits at once).
+    fn xa_prepare(&mut self, h: &Header, xid: Xid, one_phase: bool) -> Result<(), Halt> {
+        if one_phase {
+            return self.commit(u64::from(h.log_pos), false);
+        }
+        let hold = std::mem::take(&mut self.hold);
+        tracing::info!(file = %self.file, pos = h.offset(), xid = %xid, rows = hold.len(), on_disk = hold.on_disk(), "xa transaction prepared: its changes wait for XA COMMIT");
+        let start = MysqlPosition {
+            file: self.file.clone(),
+            pos: self.tx.start.unwrap_or(h.offset()),
+            ordinal: 0,
+            gtid: None,
+        };
+        self.prepared.retain(|p| p.xid != xid);
+        self.prepared.push(Prepared { xid, start, hold });
+        self.tx.emitted = 0;
+        self.commit(u64::from(h.log_pos), false)
+    }
+
+    /// `XA COMMIT` / `XA ROLLBACK` of a prepared transaction (its own group): delivers its
+    /// rows at this group's position, or drops them.
+    fn xa_decide(&mut self, h: &Header, xid: Option<Xid>, commit: bool) -> Result<(), Halt> {
+        if self.tx.start.is_none() {
+            self.begin_tx(h, None);
+        }
+        let found = xid
+            .as_ref()
+            .and_then(|x| self.prepared.iter().position(|p| &p.xid == x))
+            .map(|i| self.prepared.remove(i));
+        let label = xid.as_ref().map(ToString::to_string).unwrap_or_default();
+        match found {
+            Some(mut p) if commit => {
+                let start = self.tx.start.unwrap_or(h.offset());
+                let (file, gtid, ts) = (&self.file, &self.tx.gtid, self.tx.ts_ms);
+                let (hold, resume) = (&mut self.hold, &mut self.resume);
+                let mut ordinal = self.tx.ordinal;
+                let mut emitted = 0;
+                let mut pushed = Ok(());
+                let drained = p.hold.drain(|mut ev| {
+                    ordinal += 1;
+                    let position = MysqlPosition {
+                        file: file.clone(),
+                        pos: start,
+                        ordinal,
+                        gtid: gtid.clone(),
+                    };
+                    if let Some(r) = resume.as_ref() {
+                        if &position <= r {
+                            return Ok(());
+                        }
+                        *resume = None;
+                    }
+                    ev.position = Position::Mysql(position);
+                    ev.commit_ts_ms = ts;
+                    emitted += 1;
+                    pushed = hold.push(ev);
+                    pushed.as_ref().map_err(|_| ()).copied()
+                });
+                self.tx.ordinal = ordinal;
+                self.tx.emitted += emitted;
+                pushed.map_err(|e| Halt::Failed(MysqlError::Hold(e)))?;
+                drained.map_err(|e| Halt::Failed(MysqlError::Hold(e)))?.ok();
+                tracing::debug!(file = %self.file, pos = h.offset(), xid = %label, rows = emitted, "xa transaction committed");
+            }
+            Some(p) => {
+                tracing::info!(file = %self.file, pos = h.offset(), xid = %label, dropped = p.hold.len(), "xa transaction rolled back: its changes are not emitted");
+            }
+            None if commit => {
+                tracing::warn!(file = %self.file, pos = h.offset(), xid = %label, "XA COMMIT of a transaction whose XA PREPARE this stream did not read (prepared before the start position, or delivered before a restart): its changes are not emitted here");
+            }
+            None => {}
+        }
+        self.commit(u64::from(h.log_pos), false)
     }
 
     /// Whether `p` was delivered before the resume point.
@@ -782,7 +929,7 @@ impl Reader {
 
     fn commit(&mut self, next: u64, ddl: bool) -> Result<(), Halt> {
         let tx = std::mem::take(&mut self.tx);
-        flush(&mut self.pending, &self.tx_out, &self.handle, &self.cancel)?;
+        flush(&mut self.hold, &self.tx_out, &self.handle, &self.cancel)?;
         let pos = MysqlPosition {
             file: self.file.clone(),
             pos: next,
@@ -831,26 +978,76 @@ impl Reader {
                 } else if self.tx.emitted > 0 {
                     tracing::info!(file = %self.file, pos = h.offset(), dropped = self.tx.emitted, "rolled-back transaction: its changes are not emitted");
                 }
-                self.pending.clear();
+                self.hold.clear();
                 self.tx.emitted = 0;
                 self.commit(u64::from(h.log_pos), false)?;
             }
-            Statement::Savepoint => {}
-            Statement::Xa(kind) => match kind.as_str() {
-                "START" | "BEGIN" => {
+            Statement::Savepoint(name) => {
+                if self.tx.start.is_none() {
+                    self.begin_tx(h, None);
+                }
+                let sp = &mut self.tx.savepoints;
+                sp.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+                sp.push((name, self.hold.len()));
+            }
+            Statement::RollbackTo(name) => {
+                let at = self
+                    .tx
+                    .savepoints
+                    .iter()
+                    .rposition(|(n, _)| n.eq_ignore_ascii_case(&name));
+                match at {
+                    Some(i) => {
+                        let keep = self.tx.savepoints[i].1;
+                        let dropped = self.hold.len().saturating_sub(keep);
+                        self.hold
+                            .truncate(keep)
+                            .map_err(|e| Halt::Failed(MysqlError::Hold(e)))?;
+                        self.tx.emitted = self.tx.emitted.saturating_sub(dropped);
+                        self.tx.savepoints.truncate(i + 1);
+                        tracing::debug!(file = %self.file, pos = h.offset(), savepoint = %name, dropped, "rollback to savepoint: the changes since it are not emitted");
+                    }
+                    None => {
+                        tracing::warn!(file = %self.file, pos = h.offset(), savepoint = %name, "ROLLBACK TO a savepoint this stream did not see set: nothing dropped");
+                    }
+                }
+            }
+            Statement::Release(name) => {
+                if let Some(i) = self
+                    .tx
+                    .savepoints
+                    .iter()
+                    .rposition(|(n, _)| n.eq_ignore_ascii_case(&name))
+                {
+                    self.tx.savepoints.truncate(i);
+                }
+            }
+            Statement::Xa(xa) => match xa {
+                XaStatement::Start => {
                     if self.tx.start.is_none() {
                         self.begin_tx(h, None);
                     }
                     self.tx.in_begin = true;
+                    self.tx.xa = true;
                 }
-                "COMMIT" | "ROLLBACK" => {
-                    if self.tx.emitted > 0 && kind == "ROLLBACK" {
-                        self.pending.clear();
-                        self.tx.emitted = 0;
-                    }
+                XaStatement::Prepare(Some(xid)) => self.xa_prepare(h, xid, false)?,
+                XaStatement::Commit { .. } if self.tx.xa => {
                     self.commit(u64::from(h.log_pos), false)?
                 }
-                _ => {}
+                XaStatement::Rollback(_) if self.tx.xa => {
+                    self.hold.clear();
+                    self.tx.emitted = 0;
+                    self.commit(u64::from(h.log_pos), false)?
+                }
+                XaStatement::Commit { xid, one_phase } => {
+                    if one_phase {
+                        self.commit(u64::from(h.log_pos), false)?
+                    } else {
+                        self.xa_decide(h, xid, true)?
+                    }
+                }
+                XaStatement::Rollback(xid) => self.xa_decide(h, xid, false)?,
+                XaStatement::End | XaStatement::Prepare(None) | XaStatement::Other => {}
             },
             Statement::Dml(statement) => {
                 // A statement on a table we do not capture is harmless (e.g. the
@@ -890,15 +1087,17 @@ impl Reader {
                         source: &self.info,
                     };
                     let schema = table::truncate_schema(&tdb, &table, info.as_deref(), &cx)?;
-                    self.pending.push(SourceMessage::Change(ChangeEvent {
-                        op: Op::Truncate,
-                        table: schema,
-                        before: None,
-                        after: None,
-                        position: Position::Mysql(position),
-                        txid: None,
-                        commit_ts_ms: self.tx.ts_ms,
-                    }));
+                    self.hold
+                        .push(ChangeEvent {
+                            op: Op::Truncate,
+                            table: schema,
+                            before: None,
+                            after: None,
+                            position: Position::Mysql(position),
+                            txid: None,
+                            commit_ts_ms: self.tx.ts_ms,
+                        })
+                        .map_err(|e| Halt::Failed(MysqlError::Hold(e)))?;
                     self.tx.emitted += 1;
                 }
                 if !self.tx.in_begin {
@@ -906,10 +1105,22 @@ impl Reader {
                 }
             }
             Statement::Other => {
-                // DDL: names, keys and table ids may have changed.
-                self.schemas.clear();
-                self.tables.clear();
-                tracing::debug!(file = %self.file, pos = h.offset(), "schema change: table caches dropped");
+                // DDL: the schema history follows it; table ids may be reused.
+                let ddl = schema_ddl::parse_ddl(&sql, self.mariadb);
+                if ddl != Ddl::None {
+                    self.tables.clear();
+                    let at = At {
+                        file_seq: crate::position::binlog_file_seq(&self.file),
+                        pos: u64::from(h.log_pos),
+                    };
+                    let unknown = self
+                        .history
+                        .apply_ddl(ddl, &db, at, &self.filter)
+                        .map_err(MysqlError::SchemaStore)?;
+                    for (d, t) in unknown {
+                        tracing::warn!(file = %self.file, pos = h.offset(), table = %format!("{d}.{t}"), statement = %sql.chars().take(200).collect::<String>(), "schema change not understood: the table is read again from information_schema (today's definition)");
+                    }
+                }
                 if !self.tx.in_begin {
                     self.commit(u64::from(h.log_pos), true)?;
                 }
@@ -923,9 +1134,8 @@ impl Reader {
         db: &str,
         table: &str,
     ) -> Result<Option<Arc<SchemaInfo>>, MysqlError> {
-        let key = (db.to_owned(), table.to_owned());
-        if let Some(s) = self.schemas.get(&key) {
-            return Ok(s.clone());
+        if let Some(s) = self.history.get(db, table) {
+            return Ok(s);
         }
         if self.sql.is_none() {
             self.sql = Some(SqlConn::connect(&self.sql_client, &self.tls)?);
@@ -940,8 +1150,43 @@ impl Reader {
                 return Err(e);
             }
         };
-        self.schemas.insert(key, loaded.clone());
+        // Recorded where it is first needed: from here on this is the table's schema.
+        let at = At {
+            file_seq: crate::position::binlog_file_seq(&self.file),
+            pos: self.tx.start.unwrap_or(0),
+        };
+        self.seeds += 1;
+        self.history
+            .set(at, SEED_INDEX + self.seeds, db, table, loaded.clone())
+            .map_err(MysqlError::SchemaStore)?;
         Ok(loaded)
+    }
+
+    /// Seeds the history with every captured table from information_schema (the first
+    /// start, at the server's current end, where information_schema is right).
+    fn seed_all(&mut self, at: At) -> Result<(), MysqlError> {
+        let Some(conn) = self.sql.as_mut() else {
+            return Ok(());
+        };
+        let rs = conn.query(
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' \
+             AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')",
+        )?;
+        let tables: Vec<(String, String)> = (0..rs.rows.len())
+            .filter_map(|r| Some((rs.text(r, 0)?, rs.text(r, 1)?)))
+            .filter(|(d, t)| self.filter.table_selected(d, t))
+            .collect();
+        for (d, t) in tables {
+            let Some(conn) = self.sql.as_mut() else {
+                break;
+            };
+            let def = table::load_schema(conn, &d, &t)?.map(Arc::new);
+            self.seeds += 1;
+            self.history
+                .set(at, SEED_INDEX + self.seeds, &d, &t, def)
+                .map_err(MysqlError::SchemaStore)?;
+        }
+        Ok(())
     }
 
     fn on_table_map(&mut self, h: &Header, body: &[u8]) -> Result<(), Halt> {
@@ -954,22 +1199,45 @@ impl Reader {
                 return Ok(());
             }
         }
-        let tm =
-            TableMapEvent::parse(&mut Cursor::new(body)).map_err(|e| MysqlError::Malformed {
-                file: self.file.clone(),
-                pos: h.offset(),
-                message: format!("table map: {}", super::error::CdcError(e)),
-            })?;
-        let selected = self
-            .filter
-            .table_selected(&tm.database_name, &tm.table_name);
+        let Some((db, name, types)) = table::map_header(body) else {
+            return Err(self.malformed(h.offset(), "truncated table map").into());
+        };
+        let selected = self.filter.table_selected(&db, &name);
+        // MariaDB COMPRESSED columns: parsed as the plain type, decoded by decompressing.
+        let (plain, compressed) = table::plain_types(body, types);
+        let tm = match TableMapEvent::parse(&mut Cursor::new(&plain)) {
+            Ok(tm) => tm,
+            Err(e) if !selected => {
+                // Never decoded, so never an error: its rows are skipped unmeasured.
+                tracing::debug!(file = %self.file, pos = h.offset(), db = %db, table = %name, error = %super::error::CdcError(e), "table map of a table that is not captured cannot be parsed: its rows are skipped");
+                self.tables
+                    .insert(id, (body.to_vec(), Arc::new(TableInfo::opaque(db, name))));
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(MysqlError::Malformed {
+                    file: self.file.clone(),
+                    pos: h.offset(),
+                    message: format!("table map of {db}.{name}: {}", super::error::CdcError(e)),
+                }
+                .into())
+            }
+        };
         let long_text = tm
             .column_types
             .iter()
             .zip(&tm.column_metadata)
             .any(|(&t, &m)| t == 252 && m == 4);
+        // BINARY(16)/BINARY(4): maybe MariaDB UUID / INET6 / INET4.
+        let fixed_binary = tm
+            .column_types
+            .iter()
+            .zip(&tm.column_metadata)
+            .any(|(&t, &m)| t == 254 && m >> 8 == 254 && matches!(m & 0xFF, 4 | 16));
         let info = if selected
-            && (!self.metadata_full || tm.table_metadata.is_none() || (self.mariadb && long_text))
+            && (!self.metadata_full
+                || tm.table_metadata.is_none()
+                || (self.mariadb && (long_text || fixed_binary)))
         {
             self.schema_info(&tm.database_name, &tm.table_name)?
         } else {
@@ -981,13 +1249,18 @@ impl Reader {
             filter: &self.filter,
             source: &self.info,
         };
-        let t = table::build(
+        let mut t = table::build(
             &tm,
             table::signedness_bitmap(body),
             info.as_deref(),
             selected,
             &cx,
         )?;
+        for i in compressed {
+            if let Some(k) = t.kinds.get_mut(i) {
+                *k = super::types::Kind::Compressed(Box::new(k.clone()));
+            }
+        }
         self.tables.insert(id, (body.to_vec(), Arc::new(t)));
         Ok(())
     }
@@ -1009,6 +1282,9 @@ impl Reader {
                 )
                 .into());
         };
+        if t.opaque {
+            return Ok(());
+        }
         if self.tx.start.is_none() {
             self.begin_tx(h, None);
         }
@@ -1025,7 +1301,9 @@ impl Reader {
         let schema = t.selected.as_ref().map(|s| s.schema.clone());
         let (file, gtid) = (&self.file, &self.tx.gtid);
         let resume = &mut self.resume;
-        let pending = &mut self.pending;
+        let hold = &mut self.hold;
+        // Streamed through only while nothing can undo the rows before the group's end.
+        let may_flush = !self.tx.xa && self.tx.savepoints.is_empty();
         let (out, handle, cancel) = (&self.tx_out, &self.handle, &self.cancel);
         let result = rows::for_each_row(body, v2, kind, &t, |before, after| {
             ordinal += 1;
@@ -1044,7 +1322,7 @@ impl Reader {
             let Some(table) = schema.clone() else {
                 return Ok(());
             };
-            pending.push(SourceMessage::Change(ChangeEvent {
+            hold.push(ChangeEvent {
                 op,
                 table,
                 before,
@@ -1052,11 +1330,12 @@ impl Reader {
                 position: Position::Mysql(position),
                 txid: None,
                 commit_ts_ms: ts,
-            }));
+            })
+            .map_err(|e| Halt::Failed(MysqlError::Hold(e)))?;
             emitted += 1;
-            if pending.len() >= FLUSH_AT {
+            if may_flush && hold.len() >= FLUSH_AT {
                 flushed = true;
-                flush(pending, out, handle, cancel)?;
+                flush(hold, out, handle, cancel)?;
             }
             Ok::<(), Halt>(())
         });

@@ -225,6 +225,7 @@ mod tests {
         TableInfo {
             db: "d".into(),
             name: "t".into(),
+            opaque: false,
             selected: Some(Selected {
                 schema: Arc::new(TableSchema {
                     source: Arc::new(SourceInfo {

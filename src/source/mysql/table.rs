@@ -21,7 +21,7 @@ use mysql_cdc::events::table_map_event::TableMapEvent;
 use std::sync::Arc;
 
 /// One column as `information_schema` describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ColumnMeta {
     pub name: String,
     /// `COLUMN_TYPE`, lower case (`int(10) unsigned`, `enum('a','b')`).
@@ -31,8 +31,9 @@ pub struct ColumnMeta {
     pub json: bool,
 }
 
-/// A table as `information_schema` describes it now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A table as `information_schema` describes it now (or the schema history as of a
+/// binlog position, see [`super::history`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SchemaInfo {
     pub columns: Vec<ColumnMeta>,
     /// Primary key column indices, in key order.
@@ -106,6 +107,76 @@ pub struct TableInfo {
     pub kinds: Vec<Kind>,
     pub names: Vec<String>,
     pub selected: Option<Selected>,
+    /// A map of a table the filter does not select that logtide cannot parse (a column
+    /// type it does not know): its rows are skipped without being measured or counted.
+    pub opaque: bool,
+}
+
+impl TableInfo {
+    /// The placeholder for an unparsable map of an unselected table.
+    pub fn opaque(db: String, name: String) -> TableInfo {
+        TableInfo {
+            db,
+            name,
+            kinds: Vec::new(),
+            names: Vec::new(),
+            selected: None,
+            opaque: true,
+        }
+    }
+}
+
+/// MariaDB `VARCHAR … COMPRESSED` in a table map (same metadata as VARCHAR).
+pub const MYSQL_TYPE_VARCHAR_COMPRESSED: u8 = 141;
+/// MariaDB `BLOB/TEXT … COMPRESSED` in a table map (same metadata as BLOB).
+pub const MYSQL_TYPE_BLOB_COMPRESSED: u8 = 140;
+
+/// The database and table name of a table map body, and where its column types are.
+pub fn map_header(body: &[u8]) -> Option<(String, String, std::ops::Range<usize>)> {
+    use super::sql::lenenc;
+    let mut pos = 8;
+    let db_len = usize::from(*body.get(pos)?);
+    let db = body.get(pos + 1..pos + 1 + db_len)?;
+    pos += 1 + db_len + 1;
+    let tbl_len = usize::from(*body.get(pos)?);
+    let tbl = body.get(pos + 1..pos + 1 + tbl_len)?;
+    pos += 1 + tbl_len + 1;
+    let ncols = usize::try_from(lenenc(body, &mut pos)?).ok()?;
+    let types = pos..pos.checked_add(ncols)?;
+    body.get(types.clone())?;
+    Some((
+        String::from_utf8_lossy(db).into_owned(),
+        String::from_utf8_lossy(tbl).into_owned(),
+        types,
+    ))
+}
+
+/// A table map body with MariaDB's compressed column types replaced by the plain types
+/// whose metadata they share (VARCHAR, BLOB), so the map parses; and which columns were
+/// compressed. The body is borrowed as is when there are none.
+pub fn plain_types(
+    body: &[u8],
+    types: std::ops::Range<usize>,
+) -> (std::borrow::Cow<'_, [u8]>, Vec<usize>) {
+    let compressed: Vec<usize> = body[types.clone()]
+        .iter()
+        .enumerate()
+        .filter(|(_, &t)| t == MYSQL_TYPE_VARCHAR_COMPRESSED || t == MYSQL_TYPE_BLOB_COMPRESSED)
+        .map(|(i, _)| i)
+        .collect();
+    if compressed.is_empty() {
+        return (std::borrow::Cow::Borrowed(body), compressed);
+    }
+    let mut b = body.to_vec();
+    for &i in &compressed {
+        let t = &mut b[types.start + i];
+        *t = if *t == MYSQL_TYPE_VARCHAR_COMPRESSED {
+            15
+        } else {
+            252
+        };
+    }
+    (std::borrow::Cow::Owned(b), compressed)
 }
 
 const MYSQL_TYPE_STRING: u8 = 254;
@@ -206,8 +277,23 @@ pub fn build(
         message,
     };
     let meta = tm.table_metadata.as_ref();
+    let map_names = meta
+        .and_then(|m| m.column_names.clone())
+        .filter(|v| v.len() == n);
+    // The description of each map column: by position when the counts agree, else by
+    // name when the map has names (FULL metadata), so a JSON column stays JSON even when
+    // the description is of another version of the table.
+    let by_name: Option<Vec<Option<&ColumnMeta>>> = match (info, &map_names) {
+        (Some(i), Some(names)) if i.columns.len() != n => Some(
+            names
+                .iter()
+                .map(|nm| i.columns.iter().find(|c| &c.name == nm))
+                .collect(),
+        ),
+        _ => None,
+    };
     let info = info.filter(|i| i.columns.len() == n);
-    let names: Vec<String> = match meta.and_then(|m| m.column_names.clone()).filter(|v| v.len() == n) {
+    let names: Vec<String> = match map_names {
         Some(v) => v,
         None => match info {
             Some(i) => i.columns.iter().map(|c| c.name.clone()).collect(),
@@ -229,7 +315,10 @@ pub fn build(
     for i in 0..n {
         let t = tm.column_types[i];
         let m = tm.column_metadata.get(i).copied().unwrap_or(0);
-        let col = info.map(|inf| &inf.columns[i]);
+        let col = match &by_name {
+            Some(v) => v[i],
+            None => info.map(|inf| &inf.columns[i]),
+        };
         let unsigned = if is_numeric(t) {
             let u = match signedness {
                 Some(s) => s
@@ -365,6 +454,14 @@ pub fn build(
                 )))
             }
         };
+        // MariaDB's UUID / INET4 / INET6 are BINARY(16/4) in the table map; only
+        // information_schema tells them apart.
+        let kind = match (t, col.map(|c| c.column_type.as_str())) {
+            (MYSQL_TYPE_STRING, Some("uuid")) if cx.mariadb => Kind::Uuid,
+            (MYSQL_TYPE_STRING, Some("inet4")) if cx.mariadb => Kind::Inet4,
+            (MYSQL_TYPE_STRING, Some("inet6")) if cx.mariadb => Kind::Inet6,
+            _ => kind,
+        };
         if selected {
             if let Kind::Enum { names: members, .. } | Kind::Set { names: members, .. } = &kind {
                 if members.is_empty() {
@@ -423,6 +520,7 @@ pub fn build(
         kinds,
         names,
         selected,
+        opaque: false,
     })
 }
 

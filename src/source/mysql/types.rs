@@ -25,6 +25,9 @@
 //! | SET | `Set` of member names |
 //! | JSON | `Json`: MySQL's binary JSON decoded ([`super::jsonb`]); MariaDB's JSON text as is |
 //! | GEOMETRY | `Bytes` of the server's internal form: 4-byte little-endian SRID, then WKB |
+//! | MariaDB UUID | `Uuid`, lowercase `123e4567-e89b-12d3-a456-426614174000` |
+//! | MariaDB INET4 / INET6 | `Text` as the server prints it (`192.168.1.10`, `::1`, `::ffff:1.2.3.4`) |
+//! | MariaDB `… COMPRESSED` | the column's own value, decompressed (zlib or stored) |
 
 use super::charset::Charset;
 use super::jsonb;
@@ -100,6 +103,15 @@ pub enum Kind {
         pack_len: u8,
         names: Arc<Vec<String>>,
     },
+    /// MariaDB UUID: BINARY(16) in the binlog (trailing zero bytes stripped, like BINARY).
+    Uuid,
+    /// MariaDB INET4: BINARY(4).
+    Inet4,
+    /// MariaDB INET6: BINARY(16).
+    Inet6,
+    /// A MariaDB `COMPRESSED` column (binlog types 140/141): `inner`'s length prefix, then
+    /// a one-byte header and the compressed (or stored) data.
+    Compressed(Box<Kind>),
 }
 
 /// A column value could not be decoded.
@@ -191,6 +203,8 @@ pub fn field_len(kind: &Kind, buf: &[u8]) -> Result<usize, DecodeError> {
                 .ok_or_else(|| invalid("length overflows"))?
         }
         Kind::Enum { pack_len, .. } | Kind::Set { pack_len, .. } => usize::from(*pack_len),
+        Kind::Uuid | Kind::Inet4 | Kind::Inet6 => 1 + le_uint(buf, 1)? as usize,
+        Kind::Compressed(inner) => return field_len(inner, buf),
     };
     need(buf, len)?;
     Ok(len)
@@ -352,7 +366,128 @@ pub fn decode_binlog(kind: &Kind, field: &[u8]) -> Result<Value, DecodeError> {
             let bits = le_uint(field, usize::from(*pack_len))?;
             set_names(names, bits)?
         }
+        Kind::Uuid | Kind::Inet4 | Kind::Inet6 => {
+            let width = if *kind == Kind::Inet4 { 4 } else { 16 };
+            let data = field.get(1..).unwrap_or(&[]);
+            if data.len() > width {
+                return Err(invalid(format!(
+                    "{} bytes for a {width}-byte value",
+                    data.len()
+                )));
+            }
+            let mut b = [0u8; 16];
+            b[..data.len()].copy_from_slice(data);
+            fixed_binary_text(kind, &b[..width])
+        }
+        Kind::Compressed(inner) => {
+            let prefix = match inner.as_ref() {
+                Kind::Varchar { max_len, .. } => {
+                    if *max_len > 255 {
+                        2
+                    } else {
+                        1
+                    }
+                }
+                Kind::Blob { pack_len, .. } | Kind::JsonText { pack_len } => usize::from(*pack_len),
+                other => return Err(invalid(format!("compressed column of kind {other:?}"))),
+            };
+            let raw = uncompress(field.get(prefix..).unwrap_or(&[]))?;
+            match inner.as_ref() {
+                Kind::JsonText { .. } => json_text(&raw)?,
+                k => match k.charset() {
+                    Some(cs) if *cs != Charset::Binary => {
+                        Value::Text(cs.decode(&raw).map_err(DecodeError::Invalid)?)
+                    }
+                    _ => Value::Bytes(raw),
+                },
+            }
+        }
     })
+}
+
+/// The text of a MariaDB UUID / INET4 / INET6 from its `width` bytes (what `SELECT`
+/// prints, so stream and backfill agree).
+fn fixed_binary_text(kind: &Kind, b: &[u8]) -> Value {
+    match (kind, b.len()) {
+        (Kind::Inet4, 4) => {
+            Value::Text(std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string())
+        }
+        (Kind::Inet6, 16) => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(b);
+            let v4 = std::net::Ipv4Addr::new(a[12], a[13], a[14], a[15]);
+            let tail = u32::from_be_bytes([a[12], a[13], a[14], a[15]]);
+            // Like the server (and inet_ntop): IPv4-compatible (::a.b.c.d, beyond ::1)
+            // and IPv4-mapped (::ffff:a.b.c.d) addresses end in dotted form.
+            if a[..12].iter().all(|&x| x == 0) && tail > 1 {
+                Value::Text(format!("::{v4}"))
+            } else if a[..10].iter().all(|&x| x == 0) && a[10] == 0xff && a[11] == 0xff {
+                Value::Text(format!("::ffff:{v4}"))
+            } else {
+                Value::Text(std::net::Ipv6Addr::from(a).to_string())
+            }
+        }
+        _ => {
+            let mut s = String::with_capacity(36);
+            for (i, x) in b.iter().enumerate() {
+                if matches!(i, 4 | 6 | 8 | 10) {
+                    s.push('-');
+                }
+                let _ = write!(s, "{x:02x}");
+            }
+            Value::Uuid(s)
+        }
+    }
+}
+
+/// Largest value a compressed column may expand to (MariaDB's LONGBLOB limit).
+const MAX_UNCOMPRESSED: u64 = u32::MAX as u64;
+
+/// The data of a MariaDB compressed column value: empty; header 0 and the bytes as
+/// stored; or header `0x80 | raw<<3 | n` (method 8, zlib), the original length in `n`
+/// big-endian bytes and the deflate stream (raw deflate when bit 3 is set, else with a
+/// zlib wrapper).
+pub fn uncompress(data: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    let Some(&header) = data.first() else {
+        return Ok(Vec::new());
+    };
+    if header == 0 {
+        return Ok(data[1..].to_vec());
+    }
+    if header & 0xF0 != 0x80 {
+        return Err(invalid(format!(
+            "compressed column with unknown method {} (header 0x{header:02x}); logtide reads zlib",
+            header >> 4
+        )));
+    }
+    let n = usize::from(header & 0x07);
+    if n == 0 || n > 4 {
+        return Err(invalid(format!("compressed column header 0x{header:02x}")));
+    }
+    let len = be_uint(&data[1..], n)?;
+    if len > MAX_UNCOMPRESSED {
+        return Err(invalid("compressed column longer than 4 GiB"));
+    }
+    let stream = &data[1 + n..];
+    let raw_first = header & 0x08 != 0;
+    let limit = len as usize;
+    let inflate = |raw: bool| {
+        if raw {
+            miniz_oxide::inflate::decompress_to_vec_with_limit(stream, limit)
+        } else {
+            miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(stream, limit)
+        }
+    };
+    let out = inflate(raw_first)
+        .or_else(|_| inflate(!raw_first))
+        .map_err(|e| invalid(format!("compressed column does not inflate: {e}")))?;
+    if out.len() != limit {
+        return Err(invalid(format!(
+            "compressed column inflates to {} bytes, its header says {limit}",
+            out.len()
+        )));
+    }
+    Ok(out)
 }
 
 fn enum_name(names: &[String], i: usize) -> Result<Value, DecodeError> {
@@ -641,6 +776,10 @@ pub fn decode_text(kind: &Kind, text: &[u8]) -> Result<Value, DecodeError> {
             Value::Text(s()?.to_owned())
         }
         Kind::JsonText { .. } | Kind::JsonBinary { .. } => json_text(text)?,
+        Kind::Uuid => Value::Uuid(s()?.to_ascii_lowercase()),
+        Kind::Inet4 | Kind::Inet6 => Value::Text(s()?.to_owned()),
+        // The server decompresses for SELECT.
+        Kind::Compressed(inner) => decode_text(inner, text)?,
         Kind::Set { .. } => {
             let t = s()?;
             Value::Set(if t.is_empty() {
@@ -655,6 +794,91 @@ pub fn decode_text(kind: &Kind, text: &[u8]) -> Result<Value, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mariadb_fixed_binary_types() {
+        // As MariaDB 10.11 logs them: a length byte, trailing zero bytes stripped.
+        let uuid = [
+            15, 0x12, 0x3e, 0x45, 0x67, 0xe8, 0x9b, 0x12, 0xd3, 0xa4, 0x56, 0x42, 0x66, 0x14, 0x17,
+            0x40,
+        ];
+        assert_eq!(field_len(&Kind::Uuid, &uuid), Ok(16));
+        assert_eq!(
+            dec(&Kind::Uuid, &uuid),
+            Value::Uuid("123e4567-e89b-12d3-a456-426614174000".into())
+        );
+        assert_eq!(
+            dec(&Kind::Inet4, &[4, 192, 168, 1, 10]),
+            Value::Text("192.168.1.10".into())
+        );
+        assert_eq!(
+            dec(&Kind::Inet4, &[3, 10, 0, 0]),
+            Value::Text("10.0.0.0".into())
+        );
+        let mut one = vec![16u8];
+        one.extend_from_slice(&[0; 15]);
+        one.push(1);
+        assert_eq!(dec(&Kind::Inet6, &one), Value::Text("::1".into()));
+        assert_eq!(dec(&Kind::Inet6, &[0]), Value::Text("::".into()));
+        let mut mapped = vec![16u8];
+        mapped.extend_from_slice(&[0; 10]);
+        mapped.extend_from_slice(&[0xff, 0xff, 1, 2, 3, 4]);
+        assert_eq!(
+            dec(&Kind::Inet6, &mapped),
+            Value::Text("::ffff:1.2.3.4".into())
+        );
+        let v6 = [
+            14, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0xff, 0, 0, 0x42, 0x83, 0x29,
+        ];
+        assert_eq!(
+            dec(&Kind::Inet6, &v6[..15]),
+            Value::Text("2001:db8::ff00:42:0".into())
+        );
+        assert!(decode_binlog(&Kind::Inet4, &[5, 1, 2, 3, 4, 5]).is_err());
+        assert_eq!(
+            decode_text(&Kind::Uuid, b"123E4567-E89B-12D3-A456-426614174000").expect("uuid"),
+            Value::Uuid("123e4567-e89b-12d3-a456-426614174000".into())
+        );
+    }
+
+    #[test]
+    fn mariadb_compressed_columns() {
+        // VARCHAR(200) COMPRESSED holding repeat('x',150), BLOB COMPRESSED holding
+        // repeat('y',300) and TEXT COMPRESSED holding 'short', as MariaDB 10.11 logs them.
+        let vc = Kind::Compressed(Box::new(Kind::Varchar {
+            max_len: 201,
+            charset: Charset::Utf8,
+        }));
+        let v = [0x08, 0x89, 0x96, 0xab, 0xa8, 0x18, 0x8c, 0x00, 0x00];
+        assert_eq!(field_len(&vc, &v), Ok(9));
+        assert_eq!(dec(&vc, &v), Value::Text("x".repeat(150)));
+        let blob = Kind::Compressed(Box::new(Kind::Blob {
+            pack_len: 2,
+            charset: Charset::Binary,
+        }));
+        let b = [
+            0x0a, 0x00, 0x8a, 0x01, 0x2c, 0xab, 0xac, 0x1c, 0x05, 0xc4, 0x02, 0x00,
+        ];
+        assert_eq!(dec(&blob, &b), Value::Bytes(vec![b'y'; 300]));
+        let text = Kind::Compressed(Box::new(Kind::Blob {
+            pack_len: 2,
+            charset: Charset::Utf8,
+        }));
+        assert_eq!(
+            dec(&text, &[6, 0, 0, b's', b'h', b'o', b'r', b't']),
+            Value::Text("short".into())
+        );
+        assert_eq!(dec(&text, &[0, 0]), Value::Text(String::new()));
+        // A length that disagrees, an unknown method, garbage: errors, no panic.
+        assert!(decode_binlog(
+            &blob,
+            &[0x0a, 0x00, 0x8a, 0x01, 0x2d, 0xab, 0xac, 0x1c, 0x05, 0xc4, 0x02, 0x00]
+        )
+        .is_err());
+        assert!(decode_binlog(&blob, &[2, 0, 0x90, 1]).is_err());
+        assert!(decode_binlog(&blob, &[4, 0, 0x89, 5, 1, 2]).is_err());
+        assert!(decode_binlog(&blob, &[1, 0, 0x88]).is_err());
+    }
 
     #[test]
     fn push_padded_matches_the_format_macro() {

@@ -553,7 +553,11 @@ async fn negotiate_tls(
                 })?;
             Ok(Box::new(tls))
         }
-        b'N' if cfg.sslmode == SslMode::Prefer => Ok(Box::new(tcp)),
+        b'N' if cfg.sslmode == SslMode::Prefer => {
+            // libpq's `prefer`: go on in plain text, but never silently.
+            tracing::warn!(addr, "the server offers no TLS: the replication connection is unencrypted (sslmode = prefer); set sslmode = \"verify-full\" (or \"require\") to refuse plain text");
+            Ok(Box::new(tcp))
+        }
         b'N' => Err(ConnError::TlsRefused {
             addr: addr.to_owned(),
             mode: cfg.sslmode,

@@ -382,12 +382,19 @@ impl<'a> Decoder<'a> {
         out.send(SourceMessage::Change(event)).await
     }
 
-    /// A Relation message: (re)builds the relation's schema, filter and decoding types.
+    /// A Relation message: (re)builds the relation's schema, filter and decoding types. A
+    /// partition (a publication without `publish_via_partition_root`) is named, filtered
+    /// and emitted as its partitioned root table.
     async fn relation(&mut self, r: pgoutput::Relation<'_>) -> Result<(), PgError> {
-        let qualified = format!("{}.{}", r.namespace, r.name);
+        let root = super::publication::partition_root(&self.client, r.oid).await?;
+        let (namespace, name) = match &root {
+            Some((s, t)) => (s.as_str(), t.as_str()),
+            None => (r.namespace, r.name),
+        };
+        let qualified = format!("{namespace}.{name}");
         let ncols = r.columns.len();
         let identity: Vec<bool> = r.columns.iter().map(|c| c.is_key()).collect();
-        if !self.filter().table_selected(r.namespace, r.name) {
+        if !self.filter().table_selected(namespace, name) {
             tracing::debug!(table = %qualified, oid = r.oid, "relation not selected");
             self.relations.insert(
                 r.oid,
@@ -416,13 +423,13 @@ impl<'a> Decoder<'a> {
             .iter()
             .map(|k| names.iter().position(|n| n == k))
             .collect();
-        let key: Vec<usize> = match pk_idx {
-            Some(k) if !k.is_empty() => k,
-            _ => (0..ncols).filter(|i| identity[*i]).collect(),
-        };
+        let key = event_key(pk_idx, r.replica_identity, &identity);
+        for stale in self.filter().stale_columns(namespace, name, &names) {
+            tracing::warn!(table = %qualified, problem = %stale, "column filter no longer matches the table (after a schema change): it does nothing until fixed");
+        }
         let projection = self
             .filter()
-            .project(r.namespace, r.name, &names, &key)
+            .project(namespace, name, &names, &key)
             .map_err(PgError::Filter)?;
         let types = projection
             .keep
@@ -432,8 +439,8 @@ impl<'a> Decoder<'a> {
         let schema = TableSchema {
             source: self.info.clone(),
             db: self.cfg.database.clone(),
-            schema: r.namespace.to_owned(),
-            name: r.name.to_owned(),
+            schema: namespace.to_owned(),
+            name: name.to_owned(),
             columns: projection
                 .keep
                 .iter()
@@ -458,6 +465,19 @@ impl<'a> Decoder<'a> {
 
     fn filter(&self) -> &Filter {
         &self.filter
+    }
+}
+
+/// The key columns events carry (indices into the relation's columns): the primary key;
+/// else the replica identity index (REPLICA IDENTITY USING INDEX, the columns pgoutput
+/// flags); else none (`key` is `null`). REPLICA IDENTITY FULL flags every column, which is
+/// no key: an update would be keyed by its new row, not the row it changes. The initial and
+/// on-demand backfills use the same rule (`backfill/postgres.rs`).
+fn event_key(pk: Option<Vec<usize>>, replica_identity: u8, flagged: &[bool]) -> Vec<usize> {
+    match pk {
+        Some(k) if !k.is_empty() => k,
+        _ if replica_identity == b'i' => (0..flagged.len()).filter(|&i| flagged[i]).collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -606,6 +626,15 @@ mod tests {
         );
         let f = build::delete(None, 1, b'O', &[Some(Some("1")), None, None]);
         assert_eq!(tuple_of(&f), vec![vec![text("1"), Some(Value::Null)]]);
+    }
+
+    #[test]
+    fn keys_primary_then_identity_index_else_none() {
+        assert_eq!(event_key(Some(vec![1]), b'f', &[true, true]), vec![1]);
+        assert_eq!(event_key(Some(vec![]), b'i', &[false, true]), vec![1]);
+        assert_eq!(event_key(None, b'f', &[true, true]), Vec::<usize>::new());
+        assert_eq!(event_key(None, b'd', &[false, false]), Vec::<usize>::new());
+        assert_eq!(event_key(None, b'n', &[false, false]), Vec::<usize>::new());
     }
 
     #[test]

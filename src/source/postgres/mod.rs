@@ -58,6 +58,7 @@ pub mod conn;
 mod decoder;
 pub mod frame;
 pub mod pgoutput;
+pub mod publication;
 pub mod retention;
 pub mod setup;
 pub mod spill;
@@ -250,7 +251,46 @@ async fn start(
         }
     });
     setup::validate(&client, cfg).await?;
-    setup::ensure_publication(&client, cfg).await?;
+    if cfg.sslmode == crate::config::SslMode::Prefer {
+        setup::warn_if_plaintext(&client).await;
+    }
+    let slot = cfg.slot_name();
+    // Before anything is changed: a slot that vanished under a stored position means lost
+    // changes, the PostgreSQL twin of a purged binlog.
+    let state = setup::slot_state(&client, cfg).await?;
+    match (&state, resume) {
+        (setup::SlotState::Missing, Some(p)) => {
+            return Err(SetupError::SlotDropped {
+                slot,
+                source_name: info.name.clone(),
+                stored: Position::Postgres(p).to_string(),
+            }
+            .into())
+        }
+        (setup::SlotState::Lost { reason, restart }, _) => {
+            return Err(SetupError::SlotInvalidated {
+                slot,
+                source_name: info.name.clone(),
+                reason: reason.clone(),
+                restart: restart.clone(),
+            }
+            .into())
+        }
+        _ => {}
+    }
+    let ensured = setup::ensure_publication(&client, cfg).await?;
+    if resume.is_some() && !ensured.added.is_empty() {
+        // Streamed from now on; their existing rows per the `backfill` settings.
+        let settings = crate::config::SourceConfig::Postgres(cfg.clone()).backfill();
+        for table in &ensured.added {
+            if settings.mode_for(table) == crate::config::BackfillMode::Initial {
+                tracing::warn!(source = %info.name, %table, "table added to the publication: queueing its backfill");
+                ctx.report.request_backfill(table.clone());
+            } else {
+                tracing::warn!(source = %info.name, %table, "table added to the publication: its changes stream from now on; existing rows are not backfilled (backfill = never)");
+            }
+        }
+    }
 
     let mut repl = ReplConnection::connect(cfg, password.as_ref()).await?;
     let system = repl.identify_system().await?;
@@ -262,8 +302,7 @@ async fn start(
         server_version = repl.server_version,
         "connected for replication"
     );
-    let slot = cfg.slot_name();
-    if !setup::slot_exists(&client, cfg).await? {
+    if state == setup::SlotState::Missing {
         match repl.create_slot(&slot, false).await {
             Ok(s) => {
                 tracing::info!(slot = %s.slot_name, consistent_point = %s.consistent_point, "created replication slot")
@@ -581,6 +620,7 @@ mod tests {
             filter: Arc::new(source.filter()),
             cancel: cancel.clone(),
             report: Default::default(),
+            store: None,
         };
         let info = Arc::new(SourceInfo {
             connector: crate::event::Connector::Postgres,
@@ -761,6 +801,7 @@ mod tests {
                 filter: Arc::new(source.filter()),
                 cancel: cancel.clone(),
                 report: Default::default(),
+                store: None,
             };
             let info = Arc::new(SourceInfo {
                 connector: crate::event::Connector::Postgres,
@@ -891,6 +932,7 @@ mod tests {
             filter: Arc::new(source.filter()),
             cancel: cancel.clone(),
             report: Default::default(),
+            store: None,
         };
         let info = Arc::new(SourceInfo {
             connector: crate::event::Connector::Postgres,

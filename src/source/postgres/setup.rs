@@ -8,6 +8,7 @@
 //!
 //! Order matters (protocol-notes.md): the publication is created before the slot.
 
+use super::conn::sqlstate_is_transient;
 use super::conn::quote_ident;
 use super::tls::TlsError;
 use crate::config::PostgresSourceConfig;
@@ -40,6 +41,27 @@ pub enum SetupError {
     PublicationMissing { name: String },
     #[error("replication slot {slot:?} exists but {problem}: drop it (`SELECT pg_drop_replication_slot('{slot}');`) or set `slot` to another name")]
     SlotMismatch { slot: String, problem: String },
+    #[error("replication slot {slot:?} does not exist, but position {stored} is stored: the slot was dropped while logtide was not streaming, and the changes since then cannot be read any more. Re-backfill the source (`logtide reset -c <config> --source {source_name}` then `logtide run`, with backfill = \"initial\") or, to accept the gap, `logtide reset -c <config> --source {source_name}` with backfill = \"never\"; the next `run` creates a new slot")]
+    SlotDropped {
+        slot: String,
+        source_name: String,
+        stored: String,
+    },
+    #[error("replication slot {slot:?} was invalidated by the server ({reason}): the WAL it needed is gone and changes since {restart} cannot be read. Drop it (`SELECT pg_drop_replication_slot('{slot}');`), then `logtide reset -c <config> --source {source_name}` and re-backfill (backfill = \"initial\") or accept the gap (backfill = \"never\"); raise max_slot_wal_keep_size to keep it from happening again")]
+    SlotInvalidated {
+        slot: String,
+        source_name: String,
+        reason: String,
+        restart: String,
+    },
+    #[error("the table filter names what the server does not have: {0}")]
+    FilterUnmatched(super::publication::UnmatchedList),
+    #[error("publication {name:?} is not managed by logtide and {problem}, so their changes would never arrive: run `{sql};` (or capture fewer tables)")]
+    PublicationCannotServe {
+        name: String,
+        problem: String,
+        sql: String,
+    },
 }
 
 impl SetupError {
@@ -88,88 +110,97 @@ pub async fn validate(client: &Client, cfg: &PostgresSourceConfig) -> Result<(),
     Ok(())
 }
 
-/// `schema.table` → `"schema"."table"` (a name without a schema is in `public`).
-fn quote_table(name: &str) -> String {
-    match name.split_once('.') {
-        Some((s, t)) => format!("{}.{}", quote_ident(s), quote_ident(t)),
-        None => format!("{}.{}", quote_ident("public"), quote_ident(name)),
+/// `sslmode = prefer` went on in plain text: say so (libpq's fallback, never silent).
+pub async fn warn_if_plaintext(client: &Client) {
+    let ssl = client
+        .query_opt(
+            "SELECT ssl FROM pg_catalog.pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .ok()
+        .flatten()
+        .and_then(|r| r.try_get::<_, bool>(0).ok());
+    if ssl == Some(false) {
+        tracing::warn!("the server offers no TLS: the SQL connection is unencrypted (sslmode = prefer); set sslmode = \"verify-full\" (or \"require\") to refuse plain text");
     }
 }
 
-/// The CREATE PUBLICATION statement for the config: FOR TABLE of the `tables.include` names
-/// when they are all exact names, else FOR ALL TABLES (the filter then selects).
-pub fn publication_sql(cfg: &PostgresSourceConfig) -> String {
-    let name = quote_ident(&cfg.publication_name());
-    let inc = &cfg.tables.include;
-    if !inc.is_empty() && inc.iter().all(|p| !p.contains(['*', '?', '['])) {
-        let tables: Vec<String> = inc.iter().map(|t| quote_table(t)).collect();
-        format!("CREATE PUBLICATION {name} FOR TABLE {}", tables.join(", "))
-    } else {
-        format!("CREATE PUBLICATION {name} FOR ALL TABLES")
-    }
-}
-
-/// Uses the publication if it exists (as is), else creates it when the config allows.
+/// Checks the filter against the catalog and makes the publication serve it: see
+/// [`super::publication::ensure`].
 pub async fn ensure_publication(
     client: &Client,
     cfg: &PostgresSourceConfig,
-) -> Result<(), SetupError> {
-    let name = cfg.publication_name();
-    let exists = client
-        .query_opt(
-            "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1",
-            &[&name],
-        )
-        .await
-        .map_err(query_err("look up the publication"))?
-        .is_some();
-    if exists {
-        tracing::debug!(publication = %name, "using existing publication");
-        return Ok(());
-    }
-    if !cfg.create_publication {
-        return Err(SetupError::PublicationMissing { name });
-    }
-    let sql = publication_sql(cfg);
-    match client.batch_execute(&sql).await {
-        Ok(()) => {
-            tracing::info!(publication = %name, statement = %sql, "created publication");
-            Ok(())
-        }
-        Err(source) => match source.code().map(|c| c.code()) {
-            // Created concurrently by another process: use it.
-            Some("42710") => Ok(()),
-            Some("42501") => Err(SetupError::PublicationPrivilege {
-                name,
-                user: cfg.user.clone(),
-                sql,
-                source,
-            }),
-            _ => Err(SetupError::Query {
-                what: "create the publication",
-                source,
-            }),
-        },
-    }
+) -> Result<super::publication::Ensured, SetupError> {
+    super::publication::ensure(client, cfg).await
 }
 
 /// Whether the slot exists; errors when it exists for another plugin, database or kind.
 pub async fn slot_exists(client: &Client, cfg: &PostgresSourceConfig) -> Result<bool, SetupError> {
+    Ok(!matches!(
+        slot_state(client, cfg).await?,
+        SlotState::Missing
+    ))
+}
+
+/// The replication slot as the server has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotState {
+    Missing,
+    Ready {
+        /// PostgreSQL 17+: the slot is synchronized to standbys (`failover`).
+        failover: Option<bool>,
+    },
+    /// Invalidated (`wal_status = 'lost'`, PG 17 `invalidation_reason`, PG 16
+    /// `conflicting`): it can never be streamed from again.
+    Lost {
+        reason: String,
+        restart: String,
+    },
+}
+
+/// Why a slot row says the slot is unusable, if it does (the row as JSON, so every server
+/// version's columns are read the same way).
+fn lost_reason(row: &serde_json::Value) -> Option<String> {
+    let s = |k: &str| row.get(k).and_then(|v| v.as_str());
+    if let Some(r) = s("invalidation_reason") {
+        return Some(r.to_owned());
+    }
+    if s("wal_status") == Some("lost") {
+        return Some(
+            "wal_status = lost: its WAL was removed, e.g. by max_slot_wal_keep_size".into(),
+        );
+    }
+    if row.get("conflicting").and_then(|v| v.as_bool()) == Some(true) {
+        return Some("conflicting with recovery on a standby".into());
+    }
+    None
+}
+
+/// The slot's state; errors when it exists for another plugin, database or kind.
+pub async fn slot_state(
+    client: &Client,
+    cfg: &PostgresSourceConfig,
+) -> Result<SlotState, SetupError> {
     let slot = cfg.slot_name();
     let row = client
         .query_opt(
-            "SELECT slot_type::text, coalesce(plugin::text, ''), coalesce(database::text, '') \
-             FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+            "SELECT slot_type::text, coalesce(plugin::text, ''), coalesce(database::text, ''), \
+                    to_jsonb(s)::text \
+             FROM pg_catalog.pg_replication_slots s WHERE slot_name = $1",
             &[&slot],
         )
         .await
         .map_err(query_err("look up the replication slot"))?;
-    let Some(row) = row else { return Ok(false) };
+    let Some(row) = row else {
+        return Ok(SlotState::Missing);
+    };
     let get = |i: usize| -> Result<String, SetupError> {
         row.try_get(i)
             .map_err(query_err("read the replication slot"))
     };
     let (kind, plugin, db) = (get(0)?, get(1)?, get(2)?);
+    let json: serde_json::Value = serde_json::from_str(&get(3)?).unwrap_or_default();
     let problem = if kind != "logical" {
         Some(format!("is a {kind} slot"))
     } else if plugin != "pgoutput" {
@@ -182,10 +213,21 @@ pub async fn slot_exists(client: &Client, cfg: &PostgresSourceConfig) -> Result<
     } else {
         None
     };
-    match problem {
-        Some(problem) => Err(SetupError::SlotMismatch { slot, problem }),
-        None => Ok(true),
+    if let Some(problem) = problem {
+        return Err(SetupError::SlotMismatch { slot, problem });
     }
+    if let Some(reason) = lost_reason(&json) {
+        let restart = json
+            .get("restart_lsn")
+            .and_then(|v| v.as_str())
+            .or_else(|| json.get("confirmed_flush_lsn").and_then(|v| v.as_str()))
+            .unwrap_or("its last position")
+            .to_owned();
+        return Ok(SlotState::Lost { reason, restart });
+    }
+    Ok(SlotState::Ready {
+        failover: json.get("failover").and_then(|v| v.as_bool()),
+    })
 }
 
 /// The primary-key column names of a relation, in key order; empty without a primary key.
@@ -213,36 +255,22 @@ pub async fn primary_key(client: &Client, relation_oid: u32) -> Result<Vec<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, SourceConfig};
-    use std::path::Path;
-
-    fn pg(extra: &str) -> PostgresSourceConfig {
-        let text = format!(
-            "[[sources]]\nkind = \"postgres\"\nname = \"app\"\nuser = \"u\"\ndatabase = \"d\"\n{extra}\n[[sinks]]\nkind = \"stdout\"\n"
-        );
-        let c = Config::parse(&text, Path::new("t.toml")).expect("config");
-        match c.sources.into_iter().next() {
-            Some(SourceConfig::Postgres(p)) => p,
-            _ => panic!("postgres source"),
-        }
-    }
 
     #[test]
-    fn publication_statement() {
+    fn lost_slots() {
+        let j = |s: &str| serde_json::from_str::<serde_json::Value>(s).expect("json");
+        assert_eq!(lost_reason(&j(r#"{"wal_status":"reserved"}"#)), None);
+        assert!(lost_reason(&j(r#"{"wal_status":"lost"}"#))
+            .expect("lost")
+            .contains("max_slot_wal_keep_size"));
         assert_eq!(
-            publication_sql(&pg("")),
-            "CREATE PUBLICATION \"logtide_app\" FOR ALL TABLES"
-        );
-        assert_eq!(
-            publication_sql(&pg(
-                "tables = { include = [\"public.users\", \"App.Orders\"] }"
+            lost_reason(&j(
+                r#"{"wal_status":"lost","invalidation_reason":"wal_removed"}"#
             )),
-            "CREATE PUBLICATION \"logtide_app\" FOR TABLE \"public\".\"users\", \"App\".\"Orders\""
+            Some("wal_removed".into())
         );
-        assert_eq!(
-            publication_sql(&pg("tables = { include = [\"public.*\"] }")),
-            "CREATE PUBLICATION \"logtide_app\" FOR ALL TABLES"
-        );
+        assert!(lost_reason(&j(r#"{"conflicting":true}"#)).is_some());
+        assert!(lost_reason(&j(r#"{"conflicting":false,"invalidation_reason":null}"#)).is_none());
     }
 
     #[test]
@@ -250,6 +278,16 @@ mod tests {
         let e = SetupError::WalLevel("replica".into()).to_string();
         assert!(
             e.contains("wal_level = logical") && e.contains("restart"),
+            "{e}"
+        );
+        let e = SetupError::SlotDropped {
+            slot: "logtide_app".into(),
+            source_name: "app".into(),
+            stored: "0/16B3748#0".into(),
+        }
+        .to_string();
+        assert!(
+            e.contains("logtide reset -c <config> --source app") && e.contains("backfill"),
             "{e}"
         );
         let e = SetupError::NoReplication { user: "bob".into() }.to_string();

@@ -38,8 +38,9 @@
 //! could not be identified, the read ends at the latest after the read timeout
 //! ([`READ_TIMEOUT`] plus 10 s).
 
-use super::{FetchedRow, QueryError, Request, CURSOR_PH, SYNC_PH};
+use super::{CursorKind, FetchedRow, QueryError, Request, CURSOR_PH, SYNC_PH};
 use crate::backfill::mysql::ident;
+use crate::config::Lookback;
 use crate::config::MysqlSslMode;
 use crate::config::QuerySourceConfig;
 use crate::source::mysql::charset::Charset;
@@ -62,6 +63,7 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(600);
 
 const VAR_CURSOR: &str = "@logtide_cursor";
 const VAR_SYNC: &str = "@logtide_last_sync_time";
+const VAR_LOW: &str = "@logtide_low";
 
 fn last_var(i: usize) -> String {
     format!("@logtide_last_{i}")
@@ -168,6 +170,12 @@ fn bind_of(kind: &Kind, collation: Option<String>) -> Result<Bind, &'static str>
         Kind::JsonText { .. } | Kind::JsonBinary { .. } | Kind::Geometry { .. } => {
             return Err("is JSON/geometry, which has no usable order")
         }
+        // Only from information_schema / table maps, never from result metadata.
+        Kind::Uuid | Kind::Inet4 | Kind::Inet6 | Kind::Compressed(_) => {
+            return Err(
+                "is a MariaDB UUID/INET/compressed column, which query mode does not order by",
+            )
+        }
     })
 }
 
@@ -191,9 +199,10 @@ pub fn inner_sql(query: &str) -> String {
         .replace(SYNC_PH, VAR_SYNC)
 }
 
-/// The wrapped statements without their `LIMIT`: (first page, pages after `last`).
-/// `order` holds the cursor column followed by the key columns.
-fn wrapped_sql(inner: &str, columns: &[String], order: &[usize]) -> (String, String) {
+/// The wrapped statements without their `LIMIT`: (first page, first page from the run's
+/// lower bound `@logtide_low`, pages after `last`). `order` holds the cursor column
+/// followed by the key columns.
+fn wrapped_sql(inner: &str, columns: &[String], order: &[usize]) -> (String, String, String) {
     let col = |i: usize| format!("q.{}", ident(&columns[i]));
     let select: Vec<String> = (0..columns.len()).map(col).collect();
     let order_by: Vec<String> = order.iter().map(|&i| col(i)).collect();
@@ -230,6 +239,7 @@ fn wrapped_sql(inner: &str, columns: &[String], order: &[usize]) -> (String, Str
         .collect();
     let ob = order_by.join(", ");
     let first = format!("{base} ORDER BY {ob}");
+    let from_low = format!("{base} AND {} >= {VAR_LOW} ORDER BY {ob}", order_by[0]);
     // A leading `cursor >= last` an index on the cursor can use.
     let next = format!(
         "{base} AND {} >= {} AND ({}) ORDER BY {ob}",
@@ -237,14 +247,15 @@ fn wrapped_sql(inner: &str, columns: &[String], order: &[usize]) -> (String, Str
         last_var(0),
         ors.join(" OR ")
     );
-    (first, next)
+    (first, from_low, next)
 }
 
-/// The `SET` statement binding one page's values.
+/// The `SET` statement binding one page's values (`low`: the run's lower bound).
 fn set_sql(
     binds: &[Bind],
     cursor: Option<&str>,
     sync: i64,
+    low: Option<&str>,
     last: Option<&[Option<String>]>,
 ) -> String {
     let cursor_bind = binds
@@ -255,11 +266,45 @@ fn set_sql(
         "SET {VAR_CURSOR} = {}, {VAR_SYNC} = {sync}",
         literal(&cursor_bind, cursor)
     );
+    if low.is_some() {
+        let _ = write!(s, ", {VAR_LOW} = {}", literal(&cursor_bind, low));
+    }
     for (i, b) in binds.iter().enumerate() {
         let v = last.and_then(|l| l.get(i)).and_then(|v| v.as_deref());
         let _ = write!(s, ", {} = {}", last_var(i), literal(b, v));
     }
     s
+}
+
+/// The kind of a cursor column for the look-back.
+fn cursor_kind_of(kind: &Kind) -> CursorKind {
+    match kind {
+        Kind::Date
+        | Kind::DateTime { .. }
+        | Kind::DateTimeOld
+        | Kind::Timestamp { .. }
+        | Kind::TimestampOld => CursorKind::Time,
+        Kind::Int { .. } | Kind::Year | Kind::Decimal { .. } | Kind::Bit { .. } => {
+            CursorKind::Number
+        }
+        _ => CursorKind::Other,
+    }
+}
+
+/// `SELECT mark − lookback` in the cursor column's terms: a temporal value minus an
+/// `INTERVAL … MICROSECOND`, a number minus the amount (validated digits).
+fn lower_sql(bind: &Bind, mark: &str, lookback: &Lookback) -> Result<String, QueryError> {
+    let m = literal(bind, Some(mark));
+    match lookback {
+        Lookback::Time(d) => Ok(format!(
+            "SELECT CAST({m} AS DATETIME(6)) - INTERVAL {} MICROSECOND",
+            d.as_micros()
+        )),
+        Lookback::Amount(a) if is_decimal(a) => Ok(format!("SELECT {m} - {a}")),
+        Lookback::Amount(a) => Err(QueryError::Config(format!(
+            "lookback {a:?} is not a number"
+        ))),
+    }
 }
 
 fn options(cfg: &QuerySourceConfig, password: String) -> ReplicaOptions {
@@ -284,16 +329,22 @@ fn connect(cfg: &QuerySourceConfig, password: String) -> Result<SqlConn, QueryEr
     crate::source::mysql::sql::reachable(&cfg.host, cfg.port(), cfg.connect_timeout)
         .map_err(my("connecting"))?;
     // libpq's names for the MySQL modes; verify-full checks chain and host name against
-    // the Mozilla roots (query sources have no CA setting).
+    // `sslrootcert` (default: the Mozilla roots).
     let mode = match cfg.sslmode {
         crate::config::SslMode::Disable => MysqlSslMode::Disabled,
         crate::config::SslMode::Prefer => MysqlSslMode::Preferred,
         crate::config::SslMode::Require => MysqlSslMode::Required,
         crate::config::SslMode::VerifyFull => MysqlSslMode::VerifyIdentity,
     };
-    let tls = MysqlTls::with(mode, None, &cfg.host, cfg.port(), cfg.connect_timeout)
-        .map_err(|e| my("setting up TLS")(MysqlError::from(e)))?
-        .verifying(cfg.tls_server_name.clone());
+    let tls = MysqlTls::with(
+        mode,
+        cfg.sslrootcert.as_deref(),
+        &cfg.host,
+        cfg.port(),
+        cfg.connect_timeout,
+    )
+    .map_err(|e| my("setting up TLS")(MysqlError::from(e)))?
+    .verifying(cfg.tls_server_name.clone());
     let client = BinlogClient::new(options(cfg, password));
     let mut conn = SqlConn::connect(&client, &tls).map_err(|e| {
         my("connecting")(match e {
@@ -319,6 +370,7 @@ struct Plan {
     order: Vec<usize>,
     binds: Vec<Bind>,
     first: String,
+    from_low: String,
     next: String,
 }
 
@@ -327,7 +379,7 @@ struct Plan {
 fn probe(conn: &mut SqlConn, cfg: &QuerySourceConfig) -> Result<Plan, QueryError> {
     let inner = inner_sql(&cfg.query);
     // NULL, not the initial cursor: a NULL has no collation to clash with (see the docs).
-    conn.query(&set_sql(&[], None, 0, None))
+    conn.query(&set_sql(&[], None, 0, None, None))
         .map_err(my("binding the first run's values"))?;
     let rs = conn
         .query(&format!("SELECT * FROM (\n{inner}\n) q LIMIT 0"))
@@ -383,7 +435,7 @@ fn probe(conn: &mut SqlConn, cfg: &QuerySourceConfig) -> Result<Plan, QueryError
             ))
         })?);
     }
-    let (first, next) = wrapped_sql(&inner, &columns, &order);
+    let (first, from_low, next) = wrapped_sql(&inner, &columns, &order);
     tracing::debug!(sql = %next, "query source statement");
     Ok(Plan {
         columns,
@@ -392,6 +444,7 @@ fn probe(conn: &mut SqlConn, cfg: &QuerySourceConfig) -> Result<Plan, QueryError
         order,
         binds,
         first,
+        from_low,
         next,
     })
 }
@@ -477,6 +530,7 @@ pub(crate) struct MyBackend {
     order: Vec<usize>,
     binds: Vec<Bind>,
     first: String,
+    from_low: String,
     next: String,
 }
 
@@ -499,6 +553,7 @@ impl MyBackend {
             order: plan.order,
             binds: plan.binds,
             first: plan.first,
+            from_low: plan.from_low,
             next: plan.next,
         })
     }
@@ -511,17 +566,52 @@ impl MyBackend {
         &self.order
     }
 
+    pub(super) fn cursor_kind(&self) -> CursorKind {
+        self.order
+            .first()
+            .and_then(|&i| self.kinds.get(i))
+            .map_or(CursorKind::Other, cursor_kind_of)
+    }
+
+    /// `mark − lookback` as the text of a cursor value, computed by the server.
+    pub(super) async fn lower(
+        &mut self,
+        mark: &str,
+        lookback: &Lookback,
+    ) -> Result<String, QueryError> {
+        let bind = self
+            .binds
+            .first()
+            .cloned()
+            .unwrap_or(Bind::Text { collation: None });
+        let sql = lower_sql(&bind, mark, lookback)?;
+        let mut conn = self.conn.take().ok_or(QueryError::WorkerLost)?;
+        let mut guard = InterruptOnDrop(self.interrupt.clone());
+        let (conn, r) = tokio::task::spawn_blocking(move || {
+            let r = conn
+                .query(&sql)
+                .map_err(my("computing the look-back window's lower bound"));
+            (conn, r)
+        })
+        .await
+        .map_err(|_| QueryError::WorkerLost)?;
+        guard.0 = None;
+        self.conn = Some(conn);
+        r?.text(0, 0).ok_or_else(|| {
+            QueryError::Config(format!(
+                "the look-back window's lower bound below {mark:?} is NULL: check lookback"
+            ))
+        })
+    }
+
     pub(super) async fn fetch(&mut self, req: &Request<'_>) -> Result<Vec<FetchedRow>, QueryError> {
-        let set = set_sql(&self.binds, req.cursor, req.sync, req.last);
-        let sql = format!(
-            "{} LIMIT {}",
-            if req.last.is_some() {
-                &self.next
-            } else {
-                &self.first
-            },
-            req.limit
-        );
+        let set = set_sql(&self.binds, req.cursor, req.sync, req.low, req.last);
+        let stmt = match (req.last, req.low) {
+            (Some(_), _) => &self.next,
+            (None, Some(_)) => &self.from_low,
+            (None, None) => &self.first,
+        };
+        let sql = format!("{stmt} LIMIT {}", req.limit);
         let kinds = self.kinds.clone();
         let order = self.order.clone();
         let columns = self.columns.clone();
@@ -648,12 +738,12 @@ mod tests {
         let binds = [Bind::Temporal, Bind::Int];
         let last = [Some("2024-01-01 00:00:00".to_string()), None];
         assert_eq!(
-            set_sql(&binds, Some("7"), 1_700_000_000, Some(&last)),
+            set_sql(&binds, Some("7"), 1_700_000_000, None, Some(&last)),
             "SET @logtide_cursor = CONVERT(X'37' USING utf8mb4), @logtide_last_sync_time = 1700000000, \
              @logtide_last_0 = CONVERT(X'323032342D30312D30312030303A30303A3030' USING utf8mb4), @logtide_last_1 = NULL"
         );
         assert_eq!(
-            set_sql(&[], None, 0, None),
+            set_sql(&[], None, 0, None, None),
             "SET @logtide_cursor = NULL, @logtide_last_sync_time = 0"
         );
     }
@@ -661,7 +751,11 @@ mod tests {
     #[test]
     fn wrapped_sql_orders_and_breaks_ties() {
         let cols = vec!["id".to_string(), "at".to_string(), "v`x".to_string()];
-        let (first, next) = wrapped_sql("SELECT 1", &cols, &[1, 0]);
+        let (first, from_low, next) = wrapped_sql("SELECT 1", &cols, &[1, 0]);
+        assert_eq!(
+            from_low,
+            "SELECT q.`id`, q.`at`, q.`v``x` FROM (\nSELECT 1\n) q WHERE q.`at` IS NOT NULL AND q.`at` >= @logtide_low ORDER BY q.`at`, q.`id`"
+        );
         assert_eq!(
             first,
             "SELECT q.`id`, q.`at`, q.`v``x` FROM (\nSELECT 1\n) q WHERE q.`at` IS NOT NULL ORDER BY q.`at`, q.`id`"

@@ -6,8 +6,8 @@
 //!
 //! The run loop, the cursor and tie logic and the position live in the parent module.
 
-use super::{FetchedRow, QueryError, Request, CURSOR_PH, SYNC_PH};
-use crate::config::{QuerySourceConfig, SslMode};
+use super::{CursorKind, FetchedRow, QueryError, Request, CURSOR_PH, SYNC_PH};
+use crate::config::{Lookback, QuerySourceConfig, SslMode};
 use crate::event::Row;
 use crate::source::postgres::tls::{make_tls_connect, TlsError};
 use crate::source::postgres::types::{decode_text, PgType, TypeCache};
@@ -59,10 +59,15 @@ fn substitute(query: &str, mut f: impl FnMut(usize, bool) -> String) -> String {
 
 /// The SQL of one source, built once per connection.
 struct Plan {
-    /// Without the `> last` filter (nothing delivered yet).
+    /// Without a lower bound (nothing read yet).
     first: tokio_postgres::Statement,
-    /// With it.
+    /// From the run's lower bound: `cursor >= low`.
+    from_low: tokio_postgres::Statement,
+    /// After the last row read: `(cursor, keys) > last`.
     next: tokio_postgres::Statement,
+    /// The SQL type of the cursor column.
+    cursor_type: String,
+    cursor_kind: CursorKind,
     uses_cursor: bool,
     uses_sync: bool,
     /// Result columns: names and type OIDs.
@@ -144,11 +149,18 @@ async fn plan(
     }
     let limit = format!("${}::text::int8", nparams + 1 + order.len());
     let limit_first = format!("${}::text::int8", nparams + 1);
+    let low = format!("(${}::text::{})", nparams + 1, type_sql(&cols[order[0]].1));
+    let limit_low = format!("${}::text::int8", nparams + 2);
     let base = format!("SELECT {} FROM ({}\n) q", select.join(", "), inner);
     // Rows with a NULL cursor are never read: delivered, they would leave a NULL "last"
     // that no later row compares greater than.
     let first_sql = format!(
         "{base} WHERE {} IS NOT NULL ORDER BY {} LIMIT {limit_first}",
+        order_by[0],
+        order_by.join(", ")
+    );
+    let low_sql = format!(
+        "{base} WHERE {} >= {low} ORDER BY {} LIMIT {limit_low}",
         order_by[0],
         order_by.join(", ")
     );
@@ -168,9 +180,33 @@ async fn plan(
         .prepare(&next_sql)
         .await
         .map_err(sql("preparing the wrapped query"))?;
+    let from_low = client
+        .prepare(&low_sql)
+        .await
+        .map_err(sql("preparing the wrapped query"))?;
+    let cursor_ty = &cols[order[0]].1;
+    let cursor_kind = if [Type::DATE, Type::TIMESTAMP, Type::TIMESTAMPTZ].contains(cursor_ty) {
+        CursorKind::Time
+    } else if [
+        Type::INT2,
+        Type::INT4,
+        Type::INT8,
+        Type::NUMERIC,
+        Type::FLOAT4,
+        Type::FLOAT8,
+    ]
+    .contains(cursor_ty)
+    {
+        CursorKind::Number
+    } else {
+        CursorKind::Other
+    };
     Ok(Plan {
         first,
+        from_low,
         next,
+        cursor_type: type_sql(cursor_ty),
+        cursor_kind,
         uses_cursor,
         uses_sync,
         columns: cols.iter().map(|(n, _)| n.clone()).collect(),
@@ -206,7 +242,7 @@ async fn connect(
     {
         pg.password(pw.expose());
     }
-    let tls = make_tls_connect(cfg.sslmode, None)
+    let tls = make_tls_connect(cfg.sslmode, cfg.sslrootcert.as_deref())
         .map_err(QueryError::Connect)?
         .with_server_name(cfg.tls_server_name.clone());
     pg.connect(tls).await.map_err(|source| {
@@ -305,6 +341,37 @@ impl PgBackend {
         &self.plan.order
     }
 
+    pub(super) fn cursor_kind(&self) -> CursorKind {
+        self.plan.cursor_kind
+    }
+
+    /// `mark − lookback` in the cursor column's type, as its text.
+    pub(super) async fn lower(
+        &mut self,
+        mark: &str,
+        lookback: &Lookback,
+    ) -> Result<String, QueryError> {
+        let t = &self.plan.cursor_type;
+        let (sql_text, amount) = match lookback {
+            // A date minus an interval is a timestamp: cast back (a date truncates down).
+            Lookback::Time(d) => (
+                format!("SELECT ((($1::text::{t}) - ($2::text::interval))::{t})::text"),
+                format!("{} microseconds", d.as_micros()),
+            ),
+            Lookback::Amount(a) => (
+                format!("SELECT (($1::text::{t}) - ($2::text::{t}))::text"),
+                a.clone(),
+            ),
+        };
+        let row = self
+            .client
+            .query_one(sql_text.as_str(), &[&mark, &amount.as_str()])
+            .await
+            .map_err(sql("computing the look-back window's lower bound"))?;
+        row.try_get::<_, String>(0)
+            .map_err(sql("computing the look-back window's lower bound"))
+    }
+
     /// One page: the rows after `req.last` (all rows without it), in (cursor, key) order.
     pub(super) async fn fetch(&mut self, req: &Request<'_>) -> Result<Vec<FetchedRow>, QueryError> {
         let plan = &self.plan;
@@ -319,12 +386,16 @@ impl PgBackend {
             (false, true, _) => params.push(syn()),
             (false, false, _) => {}
         }
-        let stmt = match req.last {
-            Some(l) => {
+        let stmt = match (req.last, req.low) {
+            (Some(l), _) => {
                 params.extend(l.iter().cloned());
                 &plan.next
             }
-            None => &plan.first,
+            (None, Some(low)) => {
+                params.push(Some(low.to_owned()));
+                &plan.from_low
+            }
+            (None, None) => &plan.first,
         };
         params.push(Some(req.limit.to_string()));
         let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params

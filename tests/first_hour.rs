@@ -1,0 +1,243 @@
+//! The first hour of a new user, through the logtide binary: config mistakes named by their
+//! key or variable before anything is created, operator commands while `run` holds the
+//! checkpoint store, `check` on a NATS sink without a stream, a closed stdout pipe, and
+//! position arguments that say what they accept.
+
+mod common;
+mod sink_util;
+
+use common::pg::PgServer;
+use common::port::free_port;
+use common::run::{bin, run_to_end, spawn_run, wait_exit, wait_until, Workdir};
+use std::process::Stdio;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn name(tag: &str) -> String {
+    format!("fh{tag}_{}", std::process::id())
+}
+
+fn output(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let o = run_to_end(args, env);
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// A config with an admin endpoint on a free port: `sources` text + a file sink.
+fn write_config(w: &Workdir, admin: u16, sources: &str) {
+    let text = format!(
+        "[state]\npath = {:?}\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n{sources}\n\n[[sinks]]\nkind = \"file\"\nname = \"out\"\npath = {:?}\n",
+        w.state(),
+        w.out()
+    );
+    std::fs::write(w.config(), text).expect("write config");
+}
+
+#[test]
+fn a_missing_secret_stops_run_before_anything_is_created() {
+    let w = Workdir::new();
+    let admin = free_port();
+    write_config(
+        &w,
+        admin,
+        "[[sources]]\nkind = \"postgres\"\nname = \"app\"\nuser = \"u\"\ndatabase = \"d\"\npassword_env = \"LOGTIDE_FH_NOT_SET_ANYWHERE\"\n",
+    );
+    let cfg = w.config();
+    for cmd in ["run", "replay"] {
+        let mut args = vec![cmd, "--config", cfg.to_str().expect("path")];
+        if cmd == "replay" {
+            args.extend(["--source", "app", "--from", "0/16B3748"]);
+        }
+        let (code, _, err) = output(&args, &[]);
+        assert_eq!(code, 2, "{cmd}: {err}");
+        assert!(err.contains("LOGTIDE_FH_NOT_SET_ANYWHERE"), "{cmd}: {err}");
+        assert!(err.contains("sources.app.password_env"), "{cmd}: {err}");
+        assert!(!w.state().exists(), "{cmd} created the state directory");
+        assert!(!w.out().exists(), "{cmd} created the sink's file");
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", admin)).is_ok(),
+            "{cmd} left the admin port bound"
+        );
+    }
+}
+
+#[test]
+fn bad_values_and_positions_are_named() {
+    let w = Workdir::new();
+    let cfg = w.config();
+    let cfg_s = cfg.to_str().expect("path");
+    for (line, key) in [
+        (
+            "connect_timeout = 10",
+            "sources[0] (\"app\").connect_timeout",
+        ),
+        ("port = \"5525\"", "sources[0] (\"app\").port"),
+        ("sslmode = \"bogus\"", "sources[0] (\"app\").sslmode"),
+    ] {
+        write_config(
+            &w,
+            free_port(),
+            &format!("[[sources]]\nkind = \"postgres\"\nname = \"app\"\nuser = \"u\"\ndatabase = \"d\"\n{line}\n"),
+        );
+        let (code, _, err) = output(&["check", "--config", cfg_s], &[]);
+        assert_eq!(code, 2, "{line}: {err}");
+        assert!(err.contains(key), "{line}: {err}");
+        assert!(err.contains(cfg_s), "{line}: the file is named: {err}");
+    }
+    // A missing config file: the OS error once, not twice.
+    let (code, _, err) = output(&["check", "--config", "/nonexistent/logtide.toml"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    // --until for PostgreSQL says it wants an LSN.
+    write_config(
+        &w,
+        free_port(),
+        "[[sources]]\nkind = \"postgres\"\nname = \"app\"\nuser = \"u\"\ndatabase = \"d\"\n",
+    );
+    let (code, _, err) = output(&["run", "--config", cfg_s, "--until", "zzz"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("LSN like 16/B374D848"), "{err}");
+    assert!(
+        !w.state().exists(),
+        "a refused --until created the state directory"
+    );
+}
+
+/// `status` works while the service runs (through its admin endpoint), the commands that
+/// change the store say the service must be stopped, `check` says it did not check the
+/// stored positions, and a closed stdout pipe ends a command with exit 0.
+#[test]
+fn operator_commands_while_the_service_runs() {
+    let db = PgServer::get().fresh_db();
+    let n = name("ops");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(
+        db.exec("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a')"),
+    );
+    let w = Workdir::new();
+    let admin = free_port();
+    write_config(&w, admin, &db.server.source_toml(db.name(), &n));
+    let cfg = w.config();
+    let cfg_s = cfg.to_str().expect("path");
+    let mut child = spawn_run(&w, &[], &[]);
+    w.wait_events(1, WAIT);
+    // The service stored a checkpoint after the backfill row (status shows it).
+    let mut out = String::new();
+    let ok = wait_until(WAIT, || {
+        let (code, o, _) = output(&["status", "--config", cfg_s], &[]);
+        out = o;
+        code == 0 && out.contains("from the running service") && !out.contains("position -")
+    });
+    assert!(ok, "status while running:\n{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&format!("{n}\tposition "))),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with(&format!("{n}\tlag "))),
+        "{out}"
+    );
+
+    let (code, _, err) = output(&["reset", "--config", cfg_s, "--source", &n, "--yes"], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("stop the service first"), "{err}");
+    let (code, _, err) = output(
+        &[
+            "replay",
+            "--config",
+            cfg_s,
+            "--source",
+            &n,
+            "--from",
+            "0/16B3748",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("stop the service first"), "{err}");
+    let (_, out, err) = output(&["check", "--config", cfg_s], &[]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("warn state: stored positions not checked")),
+        "{out}\n{err}"
+    );
+
+    // EPIPE: the reader of stdout went away before logtide wrote.
+    let st = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; {:?} status --config {:?} | true",
+            bin().get_program(),
+            cfg_s
+        ))
+        .stderr(Stdio::piped())
+        .output()
+        .expect("bash");
+    assert_eq!(
+        st.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&st.stderr).contains("panicked"));
+
+    common::run::sigterm(&child);
+    assert!(wait_exit(&mut child, WAIT).success());
+    // Stopped: reset works again.
+    let (code, out, err) = output(&["reset", "--config", cfg_s, "--source", &n, "--yes"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    rt.block_on(db.exec(&format!("SELECT pg_drop_replication_slot('logtide_{n}')")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_fails_when_no_jetstream_stream_stores_the_subjects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats = sink_util::NatsServer::start(dir.path()).await;
+    let w = Workdir::new();
+    let source = "[[sources]]\nkind = \"query\"\nname = \"q\"\nprotocol = \"postgres\"\nhost = \"127.0.0.1\"\nport = 1\nuser = \"u\"\ndatabase = \"d\"\nquery = \"SELECT 1 AS id, now() AS ts WHERE now() > {{cursor}}\"\ncursor_column = \"ts\"\ninitial_cursor = \"2020-01-01\"\ntable = \"public.t\"\n";
+    let base = format!(
+        "[state]\npath = {:?}\n\n{source}\n[[sinks]]\nkind = \"nats\"\nname = \"bus\"\nurl = \"{}\"\n",
+        w.state(),
+        nats.url()
+    );
+    std::fs::write(w.config(), &base).expect("config");
+    let cfg = w.config();
+    let cfg_s = cfg.to_str().expect("path").to_owned();
+    let check = move |cfg_s: String| {
+        let o = run_to_end(&["check", "--config", &cfg_s, "--source", "q"], &[]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let c = cfg_s.clone();
+    let out = tokio::task::spawn_blocking(move || check(c))
+        .await
+        .expect("join");
+    assert!(
+        out.lines().any(|l| l.starts_with("FAIL sink bus: ")
+            && l.contains("no JetStream stream stores logtide.q.")),
+        "{out}"
+    );
+    // With `stream = {...}` logtide creates it: ok.
+    std::fs::write(
+        w.config(),
+        format!("{base}stream = {{ name = \"FH\", subjects = [\"logtide.>\"] }}\n"),
+    )
+    .expect("config");
+    let c = cfg_s.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let o = run_to_end(&["check", "--config", &c, "--source", "q"], &[]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("ok sink bus: ") && l.contains("created at the first delivery")),
+        "{out}"
+    );
+    assert!(!out.lines().any(|l| l.starts_with("FAIL sink")), "{out}");
+}
