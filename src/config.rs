@@ -2028,7 +2028,7 @@ mod example_tests {
             "path = \"/tmp/out.jsonl\"",
             "path = \"/tmp/o\"\nfsync = \"yes\"",
         );
-        let msg = parse(&bad_sink).err().expect("refused").to_string();
+        let msg = parse(&bad_sink).expect_err("refused").to_string();
         assert!(msg.contains("sinks[0].fsync"), "{msg}");
     }
 

@@ -8,8 +8,6 @@
 //!
 //! Order matters (protocol-notes.md): the publication is created before the slot.
 
-use super::conn::sqlstate_is_transient;
-use super::conn::quote_ident;
 use super::tls::TlsError;
 use crate::config::PostgresSourceConfig;
 use tokio_postgres::Client;
