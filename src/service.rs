@@ -837,3 +837,38 @@ pub async fn cancel_on_signal(token: CancellationToken) {
         token.cancel();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_starts_over_after_a_reset() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
+        let waits: Vec<u128> = (0..5).map(|_| b.step().as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 500, 500]);
+        b.reset();
+        assert_eq!(b.step(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn exit_codes_follow_the_supervision_rule() {
+        let source = ServiceError::Source {
+            name: "s".into(),
+            source: SourceError::Ended,
+        };
+        assert_eq!(source.exit_code(), 3);
+        let until = ServiceError::UntilNotReached {
+            name: "s".into(),
+            until: "0/10".into(),
+            reached: "none".into(),
+        };
+        assert_eq!(until.exit_code(), 1);
+        let panic = ServiceError::Panicked {
+            name: "s".into(),
+            message: "boom".into(),
+        };
+        assert_eq!(panic.exit_code(), 1);
+        assert_eq!(ServiceError::UnknownSource("x".into()).exit_code(), 2);
+    }
+}

@@ -220,10 +220,17 @@ async fn mysql_restarted_20_times_next_to_a_healthy_postgres_loses_nothing() {
     assert!(alive(&mut child), "{}", logs(&w));
     let text = logs(&w);
     assert!(text.contains("reconnecting"), "{text}");
-    assert!(
-        !text.contains("source stopped"),
-        "a source stopped while the process ran:\n{text}"
-    );
+    // Neither a stop while the process runs nor a reader error demoted to a clean stop
+    // (the issue's `select!` race between the reader's result and the cancel token).
+    for demoted in [
+        "logtide::service: source stopped",
+        "stopped with an error during shutdown",
+    ] {
+        assert!(
+            !text.contains(demoted),
+            "{demoted:?} while the process ran:\n{text}"
+        );
+    }
     assert_eq!(http(admin, "GET", "/health").map(|r| r.0), Some(200));
     sigterm(&child);
     assert_eq!(wait_exit(&mut child, WAIT).code(), Some(0), "{}", logs(&w));

@@ -100,8 +100,9 @@ impl Socket {
 
     /// Bounds a blocked read: a server that stops answering without closing the
     /// connection (a network partition) makes the read fail after `timeout`, and TCP
-    /// keepalive probes (idle 10 s, every 5 s, 3 lost) end a connection whose peer is
-    /// gone even while nothing is read. See [`dead_after`].
+    /// keepalive probes (idle 10 s, every 5 s, 3 lost) and a 30 s limit on unacknowledged
+    /// writes end a connection whose peer is gone even while nothing is read. See
+    /// [`dead_after`].
     pub(super) fn bound_reads(&self, timeout: std::time::Duration) {
         use rustix::net::sockopt;
         let fd = &*self.0;
@@ -109,7 +110,8 @@ impl Socket {
             .and_then(|()| sockopt::set_socket_keepalive(fd, true))
             .and_then(|()| sockopt::set_tcp_keepidle(fd, std::time::Duration::from_secs(10)))
             .and_then(|()| sockopt::set_tcp_keepintvl(fd, std::time::Duration::from_secs(5)))
-            .and_then(|()| sockopt::set_tcp_keepcnt(fd, 3));
+            .and_then(|()| sockopt::set_tcp_keepcnt(fd, 3))
+            .and_then(|()| sockopt::set_tcp_user_timeout(fd, 30_000));
         if let Err(e) = r {
             tracing::debug!(error = %e, "bounding reads on the MySQL connection failed");
         }

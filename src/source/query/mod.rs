@@ -538,7 +538,9 @@ pub async fn run(
     ctx: SourceContext,
 ) -> Result<(), QueryError> {
     match run_inner(cfg, info, &ctx).await {
-        Err(_) if ctx.cancel.is_cancelled() => Ok(()),
+        // A connection error caused by the stop (an interrupted query) is the stop; a
+        // permanent error keeps its error (the supervision rule in `crate::service`).
+        Err(e) if ctx.cancel.is_cancelled() && e.class() == ErrorClass::Transient => Ok(()),
         r => r,
     }
 }
