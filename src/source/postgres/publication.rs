@@ -441,7 +441,7 @@ mod tests {
         assert_eq!(
             create_sql(
                 &pg("tables = { include = [\"public.users\", \"App.Orders\"] }"),
-                180000
+                170000
             ),
             "CREATE PUBLICATION \"logtide_app\" FOR TABLE \"public\".\"users\", \"App\".\"Orders\" WITH (publish_via_partition_root = true)"
         );
