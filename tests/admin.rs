@@ -332,9 +332,12 @@ async fn pause_holds_rows_back_and_resume_delivers_them_in_order() {
     let port = free_port();
     config(&w, &db, &name, port, "");
     let mut child = spawn_run(&w, &[], &env());
+    // Ready includes a running backfill; this test pauses the stream, so it waits until the
+    // (empty) backfill handed over.
     assert!(
-        wait_until(WAIT, || status_of(port, "/ready") == Some(200)),
-        "never ready\n{}",
+        wait_until(WAIT, || http(port, "GET", &format!("/sources/{name}"))
+            .is_some_and(|(s, body)| s == 200 && body.contains("streaming"))),
+        "never streaming\n{}",
         logs(&w)
     );
     db.insert_ids("t", 0, 50, 10, 1).await;
