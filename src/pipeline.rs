@@ -154,7 +154,13 @@ impl Pipeline {
                     .ondemand
                     .as_ref()
                     .is_some_and(|od| od.ready(at.as_ref()));
-            let retry_at = self.ondemand.as_ref().and_then(OnDemand::retry_at);
+            // Only a retry time still ahead arms the timer: a past one with no chunk due now
+            // (inside a transaction) would win the biased select over the messages forever.
+            let retry_at = self
+                .ondemand
+                .as_ref()
+                .and_then(OnDemand::retry_at)
+                .filter(|t| *t > Instant::now());
             let listening = self.ondemand.is_some();
             msgs.clear();
             let wake = tokio::select! {
