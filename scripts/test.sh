@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 # Behaviour tests start one private database server per test binary; two at a time fit
 # 2 cores comfortably.
-cargo test --release -- --test-threads="${LOGTIDE_TEST_THREADS:-4}"
+cargo test --release --no-fail-fast -- --test-threads="${LOGTIDE_TEST_THREADS:-4}"
 # The PostgreSQL tests once more against the newest major (18), only the PG binaries that
 # exercise version-dependent behaviour (publications, slots, generated columns).
 PG_TESTS="pg_harness pg_operators pg_stream" bash scripts/pg_matrix.sh 18

@@ -554,6 +554,11 @@ pub struct QuerySourceConfig {
     pub lookback: Option<Lookback>,
     #[serde(default = "default_connect_timeout", deserialize_with = "de_duration")]
     pub connect_timeout: Duration,
+    /// The longest one statement (a page of the query, the look-back bound, the start-up
+    /// probe) may take before the connection counts as lost and is made anew (a server or
+    /// network that stopped answering without closing the connection). Default "10m".
+    #[serde(default = "default_query_timeout", deserialize_with = "de_duration")]
+    pub query_timeout: Duration,
     /// Reach the database through an SSH tunnel (`ssh = { host, user, private_key,
     /// known_hosts }`); see [`SshTunnelConfig`].
     #[serde(default)]
@@ -1294,6 +1299,9 @@ fn default_status_interval() -> Duration {
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(10)
 }
+fn default_query_timeout() -> Duration {
+    Duration::from_secs(600)
+}
 fn default_heartbeat() -> Duration {
     Duration::from_secs(5)
 }
@@ -1556,6 +1564,9 @@ impl Config {
                 }
                 if q.interval.is_zero() {
                     return Err(invalid(key("interval"), "must be more than 0"));
+                }
+                if q.query_timeout.is_zero() {
+                    return Err(invalid(key("query_timeout"), "must be more than 0"));
                 }
                 if q.cursor_column.is_empty() {
                     return Err(invalid(key("cursor_column"), "must name a result column"));

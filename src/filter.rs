@@ -68,6 +68,22 @@ pub enum Unmatched {
     },
 }
 
+/// Several [`Unmatched`] entries, joined with "; ".
+#[derive(Debug, Clone)]
+pub struct UnmatchedList(pub Vec<Unmatched>);
+
+impl std::fmt::Display for UnmatchedList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, u) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{u}")?;
+        }
+        Ok(())
+    }
+}
+
 /// One table as the server has it, for [`Filter::unmatched`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownTable {

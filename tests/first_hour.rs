@@ -241,3 +241,71 @@ async fn check_fails_when_no_jetstream_stream_stores_the_subjects() {
     );
     assert!(!out.lines().any(|l| l.starts_with("FAIL sink")), "{out}");
 }
+
+/// A MySQL filter entry that names nothing (a typo in a column exclude, a table that does
+/// not exist) stops `run` before anything is read — the column it meant to hide never
+/// leaks — and is a FAIL in `check`; fixed, the source runs and the column stays out.
+#[test]
+fn mysql_filter_entries_that_match_nothing_are_refused() {
+    let my = common::mariadb::MariaServer::get();
+    let db = my.fresh_db();
+    my.sql(
+        &db,
+        "CREATE TABLE users (id INT PRIMARY KEY, email TEXT, password_hash TEXT); \
+         INSERT INTO users VALUES (1, 'a@x.io', 'secret')",
+    );
+    let env = [(common::mariadb::PASSWORD_ENV, common::mariadb::PASSWORD)];
+    let src = |tables: &str, exclude: &str| {
+        my.source_toml(&name("myf"), &db).replace(
+            &format!("tables = {{ include = [\"{db}.*\"] }}\n"),
+            &format!(
+                "backfill = \"initial\"\ntables = {tables}\n[sources.columns]\n\"{db}.users\" = {{ exclude = [\"{exclude}\"] }}\n"
+            ),
+        )
+    };
+    let w = Workdir::new();
+    write_config(
+        &w,
+        free_port(),
+        &src(
+            &format!("{{ include = [\"{db}.users\"], exclude = [\"{db}.audit\"] }}"),
+            "pasword_hash",
+        ),
+    );
+    let cfg = w.config();
+    let cfg = cfg.to_str().expect("utf-8 path");
+    let mut child = spawn_run(&w, &[], &env);
+    let st = wait_exit(&mut child, WAIT);
+    let log = common::run::logs(&w);
+    assert_eq!(st.code(), Some(3), "{log}");
+    assert!(
+        log.contains("pasword_hash") && log.contains(&format!("{db}.audit")),
+        "{log}"
+    );
+    let text = std::fs::read_to_string(w.out()).unwrap_or_default();
+    assert!(!text.contains("secret"), "nothing leaked: {text}");
+    let (code, out, err) = output(&["check", "-c", cfg], &env);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("pasword_hash")),
+        "{out}"
+    );
+    // Fixed: it runs, and the column stays out.
+    write_config(
+        &w,
+        free_port(),
+        &src(
+            &format!("{{ include = [\"{db}.users\"] }}"),
+            "password_hash",
+        ),
+    );
+    let mut child = spawn_run(&w, &[], &env);
+    let ev = w.wait_events(1, WAIT);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        ev[0]["after"],
+        serde_json::json!({"id": 1, "email": "a@x.io"})
+    );
+}

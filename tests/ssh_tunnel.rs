@@ -333,8 +333,9 @@ async fn a_dead_tunnel_is_restarted_and_sigterm_leaves_no_ssh() {
             first = sshd.ssh_pids();
             first.len() == 1 && logs(&w).contains("ssh tunnel up")
         }),
-        "no tunnel\n{}",
-        logs(&w)
+        "no tunnel\n{}\nsshd:\n{}",
+        logs(&w),
+        sshd.log()
     );
     wait_streaming(&db, "tun2", &w);
     db.insert_ids("t", 1, 3, 1, 1).await;
@@ -351,15 +352,17 @@ async fn a_dead_tunnel_is_restarted_and_sigterm_leaves_no_ssh() {
             let now = sshd.ssh_pids();
             now.len() == 1 && now != first
         }),
-        "the tunnel was not restarted\n{}",
-        logs(&w)
+        "the tunnel was not restarted\n{}\nsshd:\n{}",
+        logs(&w),
+        sshd.log()
     );
     db.insert_ids("t", 3, 6, 1, 1).await;
     assert!(
         wait_until(WAIT, || ids(&w).contains(&5)),
-        "rows after the restart never arrived: {:?}\n{}",
+        "rows after the restart never arrived: {:?}\n{}\nsshd:\n{}",
         ids(&w),
-        logs(&w)
+        logs(&w),
+        sshd.log()
     );
     let mut got = ids(&w);
     got.sort();

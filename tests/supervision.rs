@@ -298,6 +298,12 @@ async fn every_source_kind_waits_for_a_server_down_at_start() {
     let want_pg = pg_ids(&pdb, "t").await;
     wait_ids(&w, names[0], "t", &want_pg);
     wait_ids(&w, names[1], "t", &want_pg);
+    // A MariaDB restart mid-stream: the binlog source and the query source over MySQL.
+    my.restart();
+    my.sql(&mdb, "INSERT INTO t VALUES (4, 'd'), (5, 'e')");
+    let want_my = my_ids(&my, &mdb, "t");
+    wait_ids(&w, names[2], "t", &want_my);
+    wait_ids(&w, names[3], "t", &want_my);
     assert_eq!(http(admin, "GET", "/health").map(|r| r.0), Some(200));
     sigterm(&child);
     assert_eq!(wait_exit(&mut child, WAIT).code(), Some(0), "{}", logs(&w));
@@ -529,6 +535,93 @@ async fn a_black_holed_connection_is_detected_and_reconnected() {
     );
 }
 
+/// Query mode over both protocols: a connection that stops answering mid-statement is
+/// dropped after `query_timeout` and made anew (rows written meanwhile arrive); then a
+/// permanent error (the queried column renamed) stops the process with exit 3 and an ERROR
+/// that names the source, after the other query source checkpointed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_sources_survive_a_black_hole_and_fail_on_a_permanent_error() {
+    let pdb = PgServer::get().fresh_db();
+    pdb.exec("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await;
+    let my = MariaServer::get();
+    let mdb = my.fresh_db();
+    my.sql(&mdb, "CREATE TABLE t (id INT PRIMARY KEY, v TEXT)");
+    let pg_proxy = Blackhole::start(pdb.server.port());
+    let my_proxy = Blackhole::start(my.port());
+    let (pg_name, my_name) = (unique("qb_pg"), unique("qb_my"));
+    let timeout = "query_timeout = \"3s\"\n";
+    let w = Workdir::new();
+    let admin = free_port();
+    write(
+        &w,
+        admin,
+        "",
+        &format!(
+            "{}{timeout}\n{}{timeout}",
+            pg_query_toml(&pg_name, pg_proxy.port(), pdb.name()),
+            mysql_query_toml(&my_name, my_proxy.port(), &mdb)
+        ),
+    );
+    let mut child = spawn_run(&w, &[], &env());
+    wait_streaming(&w, admin, &[&pg_name, &my_name]);
+    pdb.insert_ids("t", 0, 5, 5, 1).await;
+    my.sql(&mdb, "INSERT INTO t VALUES (0, 'a')");
+    wait_ids(&w, &pg_name, "t", &pg_ids(&pdb, "t").await);
+    wait_ids(&w, &my_name, "t", &my_ids(my, &mdb, "t"));
+    let started = std::time::Instant::now();
+    pg_proxy.swallow();
+    my_proxy.swallow();
+    pdb.insert_ids("t", 5, 10, 5, 1).await;
+    my.sql(&mdb, "INSERT INTO t VALUES (1, 'b'), (2, 'c')");
+    wait_ids(&w, &pg_name, "t", &pg_ids(&pdb, "t").await);
+    wait_ids(&w, &my_name, "t", &my_ids(my, &mdb, "t"));
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(30),
+        "detection took {took:?}\n{}",
+        logs(&w)
+    );
+    let text = logs(&w);
+    assert!(
+        text.matches("got no answer within query_timeout").count() >= 2,
+        "{text}"
+    );
+    assert!(
+        pg_proxy.connections() >= 2 && my_proxy.connections() >= 2,
+        "no reconnect"
+    );
+    // A permanent error on the PostgreSQL side: exit 3, the MySQL query source checkpointed.
+    pdb.exec("ALTER TABLE t RENAME COLUMN v TO w").await;
+    let status = wait_exit(&mut child, WAIT);
+    let text = logs(&w);
+    assert_eq!(status.code(), Some(3), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("ERROR") && l.contains(&pg_name) && l.contains("\"v\"")),
+        "no ERROR naming the source and the column\n{text}"
+    );
+
+    // Alone, over MySQL: the same permanent error exits 3 naming the column.
+    my.sql(&mdb, "ALTER TABLE t CHANGE v w TEXT");
+    let w = Workdir::new();
+    write(
+        &w,
+        free_port(),
+        "",
+        &mysql_query_toml(&unique("qp_my"), my.port(), &mdb),
+    );
+    let mut child = spawn_run(&w, &[], &env());
+    let status = wait_exit(&mut child, WAIT);
+    let text = logs(&w);
+    assert_eq!(status.code(), Some(3), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("ERROR") && l.contains("qp_my") && l.contains("'v'")),
+        "no ERROR naming the source and the column\n{text}"
+    );
+}
+
 /// A table dropped while the initial backfill runs is skipped (WARN and
 /// `logtide_backfill_tables_skipped_total`); the other tables are backfilled and the stream
 /// goes on.
@@ -558,6 +651,12 @@ async fn a_table_dropped_during_the_backfill_is_skipped() {
         wait_until(WAIT, || state(admin, &name) == "backfilling"),
         "{:?}\n{}",
         sources(admin),
+        logs(&w)
+    );
+    // The three tables are planned (the state says backfilling a moment before).
+    assert!(
+        wait_until(WAIT, || logs(&w).contains("tables=3")),
+        "the backfill never planned its tables\n{}",
         logs(&w)
     );
     pdb.exec("DROP TABLE c").await;

@@ -730,6 +730,7 @@ pub async fn run_mysql(
             let mut conn = connect(&c)?;
             // The same checks as the stream, so a bad setting is reported the same way.
             validate::validate(&mut conn, &c.user).map_err(setup_err("validate the server"))?;
+            validate::check_filter(&mut conn, &f).map_err(setup_err("check the table filter"))?;
             let p0 = fix_start(&mut conn)?;
             let plans = plan(&mut conn, &f, &s, None)?;
             Ok((conn, p0, plans))

@@ -318,6 +318,12 @@ pub async fn check_postgres(
         check_pg_replication_connection(cfg, &mut r).await;
     }
     let version = crate::source::postgres::conn::parse_server_version(&facts.version).unwrap_or(0);
+    if version != 0 && version < setup::MIN_SERVER_VERSION {
+        r.fail(
+            format!("PostgreSQL {} is not supported", facts.version),
+            "logtide needs PostgreSQL 12 or later; upgrade the server",
+        );
+    }
     check_publication(&client, cfg, filter, &facts, version, &mut r).await;
     let mut tables = match pg_tables(&client).await {
         Ok(t) => t,

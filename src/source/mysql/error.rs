@@ -117,6 +117,8 @@ pub enum MysqlError {
         table: String,
         message: String,
     },
+    #[error("the table filter names what the server does not have: {0}")]
+    FilterUnmatched(crate::filter::UnmatchedList),
     #[error(transparent)]
     KeyColumn(#[from] KeyColumnExcluded),
     #[error(transparent)]

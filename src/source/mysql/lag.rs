@@ -126,8 +126,11 @@ pub async fn watch(
         match joined {
             Ok(Ok((sql, end))) => {
                 conn = Some(sql);
-                if let Some(Position::Mysql(ck)) = status.checkpoint() {
-                    let bytes = end.behind(&ck);
+                // After a backfill the checkpoint is a row position; its anchor is the stream position.
+                if let Some(Position::Mysql(ck)) =
+                    status.checkpoint().as_ref().map(Position::anchor)
+                {
+                    let bytes = end.behind(ck);
                     tracing::debug!(source = %cfg.name, lag_bytes = bytes, end_file = %end.file, end_pos = end.pos, "binlog lag checked");
                     status.set_lag_bytes(Some(bytes));
                 }

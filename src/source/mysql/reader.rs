@@ -237,6 +237,7 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
         sock.bound_reads(METADATA_TIMEOUT);
     }
     let server = validate::validate(&mut sql, &cfg.user)?;
+    validate::check_filter(&mut sql, &ctx.filter)?;
     let mut collations = CollationMap::builtin();
     if let Ok(rs) = sql.query(
         "SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS WHERE ID IS NOT NULL",

@@ -3,6 +3,7 @@
 
 use super::error::MysqlError;
 use super::sql::SqlConn;
+use crate::filter::{Filter, KnownTable, UnmatchedList};
 use std::collections::HashMap;
 
 /// What validation learned about the server.
@@ -121,6 +122,53 @@ pub fn validate(conn: &mut SqlConn, user: &str) -> Result<ServerInfo, MysqlError
         metadata_full,
         row_image,
     })
+}
+
+/// The tables of every non-system database with their columns, for
+/// [`Filter::unmatched`].
+pub fn known_tables(conn: &mut SqlConn) -> Result<Vec<KnownTable>, MysqlError> {
+    let rs = conn.query(
+        "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') \
+         ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION",
+    )?;
+    let mut out: Vec<KnownTable> = Vec::new();
+    for r in 0..rs.rows.len() {
+        let (Some(schema), Some(name), Some(col)) = (rs.text(r, 0), rs.text(r, 1), rs.text(r, 2))
+        else {
+            continue;
+        };
+        match out.last_mut() {
+            Some(t) if t.schema == schema && t.name == name => t.columns.push(col),
+            _ => out.push(KnownTable {
+                schema,
+                name,
+                columns: vec![col],
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// A filter entry that names no table or column of the server stops the start (a typo in
+/// `exclude` would otherwise leak the column it meant to hide); a filter that captures no
+/// table at all is worth a warning (tables created later are still captured).
+pub fn check_filter(conn: &mut SqlConn, filter: &Filter) -> Result<(), MysqlError> {
+    let known = known_tables(conn)?;
+    let unmatched = filter.unmatched(&known);
+    if !unmatched.is_empty() {
+        return Err(MysqlError::FilterUnmatched(UnmatchedList(unmatched)));
+    }
+    if !known
+        .iter()
+        .any(|t| filter.table_selected(&t.schema, &t.name))
+    {
+        tracing::warn!(
+            tables_on_server = known.len(),
+            "the table filter captures no table of the server: no change will be delivered until a matching table is created; check `tables.include` against `logtide discover`"
+        );
+    }
+    Ok(())
 }
 
 /// Privileges granted `ON *.*` (and whether SELECT is granted anywhere).

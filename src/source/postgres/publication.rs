@@ -25,7 +25,7 @@
 use super::conn::quote_ident;
 use super::setup::SetupError;
 use crate::config::PostgresSourceConfig;
-use crate::filter::{Filter, KnownTable, Unmatched};
+use crate::filter::{Filter, KnownTable};
 use std::collections::BTreeSet;
 use tokio_postgres::Client;
 
@@ -270,7 +270,9 @@ pub async fn ensure(client: &Client, cfg: &PostgresSourceConfig) -> Result<Ensur
     let tables = catalog(client).await?;
     let unmatched = filter.unmatched(&tables);
     if !unmatched.is_empty() {
-        return Err(SetupError::FilterUnmatched(UnmatchedList(unmatched)));
+        return Err(SetupError::FilterUnmatched(crate::filter::UnmatchedList(
+            unmatched,
+        )));
     }
     let name = cfg.publication_name();
     let Some(info) = read(client, &name).await? else {
@@ -394,22 +396,6 @@ pub async fn partition_root(
             r.try_get(1)
                 .map_err(query_err("read the partition's root"))?,
         ))),
-    }
-}
-
-/// Several [`Unmatched`] entries, one per line.
-#[derive(Debug, Clone)]
-pub struct UnmatchedList(pub Vec<Unmatched>);
-
-impl std::fmt::Display for UnmatchedList {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, u) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{u}")?;
-        }
-        Ok(())
     }
 }
 

@@ -126,7 +126,8 @@ pub async fn check(
 
 fn report(source: &str, slot: &str, u: SlotUsage, warn_mb: u64, status: &SourceStatus) {
     status.set_retained_bytes(u.retained);
-    if let Some(Position::Postgres(ck)) = status.checkpoint() {
+    // After a backfill the checkpoint is a row position; its anchor is the stream position.
+    if let Some(Position::Postgres(ck)) = status.checkpoint().as_ref().map(Position::anchor) {
         status.set_lag_bytes(Some(u.current.0.saturating_sub(ck.lsn.0)));
     }
     let Some(retained) = u.retained else { return };

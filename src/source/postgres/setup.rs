@@ -12,6 +12,9 @@ use super::tls::TlsError;
 use crate::config::PostgresSourceConfig;
 use tokio_postgres::Client;
 
+/// The oldest PostgreSQL major logtide supports (`server_version_num`).
+pub const MIN_SERVER_VERSION: u32 = 120_000;
+
 /// A startup check failed, or a setup query could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -23,6 +26,8 @@ pub enum SetupError {
         #[source]
         source: tokio_postgres::Error,
     },
+    #[error("PostgreSQL server_version_num {0} is not supported: logtide needs PostgreSQL 12 or later (pgoutput, replica identities and publications as it uses them); upgrade the server")]
+    Unsupported(u32),
     #[error("wal_level is {0:?} but logical replication needs `logical`: set wal_level = logical in postgresql.conf and restart PostgreSQL")]
     WalLevel(String),
     #[error("role {user:?} may not start logical replication: run `ALTER ROLE {user} REPLICATION;` as a superuser (or connect as a superuser)")]
@@ -53,7 +58,7 @@ pub enum SetupError {
         restart: String,
     },
     #[error("the table filter names what the server does not have: {0}")]
-    FilterUnmatched(super::publication::UnmatchedList),
+    FilterUnmatched(crate::filter::UnmatchedList),
     #[error("publication {name:?} is not managed by logtide and {problem}, so their changes would never arrive: run `{sql};` (or capture fewer tables)")]
     PublicationCannotServe {
         name: String,
@@ -82,6 +87,10 @@ fn query_err(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> SetupE
 
 /// Checks `wal_level` and the role's REPLICATION attribute.
 pub async fn validate(client: &Client, cfg: &PostgresSourceConfig) -> Result<(), SetupError> {
+    let version = super::publication::server_version(client).await?;
+    if version < MIN_SERVER_VERSION {
+        return Err(SetupError::Unsupported(version));
+    }
     let row = client
         .query_one("SELECT current_setting('wal_level')", &[])
         .await

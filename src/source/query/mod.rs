@@ -69,7 +69,7 @@ use crate::source::postgres::types::TypeError;
 use crate::source::{ErrorClass, SourceContext, SourceMessage};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A query-mode source failure.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +108,8 @@ pub enum QueryError {
     },
     #[error("the MySQL query worker ended unexpectedly")]
     WorkerLost,
+    #[error("{what} got no answer within query_timeout ({after:?}): the connection counts as lost (raise query_timeout if the query is this slow)")]
+    Timeout { what: &'static str, after: Duration },
     #[error("the pipeline closed the source channel")]
     ChannelClosed,
 }
@@ -120,7 +122,9 @@ impl QueryError {
             }
             QueryError::Sql { source, .. } => crate::source::classify::postgres(source),
             QueryError::Mysql { source, .. } => source.class(),
-            QueryError::ChannelClosed | QueryError::WorkerLost => ErrorClass::Transient,
+            QueryError::ChannelClosed | QueryError::WorkerLost | QueryError::Timeout { .. } => {
+                ErrorClass::Transient
+            }
             _ => ErrorClass::Permanent,
         }
     }
@@ -197,49 +201,85 @@ fn effective_lookback(
     }
 }
 
-/// A connected backend.
-enum Backend {
+/// A connected backend; every statement is bounded by the source's `query_timeout`.
+struct Backend {
+    engine: Engine,
+    limit: Duration,
+}
+
+enum Engine {
     Postgres(postgres::PgBackend),
     Mysql(mysql::MyBackend),
 }
 
+/// `f` within `limit`: a server that stops answering without closing the connection is a
+/// lost connection (transient), not a hang. Dropping the statement's future drops the
+/// connection with it (MySQL: its socket is shut down, so the blocking read returns).
+async fn bounded<T>(
+    limit: Duration,
+    what: &'static str,
+    f: impl std::future::Future<Output = Result<T, QueryError>>,
+) -> Result<T, QueryError> {
+    tokio::time::timeout(limit, f)
+        .await
+        .map_err(|_| QueryError::Timeout { what, after: limit })?
+}
+
 impl Backend {
     async fn connect(cfg: &QuerySourceConfig) -> Result<Backend, QueryError> {
-        Ok(match cfg.protocol {
-            QueryProtocol::Postgres => Backend::Postgres(postgres::PgBackend::connect(cfg).await?),
-            QueryProtocol::Mysql => Backend::Mysql(mysql::MyBackend::connect(cfg).await?),
+        // The handshake has its own `connect_timeout`; the probe's statements count too.
+        let limit = cfg.query_timeout;
+        let engine = bounded(limit + cfg.connect_timeout, "connecting", async {
+            Ok(match cfg.protocol {
+                QueryProtocol::Postgres => {
+                    Engine::Postgres(postgres::PgBackend::connect(cfg).await?)
+                }
+                QueryProtocol::Mysql => Engine::Mysql(mysql::MyBackend::connect(cfg).await?),
+            })
         })
+        .await?;
+        Ok(Backend { engine, limit })
     }
     fn columns(&self) -> &[String] {
-        match self {
-            Backend::Postgres(b) => b.columns(),
-            Backend::Mysql(b) => b.columns(),
+        match &self.engine {
+            Engine::Postgres(b) => b.columns(),
+            Engine::Mysql(b) => b.columns(),
         }
     }
     fn order(&self) -> &[usize] {
-        match self {
-            Backend::Postgres(b) => b.order(),
-            Backend::Mysql(b) => b.order(),
+        match &self.engine {
+            Engine::Postgres(b) => b.order(),
+            Engine::Mysql(b) => b.order(),
         }
     }
     fn cursor_kind(&self) -> CursorKind {
-        match self {
-            Backend::Postgres(b) => b.cursor_kind(),
-            Backend::Mysql(b) => b.cursor_kind(),
+        match &self.engine {
+            Engine::Postgres(b) => b.cursor_kind(),
+            Engine::Mysql(b) => b.cursor_kind(),
         }
     }
     async fn fetch(&mut self, req: &Request<'_>) -> Result<Vec<FetchedRow>, QueryError> {
-        match self {
-            Backend::Postgres(b) => b.fetch(req).await,
-            Backend::Mysql(b) => b.fetch(req).await,
-        }
+        bounded(self.limit, "running the query", async {
+            match &mut self.engine {
+                Engine::Postgres(b) => b.fetch(req).await,
+                Engine::Mysql(b) => b.fetch(req).await,
+            }
+        })
+        .await
     }
     /// `mark − lookback` as the text of a cursor value, computed by the database.
     async fn lower(&mut self, mark: &str, lookback: &Lookback) -> Result<String, QueryError> {
-        match self {
-            Backend::Postgres(b) => b.lower(mark, lookback).await,
-            Backend::Mysql(b) => b.lower(mark, lookback).await,
-        }
+        bounded(
+            self.limit,
+            "computing the look-back window's lower bound",
+            async {
+                match &mut self.engine {
+                    Engine::Postgres(b) => b.lower(mark, lookback).await,
+                    Engine::Mysql(b) => b.lower(mark, lookback).await,
+                }
+            },
+        )
+        .await
     }
 }
 

@@ -36,7 +36,7 @@
 //! every statement runs on the blocking pool (`spawn_blocking`). Cancelling a page (shutdown)
 //! shuts the connection's socket down, so a long query returns at once; where the socket
 //! could not be identified, the read ends at the latest after the read timeout
-//! ([`READ_TIMEOUT`] plus 10 s).
+//! (`query_timeout` plus 10 s); `query_timeout` itself drops the statement before.
 
 use super::{CursorKind, FetchedRow, QueryError, Request, CURSOR_PH, SYNC_PH};
 use crate::backfill::mysql::ident;
@@ -55,11 +55,6 @@ use mysql_cdc::replica_options::ReplicaOptions;
 use mysql_cdc::ssl_mode::SslMode;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// The longest a statement may go without sending a packet before the connection counts as
-/// lost (the client's socket read timeout is this plus 10 s).
-pub const READ_TIMEOUT: Duration = Duration::from_secs(600);
 
 const VAR_CURSOR: &str = "@logtide_cursor";
 const VAR_SYNC: &str = "@logtide_last_sync_time";
@@ -317,8 +312,9 @@ fn options(cfg: &QuerySourceConfig, password: String) -> ReplicaOptions {
         database: Some(cfg.database.clone()),
         server_id: 1,
         blocking: true,
-        // The crate's socket read timeout (plus 10 s); no binlog is read here.
-        heartbeat_interval: READ_TIMEOUT,
+        // The crate's socket read timeout (plus 10 s), beyond `query_timeout` (which drops
+        // the statement first): the blocking thread ends even where no interrupt reaches it.
+        heartbeat_interval: cfg.query_timeout,
         binlog: BinlogOptions::from_end(),
     }
 }
