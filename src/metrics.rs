@@ -327,6 +327,15 @@ impl SourceStatus {
         i.checkpoint_ms = Some(crate::event::now_ms());
     }
 
+    /// The stored checkpoint a (re)started source resumes from, until the pipeline stores
+    /// a newer one: the lag checks measure from it (a paused source has no other).
+    pub fn resumed_from(&self, p: &Position) {
+        let mut i = lock(&self.inner);
+        if i.checkpoint.is_none() {
+            i.checkpoint = Some(p.clone());
+        }
+    }
+
     pub fn checkpoint(&self) -> Option<Position> {
         lock(&self.inner).checkpoint.clone()
     }

@@ -505,6 +505,9 @@ impl SourcePair {
             }
             let resume = self.store.load(&name)?;
             tracing::info!(source = %name, resume = ?resume.as_ref().map(ToString::to_string), "starting source");
+            if let Some(p) = &resume {
+                status.resumed_from(p);
+            }
             let (tx, rx) = mpsc::channel(self.channel_capacity);
             let (wtx, wrx) = watch::channel(resume.clone());
             let src_cancel = self.cancel.child_token();

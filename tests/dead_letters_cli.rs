@@ -184,6 +184,17 @@ async fn rejected_event_is_listed_then_resent_and_removed() {
         letters[0].event,
         "the stored event, unchanged"
     );
+    // In the envelope's own key order (`op` first), not re-sorted.
+    let keys = |v: &serde_json::Value| {
+        v.as_object()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(keys(&resent.items()[0]), keys(&letters[0].event));
+    assert_eq!(
+        keys(&resent.items()[0]).first().map(String::as_str),
+        Some("op")
+    );
     assert!(!dl.exists() || read_dead_letters(&dl).expect("read").is_empty());
     let out = logtide(&[
         "dead-letters",

@@ -309,3 +309,39 @@ fn mysql_filter_entries_that_match_nothing_are_refused() {
         serde_json::json!({"id": 1, "email": "a@x.io"})
     );
 }
+
+/// A table filter that captures no table of the server (a glob that matches nothing yet)
+/// is not an error — tables may come later — but `run` says so loudly, on both engines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_that_captures_nothing_is_a_warning_on_both_engines() {
+    let pg = PgServer::get().fresh_db();
+    pg.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
+    let my = common::mariadb::MariaServer::get();
+    let mdb = my.fresh_db();
+    my.sql(&mdb, "CREATE TABLE t (id INT PRIMARY KEY)");
+    let sources = format!(
+        "{}tables = {{ include = [\"public.nothing_*\"] }}\n\n{}",
+        pg.server.source_toml(pg.name(), &name("pgnone")),
+        my.source_toml(&name("mynone"), &mdb).replace(
+            &format!("include = [\"{mdb}.*\"]"),
+            &format!("include = [\"{mdb}.nothing_*\"]")
+        )
+    );
+    let w = Workdir::new();
+    write_config(&w, free_port(), &sources);
+    let env = [
+        (common::pg::PASSWORD_ENV, common::pg::PASSWORD),
+        (common::mariadb::PASSWORD_ENV, common::mariadb::PASSWORD),
+    ];
+    let mut child = spawn_run(&w, &[], &env);
+    let warned = wait_until(WAIT, || {
+        let log = common::run::logs(&w);
+        log.lines()
+            .filter(|l| l.contains("WARN") && l.contains("captures no table"))
+            .count()
+            >= 2
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(warned, "{}", common::run::logs(&w));
+}

@@ -197,6 +197,9 @@ pub struct Delivery {
     pub max_events: usize,
     pub max_bytes: usize,
     pub retry: RetryConfig,
+    /// Sending dead letters again (`dead-letters resend`) rather than a stream's batch: a
+    /// give-up leaves the dead-letter file as it was, no checkpoint is involved.
+    pub resend: bool,
 }
 
 impl Delivery {
@@ -211,6 +214,7 @@ impl Delivery {
             max_events: batch.max_events.unwrap_or(defaults.0).max(1),
             max_bytes: batch.max_bytes.unwrap_or(defaults.1).max(1),
             retry: retry.clone(),
+            resend: false,
         }
     }
 
@@ -262,15 +266,25 @@ impl Delivery {
                 Attempt::Fatal(e) => return Err(e),
                 Attempt::Retry { error, retry_after } => {
                     if attempt >= self.retry.max_retries {
+                        // The last attempt's cause, without its "(will retry)".
+                        let (cause, source) = match error {
+                            SinkError::Transient { what, source, .. }
+                            | SinkError::Permanent { what, source, .. } => (what, source),
+                        };
+                        let then = if self.resend {
+                            "the dead-letter file is left as it was; run `dead-letters resend` again once the receiver works (or raise retry.max_retries)"
+                        } else {
+                            "nothing of this batch was checkpointed, a restart delivers it again — fix the receiver or raise retry.max_retries"
+                        };
                         return Err(SinkError::Permanent {
                             sink: self.sink.clone(),
                             what: format!(
-                                "gave up after {} retries of a request of {} events (first cursor {}); nothing of this batch was checkpointed, a restart delivers it again — fix the receiver or raise retry.max_retries",
+                                "gave up after {} retries of a request of {} events (first cursor {}), last error: {cause}; {then}",
                                 self.retry.max_retries,
                                 range.len(),
                                 records.item(range.start).map_or("?", |i| i.cursor.as_str())
                             ),
-                            source: Some(Box::new(error)),
+                            source,
                         });
                     }
                     attempt += 1;
@@ -543,6 +557,7 @@ mod tests {
             sink: "t".into(),
             max_events,
             max_bytes: usize::MAX,
+            resend: false,
             retry: RetryConfig {
                 max_retries,
                 initial_backoff: Duration::from_millis(1),

@@ -396,6 +396,7 @@ impl HttpSink {
 
     /// Re-sends dead letters (their stored event JSON), see [`super::dead_letter::resend`].
     pub async fn resend(&mut self, letters: &[DeadLetter]) -> Result<ResendReport, SinkError> {
+        self.delivery.resend = true;
         let mut records = Records::default();
         for l in letters {
             let json = serde_json::to_vec(&l.event).unwrap_or_default();

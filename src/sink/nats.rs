@@ -497,6 +497,7 @@ impl NatsSink {
 
     /// Re-sends dead letters (their stored event JSON) to the subjects their events map to.
     pub async fn resend(&mut self, letters: &[DeadLetter]) -> Result<ResendReport, SinkError> {
+        self.delivery.resend = true;
         let mut records = Records::default();
         self.subjects.clear();
         for l in letters {

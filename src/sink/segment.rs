@@ -464,6 +464,7 @@ impl SegmentSink {
     /// Re-sends dead letters: maps their events again (with the current mappings) and sends
     /// the calls.
     pub async fn resend(&mut self, letters: &[DeadLetter]) -> Result<ResendReport, SinkError> {
+        self.delivery.resend = true;
         let items: Vec<(String, String, Vec<u8>, &Json)> = letters
             .iter()
             .map(|l| {

@@ -274,6 +274,16 @@ pub async fn ensure(client: &Client, cfg: &PostgresSourceConfig) -> Result<Ensur
             unmatched,
         )));
     }
+    if !tables
+        .iter()
+        .any(|t| filter.table_selected(&t.schema, &t.name))
+    {
+        tracing::warn!(
+            source = %cfg.name,
+            tables_on_server = tables.len(),
+            "the table filter captures no table of the database: no change will be delivered until a matching table is created; check `tables.include` against `logtide discover`"
+        );
+    }
     let name = cfg.publication_name();
     let Some(info) = read(client, &name).await? else {
         if !cfg.create_publication {
