@@ -465,6 +465,44 @@ async fn a_permanent_error_while_running_exits_3_after_the_others_checkpointed()
     assert!(ck > last_pg, "checkpoint {ck} must cover {last_pg}");
 }
 
+/// A PostgreSQL-side and a MySQL-side source, each connected through a [`Blackhole`].
+struct Hole<'a> {
+    w: &'a Workdir,
+    admin: u16,
+    pdb: &'a pg::TestDb<'a>,
+    my: &'a MariaServer,
+    mdb: &'a str,
+    pg: (&'a Blackhole, &'a str),
+    mysql: (&'a Blackhole, &'a str),
+}
+
+impl Hole<'_> {
+    /// Rows flow; then both connections are black-holed and more rows are written: they
+    /// arrive within 30 s (the dead connections detected and made anew).
+    async fn rows_survive_a_black_hole(&self) {
+        let (w, my, mdb) = (self.w, self.my, self.mdb);
+        let ((pg_proxy, pg_name), (my_proxy, my_name)) = (self.pg, self.mysql);
+        wait_streaming(w, self.admin, &[pg_name, my_name]);
+        self.pdb.insert_ids("t", 0, 5, 5, 1).await;
+        my.sql(mdb, "INSERT INTO t VALUES (0, 'a')");
+        wait_ids(w, pg_name, "t", &pg_ids(self.pdb, "t").await);
+        wait_ids(w, my_name, "t", &my_ids(my, mdb, "t"));
+        let started = std::time::Instant::now();
+        pg_proxy.swallow();
+        my_proxy.swallow();
+        self.pdb.insert_ids("t", 5, 10, 5, 1).await;
+        my.sql(mdb, "INSERT INTO t VALUES (1, 'b'), (2, 'c')");
+        wait_ids(w, pg_name, "t", &pg_ids(self.pdb, "t").await);
+        wait_ids(w, my_name, "t", &my_ids(my, mdb, "t"));
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(30),
+            "detection took {took:?}\n{}",
+            logs(w)
+        );
+    }
+}
+
 /// A connection that stops answering without closing (a TCP proxy that black-holes it) is
 /// detected within the documented bound (10 s here: 3 × status_interval / heartbeat, at
 /// least 10 s) and reconnected, for PostgreSQL and MySQL; rows written meanwhile arrive.
@@ -497,24 +535,16 @@ async fn a_black_holed_connection_is_detected_and_reconnected() {
         &format!("{pg_src}status_interval = \"1s\"\n\n{my_src}"),
     );
     let mut child = spawn_run(&w, &[], &env());
-    wait_streaming(&w, admin, &[&pg_name, &my_name]);
-    pdb.insert_ids("t", 0, 5, 5, 1).await;
-    my.sql(&mdb, "INSERT INTO t VALUES (0, 'a')");
-    wait_ids(&w, &pg_name, "t", &pg_ids(&pdb, "t").await);
-    wait_ids(&w, &my_name, "t", &my_ids(my, &mdb, "t"));
-    let started = std::time::Instant::now();
-    pg_proxy.swallow();
-    my_proxy.swallow();
-    pdb.insert_ids("t", 5, 10, 5, 1).await;
-    my.sql(&mdb, "INSERT INTO t VALUES (1, 'b'), (2, 'c')");
-    wait_ids(&w, &pg_name, "t", &pg_ids(&pdb, "t").await);
-    wait_ids(&w, &my_name, "t", &my_ids(my, &mdb, "t"));
-    let took = started.elapsed();
-    assert!(
-        took < Duration::from_secs(30),
-        "detection took {took:?}\n{}",
-        logs(&w)
-    );
+    let hole = Hole {
+        w: &w,
+        admin,
+        pdb: &pdb,
+        my,
+        mdb: &mdb,
+        pg: (&pg_proxy, &pg_name),
+        mysql: (&my_proxy, &my_name),
+    };
+    hole.rows_survive_a_black_hole().await;
     let text = logs(&w);
     assert!(text.contains("stopped answering"), "{text}");
     // Stop while both connections are black-holed again: no hang.
@@ -564,24 +594,16 @@ async fn query_sources_survive_a_black_hole_and_fail_on_a_permanent_error() {
         ),
     );
     let mut child = spawn_run(&w, &[], &env());
-    wait_streaming(&w, admin, &[&pg_name, &my_name]);
-    pdb.insert_ids("t", 0, 5, 5, 1).await;
-    my.sql(&mdb, "INSERT INTO t VALUES (0, 'a')");
-    wait_ids(&w, &pg_name, "t", &pg_ids(&pdb, "t").await);
-    wait_ids(&w, &my_name, "t", &my_ids(my, &mdb, "t"));
-    let started = std::time::Instant::now();
-    pg_proxy.swallow();
-    my_proxy.swallow();
-    pdb.insert_ids("t", 5, 10, 5, 1).await;
-    my.sql(&mdb, "INSERT INTO t VALUES (1, 'b'), (2, 'c')");
-    wait_ids(&w, &pg_name, "t", &pg_ids(&pdb, "t").await);
-    wait_ids(&w, &my_name, "t", &my_ids(my, &mdb, "t"));
-    let took = started.elapsed();
-    assert!(
-        took < Duration::from_secs(30),
-        "detection took {took:?}\n{}",
-        logs(&w)
-    );
+    let hole = Hole {
+        w: &w,
+        admin,
+        pdb: &pdb,
+        my,
+        mdb: &mdb,
+        pg: (&pg_proxy, &pg_name),
+        mysql: (&my_proxy, &my_name),
+    };
+    hole.rows_survive_a_black_hole().await;
     let text = logs(&w);
     assert!(
         text.matches("got no answer within query_timeout").count() >= 2,
