@@ -50,7 +50,13 @@ async fn rejected_event_is_listed_then_resent_and_removed() {
     // Rejects any request holding the event with id 7 until `accept` is set.
     let accept = Arc::new(AtomicBool::new(false));
     let a = accept.clone();
+    // Answers 503 to everything while set (the receiver down).
+    let down = Arc::new(AtomicBool::new(false));
+    let d = down.clone();
     let script: Script = Arc::new(move |r: &Request, _| {
+        if d.load(Ordering::SeqCst) {
+            return Reply::Status(503, vec![], "{\"error\":\"maintenance\"}".into());
+        }
         let bad = r
             .items()
             .iter()
@@ -161,6 +167,32 @@ async fn rejected_event_is_listed_then_resent_and_removed() {
         still.iter().map(|l| l.cursor.clone()).collect::<Vec<_>>(),
         vec![bad.clone()]
     );
+
+    // The receiver down: `resend` gives up after its retries, says the file is left as it
+    // was (no talk of checkpoints or of retrying), exit 1, the file unchanged.
+    down.store(true, Ordering::SeqCst);
+    let kept = std::fs::read(&dl).expect("dead-letter file");
+    let out = logtide(&resend).await;
+    down.store(false, Ordering::SeqCst);
+    let all = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    // The final message (the retries before it are logged as such).
+    let err = all
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line: {all}"))
+        .to_owned();
+    assert!(
+        err.contains("gave up after 3 retries")
+            && err.contains("503")
+            && err.contains("left as it was"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("will retry") && !err.contains("checkpoint"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&dl).expect("dead-letter file"), kept);
 
     // Once the receiver accepts it, `resend` delivers it and the file no longer lists it.
     accept.store(true, Ordering::SeqCst);

@@ -272,7 +272,7 @@ impl Delivery {
                             | SinkError::Permanent { what, source, .. } => (what, source),
                         };
                         let then = if self.resend {
-                            "the dead-letter file is left as it was; run `dead-letters resend` again once the receiver works (or raise retry.max_retries)"
+                            "run `dead-letters resend` again once the receiver works (or raise retry.max_retries)"
                         } else {
                             "nothing of this batch was checkpointed, a restart delivers it again — fix the receiver or raise retry.max_retries"
                         };
