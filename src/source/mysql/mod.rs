@@ -32,6 +32,7 @@
 //! file:offset; the GTID travels alongside), ed25519 auth. TLS is not the crate's (it has
 //! none): `tls.rs` terminates it in front of the crate's plain connection.
 
+pub mod binlog_status;
 pub mod charset;
 pub mod ddl;
 pub mod error;

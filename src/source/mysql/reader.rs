@@ -268,31 +268,28 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
     let mut initial = None;
     let (start_file, start_pos) = match &resume {
         Some(r) => (r.file.clone(), r.pos),
-        None => {
-            let rs = sql.query("SHOW MASTER STATUS")?;
-            match (
-                rs.text(0, 0),
-                rs.text(0, 1).and_then(|p| p.parse::<u64>().ok()),
-            ) {
-                (Some(file), Some(pos)) => {
-                    initial = Some(MysqlPosition {
-                        file: file.clone(),
-                        pos,
-                        ordinal: 0,
-                        gtid: None,
-                    });
-                    (file, pos)
-                }
-                _ => {
-                    return Err(MysqlError::Setting {
-                        setting: "log_bin",
-                        actual: "OFF (SHOW MASTER STATUS is empty)".into(),
-                        wanted: "ON",
-                        fix: "start the server with log_bin (and binlog_format=ROW)".into(),
-                    })
-                }
+        None => match super::binlog_status::current_end(&mut sql)? {
+            Some((file, pos)) => {
+                initial = Some(MysqlPosition {
+                    file: file.clone(),
+                    pos,
+                    ordinal: 0,
+                    gtid: None,
+                });
+                (file, pos)
             }
-        }
+            None => {
+                return Err(MysqlError::Setting {
+                    setting: "log_bin",
+                    actual: format!(
+                        "OFF ({} is empty)",
+                        super::binlog_status::statement_name(&sql)
+                    ),
+                    wanted: "ON",
+                    fix: "start the server with log_bin (and binlog_format=ROW)".into(),
+                })
+            }
+        },
     };
     let start_gtid = resume
         .as_ref()

@@ -189,6 +189,9 @@ pub struct SqlConn {
     /// A result is being read (or was abandoned) and the connection cannot take a new
     /// statement.
     mid_result: bool,
+    /// The statement that reads the binlog end on this server, once known (see
+    /// [`super::binlog_status`]).
+    status_statement: Option<&'static str>,
 }
 
 /// The rows of one statement's result, read from the connection as they are asked for
@@ -322,6 +325,7 @@ impl SqlConn {
             mariadb,
             socket,
             mid_result: false,
+            status_statement: None,
         })
     }
 
@@ -329,6 +333,15 @@ impl SqlConn {
     /// could be identified (see [`super::socket`]); `None` otherwise.
     pub fn interrupter(&self) -> Option<Interrupt> {
         self.socket.clone().map(Interrupt)
+    }
+
+    /// The statement that reads the binlog end here, once [`super::binlog_status`] found it.
+    pub fn status_statement(&self) -> Option<&'static str> {
+        self.status_statement
+    }
+
+    pub(super) fn set_status_statement(&mut self, stmt: &'static str) {
+        self.status_statement = Some(stmt);
     }
 
     /// The connection's socket, if it was identified.
