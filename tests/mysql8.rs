@@ -326,3 +326,59 @@ fn replay_from_a_gtid_set() {
         other => panic!("expected a GTID dump, got {other:?}"),
     }
 }
+
+/// `transaction_compression.000001` (MySQL 8.0.32, `binlog_transaction_compression=ON`):
+/// the transaction's BEGIN, table map, rows and XID are inside one zstd
+/// TRANSACTION_PAYLOAD event after its ANONYMOUS_GTID. The row `test.tb1 (1)` comes out at
+/// the GTID's offset (197), ordinal 1, and the checkpoint after it is the payload's end
+/// (431). The table map is MINIMAL (no names): the column comes from information_schema.
+#[test]
+fn compressed_transaction_payload_end_to_end() {
+    let server = ProtoServer::builder(Flavour::Mysql80, "transaction_compression.000001")
+        .variable("binlog_row_metadata", "MINIMAL")
+        .variable("binlog_transaction_compression", "ON")
+        .table("test", "tb1", &[("c1", "int")], &[])
+        .start();
+    let (w, ev) = run_events(&server, "test.*", 1);
+    assert_eq!(ev.len(), 1, "{}", logs(&w));
+    assert_eq!(ev[0]["op"], "c");
+    assert_eq!(ev[0]["after"], json!({"c1": 1}));
+    assert_eq!(ev[0]["source"]["table"], "tb1");
+    assert_eq!(ev[0]["source"]["pos"], 197);
+    assert_eq!(
+        ev[0]["source"]["cursor"],
+        "0000000001:00000000000000C5:0000000000000001"
+    );
+    assert!(server.unknown().is_empty(), "{:?}", server.unknown());
+}
+
+/// A drop right at the payload event: the resumed dump starts again at the transaction's
+/// start (the checkpoint before it), and the row is delivered once.
+#[test]
+fn disconnect_at_the_payload_resumes_before_the_transaction() {
+    let server = ProtoServer::builder(Flavour::Mysql84, "transaction_compression.000001")
+        .variable("binlog_row_metadata", "MINIMAL")
+        .variable("binlog_transaction_compression", "ON")
+        .table("test", "tb1", &[("c1", "int")], &[])
+        .drop_at(274)
+        .start();
+    let w = workdir(&server, "test.*");
+    let mut child = spawn_run(&w, &[], &env());
+    w.wait_events(1, WAIT);
+    common::run::sigterm(&child);
+    assert!(wait_exit(&mut child, WAIT).success(), "{}", logs(&w));
+    let ev = w.events();
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(server.dropped(), 1);
+    assert_eq!(ev[0]["after"], json!({"c1": 1}));
+    let dumps = server.dumps();
+    assert_eq!(dumps.len(), 2, "{dumps:?}");
+    assert_eq!(
+        dumps[1],
+        Dump::Position {
+            file: "binlog.000001".into(),
+            pos: 197
+        },
+        "resumed at the transaction's GTID, before the payload"
+    );
+}

@@ -39,6 +39,7 @@ pub mod error;
 pub mod history;
 pub mod jsonb;
 pub mod lag;
+pub mod payload;
 mod reader;
 pub mod rows;
 pub mod schema_ddl;

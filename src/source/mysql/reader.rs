@@ -639,6 +639,33 @@ impl Reader {
         }
     }
 
+    /// A TRANSACTION_PAYLOAD: its inner events, one at a time, handled like any other, at
+    /// the payload event's position (see [`super::payload`]): the transaction's start is its
+    /// GTID event before the payload, its commit position the payload's end, and row
+    /// ordinals count on inside it.
+    fn on_payload(&mut self, h: &Header, body: &[u8]) -> Result<(), Halt> {
+        let bad = |s: &Self, m: String| -> Halt {
+            s.malformed(h.offset(), &format!("TRANSACTION_PAYLOAD_EVENT: {m}"))
+                .into()
+        };
+        let mut inner = super::payload::InnerEvents::new(body).map_err(|m| bad(self, m))?;
+        while let Some(ev) = inner.next_event().map_err(|m| bad(self, m))? {
+            let Some(ih) = Header::parse(&ev) else {
+                return Err(bad(self, "inner event shorter than its header".into()));
+            };
+            if ih.type_code == 40 {
+                return Err(bad(self, "a payload inside a payload".into()));
+            }
+            let ih = Header {
+                event_length: h.event_length,
+                log_pos: h.log_pos,
+                ..ih
+            };
+            self.on_event(&ih, ev.get(19..).unwrap_or_default())?;
+        }
+        Ok(())
+    }
+
     fn malformed(&self, pos: u64, message: &str) -> MysqlError {
         MysqlError::Malformed {
             file: self.file.clone(),
@@ -741,13 +768,7 @@ impl Reader {
                     "binlog_row_value_options='' (no PARTIAL_JSON)",
                 ))
             }
-            40 => {
-                return Err(self.unsupported(
-                    h,
-                    "TRANSACTION_PAYLOAD_EVENT",
-                    "binlog_transaction_compression=OFF",
-                ))
-            }
+            40 => self.on_payload(h, body)?,
             165 => {
                 return Err(self.unsupported(h, "QUERY_COMPRESSED_EVENT", "log_bin_compress=OFF"))
             }

@@ -75,6 +75,17 @@ pub enum Answer {
     Rows(Vec<&'static str>, Vec<Vec<Option<String>>>),
 }
 
+/// A table the server's `information_schema` describes (for fixtures whose table maps
+/// carry no column names, `binlog_row_metadata=MINIMAL`, and whose DDL is not in the file).
+#[derive(Debug, Clone)]
+pub struct TableDef {
+    pub db: String,
+    pub name: String,
+    /// `(name, lowercase COLUMN_TYPE, character set)`.
+    pub columns: Vec<(String, String, Option<String>)>,
+    pub key: Vec<String>,
+}
+
 /// The server's state a scripted answer depends on.
 pub struct Status<'a> {
     pub flavour: Flavour,
@@ -86,6 +97,7 @@ pub struct Status<'a> {
     pub file_size: u64,
     /// The session's `@master_binlog_checksum` once set.
     pub checksum: Option<&'a str>,
+    pub tables: &'a [TableDef],
 }
 
 fn syntax_error(near: &str) -> Answer {
@@ -94,6 +106,14 @@ fn syntax_error(near: &str) -> Answer {
         "42000",
         format!("You have an error in your SQL syntax; check the manual that corresponds to your MySQL server version for the right syntax to use near '{near}' at line 1"),
     )
+}
+
+/// The table a `WHERE TABLE_SCHEMA = 'db' AND TABLE_NAME = 't'` query names.
+fn named<'a>(sql: &str, tables: &'a [TableDef]) -> Option<&'a TableDef> {
+    tables.iter().find(|t| {
+        sql.contains(&format!("TABLE_SCHEMA = '{}'", t.db))
+            && sql.contains(&format!("TABLE_NAME = '{}'", t.name))
+    })
 }
 
 fn one(v: &str) -> Option<String> {
@@ -174,13 +194,19 @@ pub fn answer(sql: &str, st: &Status<'_>) -> Option<Answer> {
     } else if up.starts_with("SELECT TABLE_SCHEMA, TABLE_NAME, COALESCE(TABLE_ROWS, 0) FROM INFORMATION_SCHEMA.TABLES") {
         Answer::Rows(vec!["TABLE_SCHEMA", "TABLE_NAME", "TABLE_ROWS"], Vec::new())
     } else if up.starts_with("SELECT COLUMN_NAME, LOWER(COLUMN_TYPE), CHARACTER_SET_NAME FROM INFORMATION_SCHEMA.COLUMNS") {
-        Answer::Rows(vec!["COLUMN_NAME", "COLUMN_TYPE", "CHARACTER_SET_NAME"], Vec::new())
+        let rows = named(&norm, st.tables)
+            .map(|t| t.columns.iter().map(|(n, ty, cs)| vec![one(n), one(ty), cs.clone()]).collect())
+            .unwrap_or_default();
+        Answer::Rows(vec!["COLUMN_NAME", "COLUMN_TYPE", "CHARACTER_SET_NAME"], rows)
     } else if up.starts_with("SELECT C.TABLE_SCHEMA, C.TABLE_NAME, C.COLUMN_NAME, C.COLUMN_TYPE, C.IS_NULLABLE FROM INFORMATION_SCHEMA.COLUMNS") {
         Answer::Rows(vec!["TABLE_SCHEMA", "TABLE_NAME", "COLUMN_NAME", "COLUMN_TYPE", "IS_NULLABLE"], Vec::new())
     } else if up.starts_with("SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME FROM INFORMATION_SCHEMA.KEY_COLUMN_USAGE") {
         Answer::Rows(vec!["TABLE_SCHEMA", "TABLE_NAME", "COLUMN_NAME"], Vec::new())
     } else if up.starts_with("SELECT COLUMN_NAME FROM INFORMATION_SCHEMA.STATISTICS") {
-        Answer::Rows(vec!["COLUMN_NAME"], Vec::new())
+        let rows = named(&norm, st.tables)
+            .map(|t| t.key.iter().map(|k| vec![one(k)]).collect())
+            .unwrap_or_default();
+        Answer::Rows(vec!["COLUMN_NAME"], rows)
     } else if up.starts_with("SELECT CHECK_CLAUSE FROM INFORMATION_SCHEMA.CHECK_CONSTRAINTS") {
         Answer::Rows(vec!["CHECK_CLAUSE"], Vec::new())
     } else {

@@ -25,7 +25,7 @@ pub mod wire;
 
 use auth::{Account, AuthServer};
 use binlog::{Fixture, GtidSet};
-use flavour::{Answer, Flavour, Status};
+use flavour::{Answer, Flavour, Status, TableDef};
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -52,6 +52,7 @@ struct Shared {
     auth: AuthServer,
     fixture: Fixture,
     variables: Mutex<BTreeMap<String, String>>,
+    tables: Vec<TableDef>,
     end: AtomicU64,
     /// Drop the dump connection before the event at this file offset (once).
     drop_at: Mutex<Option<usize>>,
@@ -73,6 +74,7 @@ pub struct Builder {
     variables: BTreeMap<String, String>,
     drop_at: Option<usize>,
     end: Option<u64>,
+    tables: Vec<TableDef>,
 }
 
 impl Builder {
@@ -88,6 +90,25 @@ impl Builder {
     }
     pub fn variable(mut self, k: &str, v: &str) -> Self {
         self.variables.insert(k.to_owned(), v.to_owned());
+        self
+    }
+    /// Describes a table in `information_schema`: columns `(name, type)` (text columns
+    /// utf8mb4) and the primary key.
+    pub fn table(mut self, db: &str, name: &str, columns: &[(&str, &str)], key: &[&str]) -> Self {
+        let text = |t: &str| {
+            ["char", "varchar", "text", "enum", "set"]
+                .iter()
+                .any(|p| t.starts_with(p))
+        };
+        self.tables.push(TableDef {
+            db: db.into(),
+            name: name.into(),
+            columns: columns
+                .iter()
+                .map(|(n, t)| ((*n).into(), (*t).into(), text(t).then(|| "utf8mb4".into())))
+                .collect(),
+            key: key.iter().map(|k| (*k).into()).collect(),
+        });
         self
     }
     /// Drops the first dump connection that reaches the event at file offset `offset`.
@@ -120,6 +141,7 @@ impl Builder {
             ),
             fixture: self.fixture,
             variables: Mutex::new(variables),
+            tables: self.tables,
             end: AtomicU64::new(end),
             drop_at: Mutex::new(self.drop_at),
             queries: Mutex::default(),
@@ -175,6 +197,7 @@ impl ProtoServer {
             variables: flavour.variables(),
             drop_at: None,
             end: None,
+            tables: Vec::new(),
         }
     }
 
@@ -272,6 +295,7 @@ fn serve(sh: &Shared, mut c: Conn) -> io::Result<()> {
                     end: sh.end.load(Ordering::SeqCst),
                     file_size: sh.fixture.bytes.len() as u64,
                     checksum: checksum.as_deref(),
+                    tables: &sh.tables,
                 };
                 match flavour::answer(&sql, &st) {
                     Some(Answer::Ok) => c.ok()?,
