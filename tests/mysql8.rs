@@ -28,7 +28,7 @@ fn env() -> [(&'static str, &'static str); 1] {
 fn workdir(server: &ProtoServer, filter: &str) -> Workdir {
     let w = Workdir::new();
     w.write_config(&format!(
-        "{}\n[pipeline]\nreconnect_initial_backoff = \"100ms\"\n",
+        "{}\n[pipeline]\nreconnect_initial_backoff = \"100ms\"\n\n[admin]\nenabled = false\n",
         server.source_toml("my", &format!("tables = {{ include = [\"{filter}\"] }}"))
     ));
     w
@@ -40,6 +40,25 @@ fn run_n(w: &Workdir, n: usize) -> Vec<Value> {
     let st = wait_exit(&mut child, WAIT);
     assert!(st.success(), "logtide failed ({st}): {}", logs(w));
     w.events()
+}
+
+/// `logtide run --until <end of the fixture's last transaction>`; the events.
+fn run_whole_file(server: &ProtoServer, filter: &str) -> (Workdir, Vec<Value>) {
+    let fx = server.fixture();
+    let end = fx
+        .events
+        .iter()
+        .filter(|e| e.type_code == 16 || e.type_code == 2)
+        .map(|e| e.log_pos)
+        .max()
+        .expect("a commit in the fixture");
+    let w = workdir(server, filter);
+    let until = format!("binlog.000001:{end}");
+    let mut child = spawn_run(&w, &["--until", &until], &env());
+    let st = wait_exit(&mut child, WAIT);
+    assert!(st.success(), "logtide failed ({st}): {}", logs(&w));
+    let ev = w.events();
+    (w, ev)
 }
 
 fn run_events(server: &ProtoServer, filter: &str, n: usize) -> (Workdir, Vec<Value>) {
@@ -380,5 +399,96 @@ fn disconnect_at_the_payload_resumes_before_the_transaction() {
             pos: 197
         },
         "resumed at the transaction's GTID, before the payload"
+    );
+}
+
+/// `vector.binlog` (MySQL 9.0.1): `dtb.foo(id SERIAL, vector_column VECTOR(3))` and
+/// `dtb.bar(id SERIAL, vector_column VECTOR(2), foo TEXT, vector_column2 VECTOR(4))`,
+/// created twice (the database is dropped in between). VECTOR (type 242) comes out as a
+/// JSON array of the stored float32s; each expected value is read from the file's own
+/// rows-event bytes (independently of logtide's decoder).
+#[test]
+fn vector_columns_as_float_arrays() {
+    let server = ProtoServer::builder(Flavour::Mysql9, "vector.binlog").start();
+    let (w, ev) = run_whole_file(&server, "dtb.*");
+    assert!(server.unknown().is_empty(), "{:?}", server.unknown());
+    let got: Vec<(String, String, Value, Value)> = ev
+        .iter()
+        .map(|e| {
+            (
+                e["op"].as_str().unwrap_or("").to_owned(),
+                e["source"]["table"].as_str().unwrap_or("").to_owned(),
+                e["before"].clone(),
+                e["after"].clone(),
+            )
+        })
+        .collect();
+    let row = |op: &str, t: &str, before: Value, after: Value| {
+        (op.to_owned(), t.to_owned(), before, after)
+    };
+    let inserts = vec![
+        row(
+            "c",
+            "foo",
+            Value::Null,
+            json!({"id": 1, "vector_column": [1.1, 2.2, 3.3]}),
+        ),
+        row(
+            "c",
+            "foo",
+            Value::Null,
+            json!({"id": 2, "vector_column": [1, -1, 0]}),
+        ),
+        row(
+            "c",
+            "bar",
+            Value::Null,
+            json!({"id": 1, "vector_column": [1.1, 2.2], "foo": null, "vector_column2": [1.1, 2.2, 3.3, 4.4]}),
+        ),
+        row(
+            "c",
+            "bar",
+            Value::Null,
+            json!({"id": 2, "vector_column": [1.01, -1.01], "foo": "bar", "vector_column2": [42, 43, 44, 45]}),
+        ),
+    ];
+    // The database is dropped and created again, the same rows inserted again; then a
+    // delete and an insert in one transaction.
+    let mut want = inserts.clone();
+    want.extend(inserts.clone());
+    want.push(row("d", "bar", inserts[3].3.clone(), Value::Null));
+    want.push(row(
+        "c",
+        "bar",
+        Value::Null,
+        json!({"id": 3, "vector_column": [2.01, -2.01], "foo": null, "vector_column2": [42.1, 43.2, 44.3, 45.4]}),
+    ));
+    assert_eq!(got, want, "{}", logs(&w));
+    assert_eq!(ev[9]["key"], json!({"id": 3}));
+}
+
+/// `binlog_transaction_with_GTID_TAG.000001` (MySQL 9.6.0): the transaction's GTID is a
+/// tagged one (GTID_TAGGED_LOG_EVENT), `source.gtid` is `uuid:tag:gno`. The table map has
+/// no names (MINIMAL) and the file no DDL: information_schema (scripted) names the columns.
+#[test]
+fn tagged_gtid_in_source() {
+    let server = ProtoServer::builder(Flavour::Mysql9, "binlog_transaction_with_GTID_TAG.000001")
+        .variable("binlog_row_metadata", "MINIMAL")
+        .table(
+            "test",
+            "orders",
+            &[("id", "int"), ("qty", "int"), ("amount", "decimal(10,2)")],
+            &[],
+        )
+        .start();
+    let (w, ev) = run_events(&server, "test.*", 1);
+    assert_eq!(ev.len(), 1, "{}", logs(&w));
+    assert_eq!(
+        ev[0]["after"],
+        json!({"id": 3, "qty": 100, "amount": "250.00"})
+    );
+    assert_eq!(
+        ev[0]["source"]["gtid"],
+        "55778904-0299-11f1-b1b8-4ef0c4956feb:mytag:3"
     );
 }

@@ -228,6 +228,7 @@ pub fn kind_of(meta: &ColumnMeta, mariadb: bool) -> Result<Kind, String> {
         "inet4" if mariadb => Kind::Inet4,
         "inet6" if mariadb => Kind::Inet6,
         "json" => Kind::JsonBinary { pack_len: 4 },
+        "vector" => Kind::Vector { pack_len: 4 },
         "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
         | "multipolygon" | "geometrycollection" | "geomcollection" => {
             Kind::Geometry { pack_len: 4 }

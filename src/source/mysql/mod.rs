@@ -36,6 +36,7 @@ pub mod binlog_status;
 pub mod charset;
 pub mod ddl;
 pub mod error;
+pub mod gtid_tagged;
 pub mod history;
 pub mod jsonb;
 pub mod lag;

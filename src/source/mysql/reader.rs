@@ -738,7 +738,16 @@ impl Reader {
                 });
                 self.begin_tx(h, gtid);
             }
-            34 | 42 => self.begin_tx(h, None),
+            34 => self.begin_tx(h, None),
+            // MySQL 8.3+ tagged GTID: `uuid:tag:gno`.
+            42 => match super::gtid_tagged::parse(body) {
+                Some(gtid) => self.begin_tx(h, Some(gtid)),
+                None => {
+                    return Err(self
+                        .malformed(h.offset(), "unreadable GTID_TAGGED_LOG_EVENT")
+                        .into())
+                }
+            },
             // XA_PREPARE: ends the group of an XA transaction (or commits one phase).
             38 => match Xid::from_prepare_event(body) {
                 Some((one_phase, xid)) => self.xa_prepare(h, xid, one_phase)?,
@@ -1222,7 +1231,11 @@ impl Reader {
         };
         let selected = self.filter.table_selected(&db, &name);
         // MariaDB COMPRESSED columns: parsed as the plain type, decoded by decompressing.
-        let (plain, compressed) = table::plain_types(body, types);
+        let table::PlainTypes {
+            body: plain,
+            compressed,
+            vectors,
+        } = table::plain_types(body, types);
         let tm = match TableMapEvent::parse(&mut Cursor::new(&plain)) {
             Ok(tm) => tm,
             Err(e) if !selected => {
@@ -1277,6 +1290,15 @@ impl Reader {
         for i in compressed {
             if let Some(k) = t.kinds.get_mut(i) {
                 *k = super::types::Kind::Compressed(Box::new(k.clone()));
+            }
+        }
+        for i in vectors {
+            if let Some(k) = t.kinds.get_mut(i) {
+                if let super::types::Kind::Blob { pack_len, .. } = k {
+                    *k = super::types::Kind::Vector {
+                        pack_len: *pack_len,
+                    };
+                }
             }
         }
         self.tables.insert(id, (body.to_vec(), Arc::new(t)));

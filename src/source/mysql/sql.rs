@@ -80,6 +80,7 @@ impl ColumnDef {
             7 => Kind::Timestamp { fsp },
             245 => Kind::JsonText { pack_len: 4 },
             255 => Kind::Geometry { pack_len: 4 },
+            242 => Kind::Vector { pack_len: 4 },
             // NULL-typed column (e.g. `SELECT NULL AS x`): every value is NULL.
             6 => Kind::Varchar {
                 max_len: 0,
@@ -132,6 +133,7 @@ impl ColumnDef {
             7 => "timestamp",
             245 => "json",
             255 => "geometry",
+            242 => "vector",
             6 => "null",
             _ if self.flags & ENUM_FLAG != 0 => "enum",
             _ if self.flags & SET_FLAG != 0 => "set",
