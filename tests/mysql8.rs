@@ -492,3 +492,74 @@ fn tagged_gtid_in_source() {
         "55778904-0299-11f1-b1b8-4ef0c4956feb:mytag:3"
     );
 }
+
+/// `logtide run` until it exits; (exit code, logs).
+fn run_to_failure(server: &ProtoServer, filter: &str) -> (Option<i32>, String) {
+    let w = workdir(server, filter);
+    let mut child = spawn_run(&w, &[], &env());
+    let st = wait_exit(&mut child, WAIT);
+    (st.code(), logs(&w))
+}
+
+/// Truncated files (`binlog_truncated_event.000001`: 10 bytes after the magic;
+/// `binlog_truncated_prev_gtid_event.000001`: a FORMAT_DESCRIPTION, then 9 bytes of the
+/// next event): a typed error and exit 3, never a panic — both when the server reports
+/// the truncation (error 1236, what MySQL does) and when the torn bytes arrive as an event.
+#[test]
+fn truncated_files_are_a_typed_error() {
+    for f in [
+        "binlog_truncated_event.000001",
+        "binlog_truncated_prev_gtid_event.000001",
+    ] {
+        let server = ProtoServer::builder(Flavour::Mysql80, f).start();
+        assert!(server.fixture().truncated);
+        let (code, l) = run_to_failure(&server, "*.*");
+        assert_eq!(code, Some(3), "{f}: {l}");
+        assert!(
+            l.contains("error 1236") && l.contains("truncated"),
+            "{f}: {l}"
+        );
+        assert!(!l.contains("panicked"), "{l}");
+
+        let server = ProtoServer::builder(Flavour::Mysql80, f)
+            .send_torn_tail()
+            .start();
+        let (code, l) = run_to_failure(&server, "*.*");
+        assert_eq!(code, Some(3), "{f}: {l}");
+        assert!(l.contains("malformed binlog event"), "{f}: {l}");
+        assert!(!l.contains("panicked"), "{l}");
+    }
+}
+
+/// `mysql_type_bit.000001` (MySQL 8.0.26): `foo(a BIT(3), b TEXT, c BIT(8))`, one row.
+/// BIT values are the stored bits as an integer.
+#[test]
+fn bit_fixture() {
+    let server = ProtoServer::builder(Flavour::Mysql80, "mysql_type_bit.000001").start();
+    let (_w, ev) = run_whole_file(&server, "mysql.*");
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["after"], json!({"a": 4, "b": "foo", "c": 32}));
+    assert_eq!(
+        ev[0]["source"]["gtid"],
+        "fbda2ad0-7c46-11ec-ae30-4ef7efc81a2a:3"
+    );
+}
+
+/// `bug32407.001` (MySQL 5.7.1, no GTIDs, MyISAM): `t1 (a int)`, one rows event with two
+/// rows `(1)`, `(1)`: two events with ordinals 1 and 2 of the same transaction.
+#[test]
+fn mysql57_fixture_two_rows_in_one_event() {
+    let server = ProtoServer::builder(Flavour::Mysql80, "bug32407.001").start();
+    let (_w, ev) = run_whole_file(&server, "test.*");
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    for (e, ord) in ev.iter().zip(["0000000000000001", "0000000000000002"]) {
+        assert_eq!(e["after"], json!({"a": 1}));
+        assert_eq!(e["source"]["gtid"], Value::Null);
+        assert!(
+            e["source"]["cursor"]
+                .as_str()
+                .is_some_and(|c| c.ends_with(ord)),
+            "{e}"
+        );
+    }
+}

@@ -53,6 +53,7 @@ struct Shared {
     fixture: Fixture,
     variables: Mutex<BTreeMap<String, String>>,
     tables: Vec<TableDef>,
+    send_torn_tail: bool,
     end: AtomicU64,
     /// Drop the dump connection before the event at this file offset (once).
     drop_at: Mutex<Option<usize>>,
@@ -75,6 +76,7 @@ pub struct Builder {
     drop_at: Option<usize>,
     end: Option<u64>,
     tables: Vec<TableDef>,
+    send_torn_tail: bool,
 }
 
 impl Builder {
@@ -111,6 +113,12 @@ impl Builder {
         });
         self
     }
+    /// At the torn end of a truncated file, send the partial event as a packet (what a
+    /// broken server or proxy would deliver) instead of the server's error 1236.
+    pub fn send_torn_tail(mut self) -> Self {
+        self.send_torn_tail = true;
+        self
+    }
     /// Drops the first dump connection that reaches the event at file offset `offset`.
     pub fn drop_at(mut self, offset: usize) -> Self {
         self.drop_at = Some(offset);
@@ -142,6 +150,7 @@ impl Builder {
             fixture: self.fixture,
             variables: Mutex::new(variables),
             tables: self.tables,
+            send_torn_tail: self.send_torn_tail,
             end: AtomicU64::new(end),
             drop_at: Mutex::new(self.drop_at),
             queries: Mutex::default(),
@@ -198,6 +207,7 @@ impl ProtoServer {
             drop_at: None,
             end: None,
             tables: Vec::new(),
+            send_torn_tail: false,
         }
     }
 
@@ -411,6 +421,23 @@ fn stream(
         if e.log_pos != 0 {
             last_pos = e.log_pos;
         }
+    }
+    if fx.truncated {
+        // The file ends inside an event: MySQL's dump thread reports it and stops.
+        let complete = fx.events.last().map_or(4, |e| e.offset + e.len);
+        if sh.send_torn_tail {
+            c.write(&packet(&fx.bytes[complete.max(4).min(fx.bytes.len())..]))?;
+        } else {
+            c.err(
+                1236,
+                "HY000",
+                &format!(
+                    "binlog truncated in the middle of event; consider out of disk space on master; the first event '{FILE}' at 4, the last event read from './{FILE}' at {complete}, the last byte read from './{FILE}' at {}.",
+                    fx.bytes.len()
+                ),
+            )?;
+        }
+        return Ok(());
     }
     c.stream.flush_ok();
     while !sh.stop.load(Ordering::SeqCst) {
