@@ -563,3 +563,90 @@ fn mysql57_fixture_two_rows_in_one_event() {
         );
     }
 }
+
+/// `minimal_row_metadata.000001` (MySQL 8.0.40, `binlog_row_metadata=MINIMAL` and a
+/// MINIMAL row image): `noria.t1`, five columns, of which the insert sends three. No DDL
+/// in the file, so information_schema (scripted: the names are ours, the types the table
+/// map's) names them; the columns not sent are listed in `unchanged`, never invented.
+#[test]
+fn minimal_row_metadata_and_image() {
+    let server = ProtoServer::builder(Flavour::Mysql80, "minimal_row_metadata.000001")
+        .variable("binlog_row_metadata", "MINIMAL")
+        .variable("binlog_row_image", "MINIMAL")
+        .table(
+            "noria",
+            "t1",
+            &[
+                ("id", "int"),
+                ("b", "text"),
+                ("c", "char(8)"),
+                ("d", "int"),
+                ("e", "int unsigned"),
+            ],
+            &["id"],
+        )
+        .start();
+    let (w, ev) = run_whole_file(&server, "noria.*");
+    assert_eq!(ev.len(), 1, "{}", logs(&w));
+    // e is unsigned in the table map's signedness bits: 0xC088F9D3.
+    assert_eq!(
+        ev[0]["after"],
+        json!({"id": 1, "c": "a", "e": 3_230_202_323u64})
+    );
+    assert_eq!(ev[0]["unchanged"], json!(["b", "d"]));
+    assert_eq!(ev[0]["key"], json!({"id": 1}));
+}
+
+/// `json.binlog.000001` (MySQL 8.0.22): `t(id INT PRIMARY KEY AUTO_INCREMENT, json_col
+/// JSON, name VARCHAR(100) AS (json_col->>'$.name'), age INT AS (json_col->'$.age'))`
+/// (virtual generated columns are in the row image); four inserts, a full update, then a
+/// PARTIAL_UPDATE_ROWS event (`binlog_row_value_options=PARTIAL_JSON`).
+#[test]
+fn json_fixture_up_to_the_partial_update() {
+    let server = ProtoServer::builder(Flavour::Mysql80, "json.binlog.000001")
+        .variable("binlog_row_metadata", "MINIMAL")
+        .table(
+            "mysql",
+            "t",
+            &[
+                ("id", "int"),
+                ("json_col", "json"),
+                ("name", "varchar(100)"),
+                ("age", "int"),
+            ],
+            &["id"],
+        )
+        .start();
+    let w = workdir(&server, "mysql.*");
+    let mut child = spawn_run(&w, &[], &env());
+    let st = wait_exit(&mut child, WAIT);
+    assert_eq!(st.code(), Some(3), "{}", logs(&w));
+    let l = logs(&w);
+    assert!(
+        l.contains("PARTIAL_UPDATE_ROWS_EVENT (type 39) at binlog.000001:3750"),
+        "{l}"
+    );
+    let ev = w.events();
+    assert_eq!(ev.len(), 12, "{l}");
+    let people = [
+        ("Joe", 24, "xxxxxxxxxx"),
+        ("Sue", 32, "yyyyyyyyyy"),
+        ("Pete", 40, "zzzzzzzzzz"),
+    ];
+    for (i, e) in ev.iter().enumerate() {
+        let (name, age, data) = people[i % 3];
+        let id = i % 6 + 1;
+        let (op, age) = if i < 6 { ("c", age) } else { ("u", age + 1) };
+        assert_eq!(e["op"], op, "{e}");
+        let doc = json!({"name": name, "age": age, "data": data});
+        assert_eq!(
+            e["after"],
+            json!({"id": id, "json_col": doc, "name": name, "age": age}),
+            "generated columns follow json_col: {e}"
+        );
+        assert_eq!(e["key"], json!({"id": id}));
+        if op == "u" {
+            assert_eq!(e["before"], ev[i - 6]["after"]);
+        }
+    }
+}
