@@ -650,3 +650,60 @@ fn json_fixture_up_to_the_partial_update() {
         }
     }
 }
+
+/// docker/compose.yaml's MySQL 8.4 service and its init script set up the server the 8.4
+/// flavour script describes: the same binlog settings and the same grants.
+#[test]
+fn compose_matches_the_flavour_script() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let compose = std::fs::read_to_string(root.join("docker/compose.yaml")).expect("compose");
+    let service = compose
+        .split("\n  mysql:\n")
+        .nth(1)
+        .and_then(|s| s.split("\n  nats:").next())
+        .expect("mysql service");
+    assert!(service.contains("image: mysql:8.4"), "{service}");
+    let vars = Flavour::Mysql84.variables();
+    for line in service
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("- --"))
+    {
+        let flag = line.trim_start_matches("- --");
+        let (name, value) = flag.split_once('=').unwrap_or((flag, "ON"));
+        let name = name.replace('-', "_");
+        let (name, value) = match name.as_str() {
+            // --log-bin=<basename> switches binary logging on.
+            "log_bin" => ("log_bin".to_owned(), "ON"),
+            _ => (name, value),
+        };
+        assert_eq!(
+            vars.get(&name).map(String::as_str),
+            Some(value),
+            "compose sets {name}={value}; the 8.4 flavour script says {:?}",
+            vars.get(&name)
+        );
+    }
+    let init = std::fs::read_to_string(root.join("docker/init/mysql.sql")).expect("init sql");
+    let grant = init
+        .lines()
+        .find(|l| l.starts_with("GRANT"))
+        .expect("a GRANT in init/mysql.sql");
+    let privs = |g: &str| -> Vec<String> {
+        let mut p: Vec<String> = g
+            .trim_start_matches("GRANT ")
+            .split(" ON ")
+            .next()
+            .unwrap_or("")
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .collect();
+        p.sort();
+        p
+    };
+    assert_eq!(privs(grant), privs(&Flavour::Mysql84.grants("logtide")[0]));
+    assert!(
+        init.contains("IDENTIFIED WITH caching_sha2_password"),
+        "{init}"
+    );
+}

@@ -20,6 +20,10 @@
 //! * `ddl.rs`: query events (transaction markers, savepoints, XA, DDL, TRUNCATE).
 //! * `txhold.rs`: the rows of undecided groups (savepoints, XA), spilled to disk if large.
 //! * `sql.rs`: a tiny text-protocol SQL client; `validate.rs`: startup checks.
+//! * `binlog_status.rs`: the server's binlog end (`SHOW BINARY LOG STATUS` on MySQL 8.2+,
+//!   `SHOW MASTER STATUS` before and on MariaDB) for every caller.
+//! * `payload.rs`: MySQL `TRANSACTION_PAYLOAD_EVENT` (zstd), streamed inner event by inner
+//!   event; `gtid_tagged.rs`: MySQL 8.3+ tagged GTIDs.
 //! * `tls.rs`: TLS for every connection, through an in-process proxy in front of the crate.
 //!
 //! Positions (see [`crate::position`]): an event is `(file, offset where its transaction

@@ -37,11 +37,11 @@ impl Flavour {
         self != Flavour::Mysql80
     }
 
-    /// The grants of the replication user, as the README and docker/compose.yaml create it:
-    /// `GRANT SELECT, RELOAD, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'logtide'@'%'`.
+    /// The grants of the replication user, as docker/init/mysql.sql creates it (checked by
+    /// `mysql8::compose_matches_the_flavour_script`).
     pub fn grants(self, user: &str) -> Vec<String> {
         vec![format!(
-            "GRANT SELECT, RELOAD, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO `{user}`@`%`"
+            "GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO `{user}`@`%`"
         )]
     }
 
