@@ -133,13 +133,24 @@ impl MysqlPosition {
 }
 
 /// A GTID's stream and sequence number: MariaDB `domain-server-seq` → (domain, seq); MySQL
-/// `uuid:n` → (uuid, n). Sequence numbers grow within a stream, so a bound compares them.
+/// `uuid:n` → (uuid, n); MySQL 8.3+ tagged `uuid:tag:n` → (`uuid:tag`, n). Sequence numbers
+/// grow within a stream, so a bound compares them.
 pub fn gtid_stream_seq(g: &str) -> Option<(String, u64)> {
     let g = g.trim();
-    if let Some((uuid, n)) = g.split_once(':') {
+    if let Some((stream, n)) = g.rsplit_once(':') {
+        let (uuid, tag) = match stream.split_once(':') {
+            Some((u, t)) => (u, Some(t)),
+            None => (stream, None),
+        };
         let uuid_ok = uuid.len() == 36 && uuid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
-        return match (uuid_ok, n.parse::<u64>()) {
-            (true, Ok(n)) => Some((uuid.to_ascii_lowercase(), n)),
+        // A tag: 1–32 characters of [a-z0-9_], starting with a letter or underscore.
+        let tag_ok = tag.is_none_or(|t| {
+            (1..=32).contains(&t.len())
+                && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !t.as_bytes()[0].is_ascii_digit()
+        });
+        return match (uuid_ok && tag_ok, n.parse::<u64>()) {
+            (true, Ok(n)) => Some((stream.to_ascii_lowercase(), n)),
             _ => None,
         };
     }
@@ -470,6 +481,14 @@ mod tests {
         assert_eq!(gtid_stream_seq("0-1"), None);
         assert_eq!(gtid_stream_seq("a-1-2"), None);
         assert_eq!(gtid_stream_seq("0-1-2"), Some(("0".into(), 2)));
+        let u = "55778904-0299-11f1-b1b8-4ef0c4956feb";
+        assert_eq!(
+            gtid_stream_seq(&format!("{u}:mytag:3")),
+            Some((format!("{u}:mytag"), 3))
+        );
+        assert_eq!(gtid_stream_seq(&format!("{u}:3")), Some((u.into(), 3)));
+        assert_eq!(gtid_stream_seq(&format!("{u}:1tag:3")), None);
+        assert_eq!(gtid_stream_seq(&format!("{u}:my-tag:3")), None);
     }
 
     #[test]

@@ -228,6 +228,7 @@ pub fn kind_of(meta: &ColumnMeta, mariadb: bool) -> Result<Kind, String> {
         "inet4" if mariadb => Kind::Inet4,
         "inet6" if mariadb => Kind::Inet6,
         "json" => Kind::JsonBinary { pack_len: 4 },
+        "vector" => Kind::Vector { pack_len: 4 },
         "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
         | "multipolygon" | "geometrycollection" | "geomcollection" => {
             Kind::Geometry { pack_len: 4 }
@@ -403,26 +404,22 @@ pub fn connect(cfg: &MysqlSourceConfig) -> Result<SqlConn, BackfillError> {
 
 /// The binlog position the stream will start from: the server's current end.
 pub fn fix_start(conn: &mut SqlConn) -> Result<MysqlPosition, BackfillError> {
-    let rs = match conn.query("SHOW MASTER STATUS") {
-        Ok(rs) => rs,
-        // MySQL 8.4 renamed it.
-        Err(_) => conn
-            .query("SHOW BINARY LOG STATUS")
-            .map_err(setup_err("read the binlog position"))?,
-    };
-    match (
-        rs.text(0, 0),
-        rs.text(0, 1).and_then(|p| p.parse::<u64>().ok()),
-    ) {
-        (Some(file), Some(pos)) if !file.is_empty() => Ok(MysqlPosition {
+    match crate::source::mysql::binlog_status::current_end(conn)
+        .map_err(setup_err("read the binlog position"))?
+    {
+        Some((file, pos)) => Ok(MysqlPosition {
             file,
             pos,
             ordinal: 0,
             gtid: None,
         }),
-        _ => Err(BackfillError::Setup {
+        None => Err(BackfillError::Setup {
             what: "read the binlog position",
-            source: "SHOW MASTER STATUS returned no binlog file (is log_bin on?)".into(),
+            source: format!(
+                "{} returned no binlog file (is log_bin on?)",
+                crate::source::mysql::binlog_status::statement_name(conn)
+            )
+            .into(),
         }),
     }
 }

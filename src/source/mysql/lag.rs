@@ -2,7 +2,8 @@
 //! `logtide status` ([`crate::ops::status`]) and the periodic check of `logtide run` that
 //! exports `logtide_lag_bytes`.
 //!
-//! The server's end is `SHOW MASTER STATUS` (current file and position); the sizes of the
+//! The server's end is `SHOW BINARY LOG STATUS` / `SHOW MASTER STATUS` (current file and
+//! position, see [`super::binlog_status`]); the sizes of the
 //! files come from `SHOW BINARY LOGS` (needs `BINLOG MONITOR` on MariaDB, `REPLICATION
 //! CLIENT` on MySQL — the replication user has it). The bytes behind a delivered position
 //! `(file, pos)` are the rest of its file, the sizes of the files after it, and the current
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 /// The server's binlog end and its files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BinlogEnd {
-    /// Current file and position (`SHOW MASTER STATUS`).
+    /// Current file and position (see [`super::binlog_status`]).
     pub file: String,
     pub pos: u64,
     /// Every binlog file on the server with its size, oldest first (`SHOW BINARY LOGS`).
@@ -36,14 +37,14 @@ impl BinlogEnd {
 
 /// Reads the binlog end on `conn`; the error says which statement failed.
 pub fn binlog_end(conn: &mut SqlConn) -> Result<BinlogEnd, String> {
-    let master = conn
-        .query("SHOW MASTER STATUS")
-        .map_err(|e| format!("SHOW MASTER STATUS failed: {e}"))?;
-    let (Some(file), Some(pos)) = (
-        master.text(0, 0),
-        master.text(0, 1).and_then(|p| p.parse::<u64>().ok()),
-    ) else {
-        return Err("SHOW MASTER STATUS returned nothing: is log_bin on?".into());
+    let stmt = super::binlog_status::statement_name(conn);
+    let Some((file, pos)) =
+        super::binlog_status::current_end(conn).map_err(|e| format!("{stmt} failed: {e}"))?
+    else {
+        return Err(format!(
+            "{} returned nothing: is log_bin on?",
+            super::binlog_status::statement_name(conn)
+        ));
     };
     let logs = conn
         .query("SHOW BINARY LOGS")

@@ -20,6 +20,10 @@
 //! * `ddl.rs`: query events (transaction markers, savepoints, XA, DDL, TRUNCATE).
 //! * `txhold.rs`: the rows of undecided groups (savepoints, XA), spilled to disk if large.
 //! * `sql.rs`: a tiny text-protocol SQL client; `validate.rs`: startup checks.
+//! * `binlog_status.rs`: the server's binlog end (`SHOW BINARY LOG STATUS` on MySQL 8.2+,
+//!   `SHOW MASTER STATUS` before and on MariaDB) for every caller.
+//! * `payload.rs`: MySQL `TRANSACTION_PAYLOAD_EVENT` (zstd), streamed inner event by inner
+//!   event; `gtid_tagged.rs`: MySQL 8.3+ tagged GTIDs.
 //! * `tls.rs`: TLS for every connection, through an in-process proxy in front of the crate.
 //!
 //! Positions (see [`crate::position`]): an event is `(file, offset where its transaction
@@ -32,12 +36,15 @@
 //! file:offset; the GTID travels alongside), ed25519 auth. TLS is not the crate's (it has
 //! none): `tls.rs` terminates it in front of the crate's plain connection.
 
+pub mod binlog_status;
 pub mod charset;
 pub mod ddl;
 pub mod error;
+pub mod gtid_tagged;
 pub mod history;
 pub mod jsonb;
 pub mod lag;
+pub mod payload;
 mod reader;
 pub mod rows;
 pub mod schema_ddl;

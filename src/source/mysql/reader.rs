@@ -269,31 +269,28 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
     let mut initial = None;
     let (start_file, start_pos) = match &resume {
         Some(r) => (r.file.clone(), r.pos),
-        None => {
-            let rs = sql.query("SHOW MASTER STATUS")?;
-            match (
-                rs.text(0, 0),
-                rs.text(0, 1).and_then(|p| p.parse::<u64>().ok()),
-            ) {
-                (Some(file), Some(pos)) => {
-                    initial = Some(MysqlPosition {
-                        file: file.clone(),
-                        pos,
-                        ordinal: 0,
-                        gtid: None,
-                    });
-                    (file, pos)
-                }
-                _ => {
-                    return Err(MysqlError::Setting {
-                        setting: "log_bin",
-                        actual: "OFF (SHOW MASTER STATUS is empty)".into(),
-                        wanted: "ON",
-                        fix: "start the server with log_bin (and binlog_format=ROW)".into(),
-                    })
-                }
+        None => match super::binlog_status::current_end(&mut sql)? {
+            Some((file, pos)) => {
+                initial = Some(MysqlPosition {
+                    file: file.clone(),
+                    pos,
+                    ordinal: 0,
+                    gtid: None,
+                });
+                (file, pos)
             }
-        }
+            None => {
+                return Err(MysqlError::Setting {
+                    setting: "log_bin",
+                    actual: format!(
+                        "OFF ({} is empty)",
+                        super::binlog_status::statement_name(&sql)
+                    ),
+                    wanted: "ON",
+                    fix: "start the server with log_bin (and binlog_format=ROW)".into(),
+                })
+            }
+        },
     };
     let start_gtid = resume
         .as_ref()
@@ -643,6 +640,33 @@ impl Reader {
         }
     }
 
+    /// A TRANSACTION_PAYLOAD: its inner events, one at a time, handled like any other, at
+    /// the payload event's position (see [`super::payload`]): the transaction's start is its
+    /// GTID event before the payload, its commit position the payload's end, and row
+    /// ordinals count on inside it.
+    fn on_payload(&mut self, h: &Header, body: &[u8]) -> Result<(), Halt> {
+        let bad = |s: &Self, m: String| -> Halt {
+            s.malformed(h.offset(), &format!("TRANSACTION_PAYLOAD_EVENT: {m}"))
+                .into()
+        };
+        let mut inner = super::payload::InnerEvents::new(body).map_err(|m| bad(self, m))?;
+        while let Some(ev) = inner.next_event().map_err(|m| bad(self, m))? {
+            let Some(ih) = Header::parse(&ev) else {
+                return Err(bad(self, "inner event shorter than its header".into()));
+            };
+            if ih.type_code == 40 {
+                return Err(bad(self, "a payload inside a payload".into()));
+            }
+            let ih = Header {
+                event_length: h.event_length,
+                log_pos: h.log_pos,
+                ..ih
+            };
+            self.on_event(&ih, ev.get(19..).unwrap_or_default())?;
+        }
+        Ok(())
+    }
+
     fn malformed(&self, pos: u64, message: &str) -> MysqlError {
         MysqlError::Malformed {
             file: self.file.clone(),
@@ -715,7 +739,16 @@ impl Reader {
                 });
                 self.begin_tx(h, gtid);
             }
-            34 | 42 => self.begin_tx(h, None),
+            34 => self.begin_tx(h, None),
+            // MySQL 8.3+ tagged GTID: `uuid:tag:gno`.
+            42 => match super::gtid_tagged::parse(body) {
+                Some(gtid) => self.begin_tx(h, Some(gtid)),
+                None => {
+                    return Err(self
+                        .malformed(h.offset(), "unreadable GTID_TAGGED_LOG_EVENT")
+                        .into())
+                }
+            },
             // XA_PREPARE: ends the group of an XA transaction (or commits one phase).
             38 => match Xid::from_prepare_event(body) {
                 Some((one_phase, xid)) => self.xa_prepare(h, xid, one_phase)?,
@@ -745,13 +778,7 @@ impl Reader {
                     "binlog_row_value_options='' (no PARTIAL_JSON)",
                 ))
             }
-            40 => {
-                return Err(self.unsupported(
-                    h,
-                    "TRANSACTION_PAYLOAD_EVENT",
-                    "binlog_transaction_compression=OFF",
-                ))
-            }
+            40 => self.on_payload(h, body)?,
             165 => {
                 return Err(self.unsupported(h, "QUERY_COMPRESSED_EVENT", "log_bin_compress=OFF"))
             }
@@ -1205,7 +1232,11 @@ impl Reader {
         };
         let selected = self.filter.table_selected(&db, &name);
         // MariaDB COMPRESSED columns: parsed as the plain type, decoded by decompressing.
-        let (plain, compressed) = table::plain_types(body, types);
+        let table::PlainTypes {
+            body: plain,
+            compressed,
+            vectors,
+        } = table::plain_types(body, types);
         let tm = match TableMapEvent::parse(&mut Cursor::new(&plain)) {
             Ok(tm) => tm,
             Err(e) if !selected => {
@@ -1260,6 +1291,15 @@ impl Reader {
         for i in compressed {
             if let Some(k) = t.kinds.get_mut(i) {
                 *k = super::types::Kind::Compressed(Box::new(k.clone()));
+            }
+        }
+        for i in vectors {
+            if let Some(k) = t.kinds.get_mut(i) {
+                if let super::types::Kind::Blob { pack_len, .. } = k {
+                    *k = super::types::Kind::Vector {
+                        pack_len: *pack_len,
+                    };
+                }
             }
         }
         self.tables.insert(id, (body.to_vec(), Arc::new(t)));

@@ -80,6 +80,7 @@ impl ColumnDef {
             7 => Kind::Timestamp { fsp },
             245 => Kind::JsonText { pack_len: 4 },
             255 => Kind::Geometry { pack_len: 4 },
+            242 => Kind::Vector { pack_len: 4 },
             // NULL-typed column (e.g. `SELECT NULL AS x`): every value is NULL.
             6 => Kind::Varchar {
                 max_len: 0,
@@ -132,6 +133,7 @@ impl ColumnDef {
             7 => "timestamp",
             245 => "json",
             255 => "geometry",
+            242 => "vector",
             6 => "null",
             _ if self.flags & ENUM_FLAG != 0 => "enum",
             _ if self.flags & SET_FLAG != 0 => "set",
@@ -189,6 +191,9 @@ pub struct SqlConn {
     /// A result is being read (or was abandoned) and the connection cannot take a new
     /// statement.
     mid_result: bool,
+    /// The statement that reads the binlog end on this server, once known (see
+    /// [`super::binlog_status`]).
+    status_statement: Option<&'static str>,
 }
 
 /// The rows of one statement's result, read from the connection as they are asked for
@@ -322,6 +327,7 @@ impl SqlConn {
             mariadb,
             socket,
             mid_result: false,
+            status_statement: None,
         })
     }
 
@@ -329,6 +335,15 @@ impl SqlConn {
     /// could be identified (see [`super::socket`]); `None` otherwise.
     pub fn interrupter(&self) -> Option<Interrupt> {
         self.socket.clone().map(Interrupt)
+    }
+
+    /// The statement that reads the binlog end here, once [`super::binlog_status`] found it.
+    pub fn status_statement(&self) -> Option<&'static str> {
+        self.status_statement
+    }
+
+    pub(super) fn set_status_statement(&mut self, stmt: &'static str) {
+        self.status_statement = Some(stmt);
     }
 
     /// The connection's socket, if it was identified.

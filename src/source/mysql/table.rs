@@ -151,24 +151,34 @@ pub fn map_header(body: &[u8]) -> Option<(String, String, std::ops::Range<usize>
     ))
 }
 
-/// A table map body with MariaDB's compressed column types replaced by the plain types
-/// whose metadata they share (VARCHAR, BLOB), so the map parses; and which columns were
-/// compressed. The body is borrowed as is when there are none.
-pub fn plain_types(
-    body: &[u8],
-    types: std::ops::Range<usize>,
-) -> (std::borrow::Cow<'_, [u8]>, Vec<usize>) {
-    let compressed: Vec<usize> = body[types.clone()]
-        .iter()
-        .enumerate()
-        .filter(|(_, &t)| t == MYSQL_TYPE_VARCHAR_COMPRESSED || t == MYSQL_TYPE_BLOB_COMPRESSED)
-        .map(|(i, _)| i)
-        .collect();
-    if compressed.is_empty() {
-        return (std::borrow::Cow::Borrowed(body), compressed);
+/// A table map body with the column types `mysql_cdc` does not know replaced by the plain
+/// types whose metadata they share, so the map parses: MariaDB's compressed columns
+/// (VARCHAR, BLOB) and MySQL 9's VECTOR (BLOB, one metadata byte: the length prefix); and
+/// without the optional metadata fields it does not know (VECTOR_DIMENSIONALITY). Also
+/// which columns were compressed, and which are vectors. The body is borrowed as is when
+/// there are none.
+pub fn plain_types(body: &[u8], types: std::ops::Range<usize>) -> PlainTypes<'_> {
+    let pick = |want: &dyn Fn(u8) -> bool| -> Vec<usize> {
+        body[types.clone()]
+            .iter()
+            .enumerate()
+            .filter(|(_, &t)| want(t))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let compressed =
+        pick(&|t| t == MYSQL_TYPE_VARCHAR_COMPRESSED || t == MYSQL_TYPE_BLOB_COMPRESSED);
+    let vectors = pick(&|t| t == MYSQL_TYPE_VECTOR);
+    let stripped = without_unknown_metadata(body);
+    if compressed.is_empty() && vectors.is_empty() {
+        return PlainTypes {
+            body: stripped.map_or(std::borrow::Cow::Borrowed(body), std::borrow::Cow::Owned),
+            compressed,
+            vectors,
+        };
     }
-    let mut b = body.to_vec();
-    for &i in &compressed {
+    let mut b = stripped.unwrap_or_else(|| body.to_vec());
+    for &i in compressed.iter().chain(&vectors) {
         let t = &mut b[types.start + i];
         *t = if *t == MYSQL_TYPE_VARCHAR_COMPRESSED {
             15
@@ -176,9 +186,25 @@ pub fn plain_types(
             252
         };
     }
-    (std::borrow::Cow::Owned(b), compressed)
+    PlainTypes {
+        body: std::borrow::Cow::Owned(b),
+        compressed,
+        vectors,
+    }
 }
 
+/// What [`plain_types`] made of a table map.
+#[derive(Debug)]
+pub struct PlainTypes<'a> {
+    pub body: std::borrow::Cow<'a, [u8]>,
+    /// MariaDB `COMPRESSED` columns (decode as [`Kind::Compressed`]).
+    pub compressed: Vec<usize>,
+    /// MySQL VECTOR columns (decode as [`Kind::Vector`]).
+    pub vectors: Vec<usize>,
+}
+
+/// MySQL 9 `MYSQL_TYPE_VECTOR`.
+const MYSQL_TYPE_VECTOR: u8 = 242;
 const MYSQL_TYPE_STRING: u8 = 254;
 const MYSQL_TYPE_ENUM: u8 = 247;
 const MYSQL_TYPE_SET: u8 = 248;
@@ -194,15 +220,7 @@ fn is_numeric(t: u8) -> bool {
 /// significant bit first, one bit per numeric column.
 pub fn signedness_bitmap(body: &[u8]) -> Option<&[u8]> {
     use super::sql::lenenc;
-    let mut pos = 8;
-    let db_len = usize::from(*body.get(pos)?);
-    pos += 1 + db_len + 1;
-    let tbl_len = usize::from(*body.get(pos)?);
-    pos += 1 + tbl_len + 1;
-    let ncols = usize::try_from(lenenc(body, &mut pos)?).ok()?;
-    pos = pos.checked_add(ncols)?;
-    let meta_len = usize::try_from(lenenc(body, &mut pos)?).ok()?;
-    pos = pos.checked_add(meta_len)?.checked_add(ncols.div_ceil(8))?;
+    let mut pos = optional_metadata_start(body)?;
     while pos < body.len() {
         let t = *body.get(pos)?;
         pos += 1;
@@ -214,6 +232,49 @@ pub fn signedness_bitmap(body: &[u8]) -> Option<&[u8]> {
         pos += len;
     }
     None
+}
+
+/// Where a table map body's optional metadata (type, length, value fields) begins.
+fn optional_metadata_start(body: &[u8]) -> Option<usize> {
+    use super::sql::lenenc;
+    let mut pos = 8;
+    let db_len = usize::from(*body.get(pos)?);
+    pos += 1 + db_len + 1;
+    let tbl_len = usize::from(*body.get(pos)?);
+    pos += 1 + tbl_len + 1;
+    let ncols = usize::try_from(lenenc(body, &mut pos)?).ok()?;
+    pos = pos.checked_add(ncols)?;
+    let meta_len = usize::try_from(lenenc(body, &mut pos)?).ok()?;
+    pos.checked_add(meta_len)?.checked_add(ncols.div_ceil(8))
+}
+
+/// The optional metadata types `mysql_cdc` parses (SIGNEDNESS 1 … COLUMN_VISIBILITY 12);
+/// later ones (MySQL 9's VECTOR_DIMENSIONALITY, 13) make it refuse the whole map.
+const LAST_KNOWN_OPTIONAL_METADATA: u8 = 12;
+
+/// Drops the optional metadata fields `mysql_cdc` does not know; `None` when there are
+/// none (or the fields are malformed: the crate then reports that).
+fn without_unknown_metadata(body: &[u8]) -> Option<Vec<u8>> {
+    use super::sql::lenenc;
+    let start = optional_metadata_start(body)?;
+    let mut pos = start;
+    let mut kept = body.get(..start)?.to_vec();
+    let mut dropped = false;
+    while pos < body.len() {
+        let field_start = pos;
+        let t = *body.get(pos)?;
+        pos += 1;
+        let len = usize::try_from(lenenc(body, &mut pos)?).ok()?;
+        let end = pos.checked_add(len)?;
+        body.get(pos..end)?;
+        if t > LAST_KNOWN_OPTIONAL_METADATA {
+            dropped = true;
+        } else {
+            kept.extend_from_slice(body.get(field_start..end)?);
+        }
+        pos = end;
+    }
+    dropped.then_some(kept)
 }
 
 /// ENUM/SET members from `COLUMN_TYPE` (`enum('a','it''s')`).
@@ -439,6 +500,7 @@ pub fn build(
             }
             245 => Kind::JsonBinary { pack_len: m as u8 },
             255 => Kind::Geometry { pack_len: m as u8 },
+            MYSQL_TYPE_VECTOR => Kind::Vector { pack_len: m as u8 },
             MYSQL_TYPE_ENUM => Kind::Enum {
                 pack_len: (m & 0xFF) as u8,
                 names: members(enum_values, &mut enum_i),

@@ -95,6 +95,11 @@ pub enum Kind {
     Geometry {
         pack_len: u8,
     },
+    /// MySQL 9 VECTOR(n) (binlog type 242): a BLOB of `n` little-endian IEEE float32s;
+    /// decoded as a JSON array of numbers.
+    Vector {
+        pack_len: u8,
+    },
     Enum {
         pack_len: u8,
         names: Arc<Vec<String>>,
@@ -194,7 +199,8 @@ pub fn field_len(kind: &Kind, buf: &[u8]) -> Result<usize, DecodeError> {
         Kind::Blob { pack_len, .. }
         | Kind::JsonText { pack_len }
         | Kind::JsonBinary { pack_len }
-        | Kind::Geometry { pack_len } => {
+        | Kind::Geometry { pack_len }
+        | Kind::Vector { pack_len } => {
             let p = usize::from(*pack_len);
             if !(1..=4).contains(&p) {
                 return Err(invalid(format!("length prefix of {p} bytes")));
@@ -208,6 +214,31 @@ pub fn field_len(kind: &Kind, buf: &[u8]) -> Result<usize, DecodeError> {
     };
     need(buf, len)?;
     Ok(len)
+}
+
+/// A VECTOR value (`n` little-endian float32s) as a JSON array, each element in the
+/// shortest text that reads back as the same float32.
+fn vector(data: &[u8]) -> Result<Value, DecodeError> {
+    if data.len() % 4 != 0 {
+        return Err(invalid(format!(
+            "VECTOR value of {} bytes is not a whole number of float32s",
+            data.len()
+        )));
+    }
+    let mut s = String::with_capacity(2 + data.len() * 3);
+    s.push('[');
+    for (i, c) in data.chunks_exact(4).enumerate() {
+        let x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        if !x.is_finite() {
+            return Err(invalid(format!("VECTOR element {i} is {x}")));
+        }
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&x.to_string());
+    }
+    s.push(']');
+    Ok(Value::Json(s))
 }
 
 /// Decodes one binlog value; `field` is exactly the bytes [`field_len`] measured.
@@ -358,6 +389,7 @@ pub fn decode_binlog(kind: &Kind, field: &[u8]) -> Result<Value, DecodeError> {
         Kind::Geometry { pack_len } => {
             Value::Bytes(field.get(usize::from(*pack_len)..).unwrap_or(&[]).to_vec())
         }
+        Kind::Vector { pack_len } => vector(field.get(usize::from(*pack_len)..).unwrap_or(&[]))?,
         Kind::Enum { pack_len, names } => {
             let i = le_uint(field, usize::from(*pack_len))? as usize;
             enum_name(names, i)?
@@ -776,6 +808,8 @@ pub fn decode_text(kind: &Kind, text: &[u8]) -> Result<Value, DecodeError> {
             Value::Text(s()?.to_owned())
         }
         Kind::JsonText { .. } | Kind::JsonBinary { .. } => json_text(text)?,
+        // The text protocol sends a VECTOR's binary value as is.
+        Kind::Vector { .. } => vector(text)?,
         Kind::Uuid => Value::Uuid(s()?.to_ascii_lowercase()),
         Kind::Inet4 | Kind::Inet6 => Value::Text(s()?.to_owned()),
         // The server decompresses for SELECT.
@@ -1207,6 +1241,27 @@ mod tests {
             )
             .expect("bin"),
             Value::Bytes(vec![0xFF, 1, 0, 0])
+        );
+    }
+
+    #[test]
+    fn vector_is_a_float32_array() {
+        let mut b = Vec::new();
+        for x in [1.1f32, -1.0, 0.0] {
+            b.extend_from_slice(&x.to_le_bytes());
+        }
+        let mut field = (b.len() as u32).to_le_bytes().to_vec();
+        field.extend_from_slice(&b);
+        let k = Kind::Vector { pack_len: 4 };
+        assert_eq!(field_len(&k, &field), Ok(field.len()));
+        assert_eq!(
+            decode_binlog(&k, &field),
+            Ok(Value::Json("[1.1,-1,0]".into()))
+        );
+        assert!(decode_binlog(&k, &[3, 0, 0, 0, 1, 2, 3]).is_err());
+        assert!(
+            decode_binlog(&k, &[4, 0, 0, 0, 0, 0, 0xC0, 0x7F]).is_err(),
+            "NaN"
         );
     }
 }

@@ -65,14 +65,6 @@ pub fn setting_problems(vars: &HashMap<String, String>) -> Vec<MysqlError> {
             fix: "compressed binlog events are not decoded: run SET GLOBAL log_bin_compress = OFF (and in the server config), then FLUSH BINARY LOGS".into(),
         });
     }
-    if var("binlog_transaction_compression") == "ON" {
-        out.push(MysqlError::Setting {
-            setting: "binlog_transaction_compression",
-            actual: "ON".into(),
-            wanted: "OFF",
-            fix: "compressed transaction payloads are not decoded: run SET GLOBAL binlog_transaction_compression = OFF (and in the server config)".into(),
-        });
-    }
     if var("binlog_row_value_options").contains("PARTIAL_JSON") {
         out.push(MysqlError::Setting {
             setting: "binlog_row_value_options",

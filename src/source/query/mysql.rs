@@ -162,9 +162,10 @@ fn bind_of(kind: &Kind, collation: Option<String>) -> Result<Bind, &'static str>
         Kind::Enum { .. } | Kind::Set { .. } => {
             return Err("is ENUM/SET, which sorts by member index but compares by name")
         }
-        Kind::JsonText { .. } | Kind::JsonBinary { .. } | Kind::Geometry { .. } => {
-            return Err("is JSON/geometry, which has no usable order")
-        }
+        Kind::JsonText { .. }
+        | Kind::JsonBinary { .. }
+        | Kind::Geometry { .. }
+        | Kind::Vector { .. } => return Err("is JSON/geometry/vector, which has no usable order"),
         // Only from information_schema / table maps, never from result metadata.
         Kind::Uuid | Kind::Inet4 | Kind::Inet6 | Kind::Compressed(_) => {
             return Err(
