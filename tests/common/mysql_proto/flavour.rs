@@ -200,6 +200,14 @@ pub fn answer(sql: &str, st: &Status<'_>) -> Option<Answer> {
         Answer::Rows(vec!["COLUMN_NAME", "COLUMN_TYPE", "CHARACTER_SET_NAME"], rows)
     } else if up.starts_with("SELECT C.TABLE_SCHEMA, C.TABLE_NAME, C.COLUMN_NAME, C.COLUMN_TYPE, C.IS_NULLABLE FROM INFORMATION_SCHEMA.COLUMNS") {
         Answer::Rows(vec!["TABLE_SCHEMA", "TABLE_NAME", "COLUMN_NAME", "COLUMN_TYPE", "IS_NULLABLE"], Vec::new())
+    } else if up.starts_with("SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME FROM INFORMATION_SCHEMA.COLUMNS") {
+        // The table filter's check at start: the tables the script describes.
+        let rows = st
+            .tables
+            .iter()
+            .flat_map(|t| t.columns.iter().map(move |(c, _, _)| vec![one(&t.db), one(&t.name), one(c)]))
+            .collect();
+        Answer::Rows(vec!["TABLE_SCHEMA", "TABLE_NAME", "COLUMN_NAME"], rows)
     } else if up.starts_with("SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME FROM INFORMATION_SCHEMA.KEY_COLUMN_USAGE") {
         Answer::Rows(vec!["TABLE_SCHEMA", "TABLE_NAME", "COLUMN_NAME"], Vec::new())
     } else if up.starts_with("SELECT COLUMN_NAME FROM INFORMATION_SCHEMA.STATISTICS") {
