@@ -297,20 +297,20 @@ async fn contract(kind: &str) {
 
 #[tokio::test]
 async fn file_sink_keeps_the_contract() {
-    contract("file").await;
+    Box::pin(contract("file")).await;
 }
 
 #[tokio::test]
 async fn http_sink_keeps_the_contract() {
-    contract("http").await;
+    Box::pin(contract("http")).await;
 }
 
 #[tokio::test]
 async fn segment_sink_keeps_the_contract() {
-    contract("segment").await;
+    Box::pin(contract("segment")).await;
 }
 
 #[tokio::test]
 async fn nats_sink_keeps_the_contract() {
-    contract("nats").await;
+    Box::pin(contract("nats")).await;
 }
