@@ -565,6 +565,14 @@ impl SourcePair {
                 self.bound_reached = true;
                 return Ok(());
             }
+            // `--max-events` counts over reconnects: the next pipeline delivers the rest.
+            if let Some(m) = self.bounds.max_events.as_mut() {
+                *m = m.saturating_sub(stats.events);
+                if *m == 0 {
+                    self.bound_reached = true;
+                    return Ok(());
+                }
+            }
             let e = match ended {
                 Ok(Ended::Stopped) => return Ok(()),
                 Ok(Ended::Failed(e)) => e,

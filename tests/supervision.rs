@@ -705,6 +705,34 @@ async fn a_table_dropped_during_the_backfill_is_skipped() {
     assert_eq!(wait_exit(&mut child, WAIT).code(), Some(0), "{}", logs(&w));
 }
 
+/// `run --max-events N` counts across a reconnect: after a server restart the rest of the
+/// N events end the run (exit 0), rather than the count starting again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_events_counts_across_a_reconnect() {
+    let pgs = PgServer::start_with(&[]);
+    let pdb = pgs.fresh_db();
+    pdb.exec("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await;
+    let name = unique("max_pg");
+    let w = Workdir::new();
+    let admin = free_port();
+    write(&w, admin, "", &pgs.source_toml(pdb.name(), &name));
+    let mut child = spawn_run(&w, &["--max-events", "6"], &env());
+    wait_streaming(&w, admin, &[&name]);
+    pdb.insert_ids("t", 0, 3, 1, 1).await;
+    wait_ids(&w, &name, "t", &(0..3).collect());
+    pgs.restart();
+    pdb.insert_ids("t", 3, 6, 1, 1).await;
+    let status = wait_exit(&mut child, WAIT);
+    assert_eq!(status.code(), Some(0), "{}", logs(&w));
+    assert_eq!(ids(&w, &name, "t"), (0..6).collect(), "{}", logs(&w));
+    assert!(
+        logs(&w).contains("reconnecting"),
+        "no reconnect\n{}",
+        logs(&w)
+    );
+}
+
 /// `run --until` that stops before its position is never exit 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn until_not_reached_is_not_exit_0() {

@@ -834,7 +834,11 @@ mod tests {
             kind_of(&meta("uuid", None), false).is_err(),
             "MySQL has no UUID type"
         );
-        assert!(kind_of(&meta("vector(3)", None), true).is_err());
+        // MySQL 9's VECTOR (read as its packed float32 bytes).
+        assert_eq!(
+            kind_of(&meta("vector(3)", None), true),
+            Ok(Kind::Vector { pack_len: 4 })
+        );
     }
 
     #[test]
