@@ -40,10 +40,9 @@ async fn million_row_transaction_streams_with_bounded_memory() {
     ));
     let mut child = spawn_run(&w, &[], &[(PASSWORD_ENV, PASSWORD)]);
     let slot = format!("logtide_{name}");
-    assert!(wait_until(Duration::from_secs(60), || db.server.psql(
-        "postgres",
-        &format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}' AND active")
-    ) == "1"));
+    assert!(wait_until(Duration::from_secs(60), || db
+        .server
+        .slot_streaming(&slot)));
     db.exec(&format!(
         "INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, {ROWS}) g"
     ))

@@ -27,13 +27,7 @@ fn source_name(tag: &str) -> String {
 }
 
 fn slot_active(db: &TestDb<'_>, slot: &str) -> bool {
-    db.server.psql(
-        "postgres",
-        &format!(
-            "SELECT count(*) FROM pg_replication_slots s JOIN pg_stat_activity a ON a.pid = s.active_pid \
-             WHERE s.slot_name = '{slot}' AND a.backend_type = 'walsender'"
-        ),
-    ) == "1"
+    db.server.slot_streaming(slot)
 }
 
 /// Writes the config and starts logtide; waits until it streams from its slot (the

@@ -18,13 +18,7 @@ fn env() -> [(&'static str, &'static str); 1] {
 }
 
 fn streaming(db: &TestDb<'_>, slot: &str) -> bool {
-    db.server.psql(
-        "postgres",
-        &format!(
-            "SELECT count(*) FROM pg_replication_slots s JOIN pg_stat_activity a ON a.pid = s.active_pid \
-             WHERE s.slot_name = '{slot}' AND a.backend_type = 'walsender'"
-        ),
-    ) == "1"
+    db.server.slot_streaming(slot)
 }
 
 fn ids(events: &[serde_json::Value]) -> Vec<i64> {

@@ -212,11 +212,9 @@ async fn a_source_configured_paused_starts_paused() {
         port,
     );
     let mut child = Running(spawn_run(&w, &[], &env()));
-    let slot_active = format!(
-        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'logtide_{name}' AND active"
-    );
+    let slot = format!("logtide_{name}");
     assert!(
-        wait_until(WAIT, || db.server.psql("postgres", &slot_active) == "1"),
+        wait_until(WAIT, || db.server.slot_streaming(&slot)),
         "never streamed\n{}",
         logs(&w)
     );

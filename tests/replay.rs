@@ -172,20 +172,9 @@ async fn postgres_replay_before_the_confirmed_position_is_refused() {
     let env = [(PASSWORD_ENV, PASSWORD)];
     let mut child = spawn_run(&w, &[], &env);
     // Wait until logtide's walsender holds the slot, then write.
-    let slot = name.clone();
+    let slot = format!("logtide_{name}");
     assert!(
-        wait_until(WAIT, || {
-            db
-            .server
-            .psql(
-                "postgres",
-                &format!(
-                    "SELECT count(*) FROM pg_replication_slots s JOIN pg_stat_activity a ON a.pid = s.active_pid WHERE s.slot_name LIKE '%{slot}%' AND a.backend_type = 'walsender'"
-                ),
-            )
-            .trim()
-            == "1"
-        }),
+        wait_until(WAIT, || db.server.slot_streaming(&slot)),
         "slot never streamed:\n{}",
         logs(&w)
     );

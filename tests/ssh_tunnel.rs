@@ -241,11 +241,9 @@ fn config(w: &Workdir, db: &common::pg::TestDb<'_>, name: &str, ssh: &str) {
 /// Waits until the source's slot has an active walsender (rows inserted from now on are
 /// streamed).
 fn wait_streaming(db: &common::pg::TestDb<'_>, name: &str, w: &Workdir) {
-    let q = format!(
-        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'logtide_{name}' AND active"
-    );
+    let slot = format!("logtide_{name}");
     assert!(
-        wait_until(WAIT, || db.server.psql("postgres", &q) == "1"),
+        wait_until(WAIT, || db.server.slot_streaming(&slot)),
         "the source never streamed\n{}",
         logs(w)
     );

@@ -182,6 +182,22 @@ impl PgServer {
         String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
     }
 
+    /// True once `slot` has a walsender attached *and* a consistent point
+    /// (`confirmed_flush_lsn` set). A slot being created already shows in
+    /// `pg_replication_slots` with its walsender active while it waits for running
+    /// transactions; a row committed before its consistent point is not streamed (with
+    /// `backfill = "never"` it is simply not part of the capture). Waiting on this instead
+    /// of "slot exists" or "slot active" closes that race.
+    pub fn slot_streaming(&self, slot: &str) -> bool {
+        self.psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_replication_slots s JOIN pg_stat_activity a ON a.pid = s.active_pid \
+                 WHERE s.slot_name = '{slot}' AND a.backend_type = 'walsender' AND s.confirmed_flush_lsn IS NOT NULL"
+            ),
+        ) == "1"
+    }
+
     /// A `tokio_postgres` config for `db` over TCP with [`USER`]/[`PASSWORD`] (SCRAM).
     pub fn pg_config(&self, db: &str) -> tokio_postgres::Config {
         self.pg_config_as(db, USER, PASSWORD)
