@@ -322,6 +322,12 @@ pub struct PostgresSourceConfig {
     /// Connect timeout. Default "10s".
     #[serde(default = "default_connect_timeout", deserialize_with = "de_duration")]
     pub connect_timeout: Duration,
+    /// Longest wait for the server's next answer on a backfill's SQL connection (a COPY
+    /// message, a catalog query); none within it and the connection is taken as silent (a
+    /// proxy or partition that acknowledges TCP but forwards nothing), dropped, and the
+    /// backfill resumes from its checkpoint. Default "60s".
+    #[serde(default = "default_read_timeout", deserialize_with = "de_duration")]
+    pub read_timeout: Duration,
     /// Initial backfill of existing rows: "initial" (first start only) or "never".
     #[serde(default)]
     pub backfill: BackfillMode,
@@ -1298,6 +1304,9 @@ fn default_status_interval() -> Duration {
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_query_timeout() -> Duration {
     Duration::from_secs(600)

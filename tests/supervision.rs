@@ -646,7 +646,7 @@ async fn query_sources_survive_a_black_hole_and_fail_on_a_permanent_error() {
 
 /// A table dropped while the initial backfill runs is skipped (WARN and
 /// `logtide_backfill_tables_skipped_total`); the other tables are backfilled and the stream
-/// goes on.
+/// goes on. PostgreSQL here, MySQL below.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_dropped_during_the_backfill_is_skipped() {
     let pdb = PgServer::get().fresh_db();
@@ -656,51 +656,164 @@ async fn a_table_dropped_during_the_backfill_is_skipped() {
         pdb.insert_ids(t, 0, 200, 200, 1).await;
     }
     let name = unique("drop_pg");
+    let toml = pdb.server.source_toml(pdb.name(), &name);
+    let dropped = DroppedTable {
+        name: &name,
+        toml: &toml,
+        qualified_c: "public.c",
+    };
+    let w = dropped
+        .start_paused_and_drop(|| async {
+            pdb.exec("DROP TABLE c").await;
+        })
+        .await;
+    pdb.insert_ids("a", 200, 205, 5, 1).await;
+    dropped.the_stream_carries_on(w).await;
+}
+
+/// The same for MySQL: a dropped table's chunk read fails with 1146 and is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mysql_table_dropped_during_the_backfill_is_skipped() {
+    let my = MariaServer::get();
+    let mdb = my.fresh_db();
+    for t in ["a", "b", "c"] {
+        my.sql(
+            &mdb,
+            &format!("CREATE TABLE {t} (id INT PRIMARY KEY, v TEXT)"),
+        );
+        my.sql(
+            &mdb,
+            &format!("INSERT INTO {t} SELECT seq, 'v' FROM seq_0_to_199"),
+        );
+    }
+    let name = unique("drop_my");
+    let toml = my.source_toml(&name, &mdb);
+    let qualified_c = format!("{mdb}.c");
+    let dropped = DroppedTable {
+        name: &name,
+        toml: &toml,
+        qualified_c: &qualified_c,
+    };
+    let w = dropped
+        .start_paused_and_drop(|| async {
+            my.sql(&mdb, "DROP TABLE c");
+        })
+        .await;
+    my.sql(&mdb, "INSERT INTO a SELECT seq, 'v' FROM seq_200_to_204");
+    dropped.the_stream_carries_on(w).await;
+}
+
+/// One source with tables a, b, c of ids 0..200 each, backfilled 10 rows a chunk.
+struct DroppedTable<'a> {
+    name: &'a str,
+    toml: &'a str,
+    qualified_c: &'a str,
+}
+
+impl DroppedTable<'_> {
+    /// Starts paused (the backfill reader fills its channel with table a and waits there),
+    /// drops table c with `drop`, resumes; a and b arrive whole, c is skipped with a WARN
+    /// and the metric.
+    async fn start_paused_and_drop<F: std::future::Future<Output = ()>>(
+        &self,
+        drop: impl FnOnce() -> F,
+    ) -> (Workdir, u16, std::process::Child) {
+        let name = self.name;
+        let w = Workdir::new();
+        let admin = free_port();
+        write(
+            &w,
+            admin,
+            "",
+            &format!("{}backfill_chunk_rows = 10\npaused = true\n", self.toml),
+        );
+        let child = spawn_run(&w, &[], &env());
+        assert!(
+            wait_until(WAIT, || state(admin, name) == "backfilling"),
+            "{:?}\n{}",
+            sources(admin),
+            logs(&w)
+        );
+        // The three tables are planned (the state says backfilling a moment before).
+        assert!(
+            wait_until(WAIT, || logs(&w).contains("tables=3")),
+            "the backfill never planned its tables\n{}",
+            logs(&w)
+        );
+        drop().await;
+        let resumed = http(admin, "POST", &format!("/sources/{name}/resume"));
+        assert!(matches!(resumed, Some((200..=299, _))), "{resumed:?}");
+        wait_streaming(&w, admin, &[name]);
+        let all: BTreeSet<i64> = (0..200).collect();
+        wait_ids(&w, name, "a", &all);
+        wait_ids(&w, name, "b", &all);
+        let text = logs(&w);
+        assert!(text.contains("table dropped during the backfill"), "{text}");
+        let (_, metrics) = http(admin, "GET", "/metrics").expect("metrics");
+        assert!(
+            metrics.contains(&format!(
+                "logtide_backfill_tables_skipped_total{{source=\"{name}\",table=\"{}\"}} 1",
+                self.qualified_c
+            )),
+            "{metrics}"
+        );
+        (w, admin, child)
+    }
+
+    /// Rows 200..205 of a were inserted after the resume: they stream; a stop is exit 0.
+    async fn the_stream_carries_on(
+        &self,
+        (w, _admin, mut child): (Workdir, u16, std::process::Child),
+    ) {
+        wait_ids(&w, self.name, "a", &(0..205).collect());
+        assert!(alive(&mut child));
+        sigterm(&child);
+        assert_eq!(wait_exit(&mut child, WAIT).code(), Some(0), "{}", logs(&w));
+    }
+}
+
+/// A PostgreSQL backfill whose connection goes silent mid-way (a proxy that stops
+/// forwarding without closing; TCP keepalive cannot see it) is dropped after
+/// `read_timeout` and resumed from its checkpoint: every row arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_postgres_backfill_resumes_after_read_timeout() {
+    let pdb = PgServer::get().fresh_db();
+    pdb.exec("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await;
+    pdb.insert_ids("t", 0, 300, 300, 1).await;
+    let proxy = Blackhole::start(pdb.server.port());
+    let name = unique("bf_hole");
+    let src = pdb.server.source_toml(pdb.name(), &name).replace(
+        &format!("port = {}", pdb.server.port()),
+        &format!("port = {}", proxy.port()),
+    );
     let w = Workdir::new();
     let admin = free_port();
-    // Paused: the backfill reader fills its channel with table a and waits there.
+    // Paused: the reader has read its first chunks and waits on the delivery; what it
+    // asks the server next goes into the black hole.
     write(
         &w,
         admin,
         "",
-        &format!(
-            "{}backfill_chunk_rows = 10\npaused = true\n",
-            pdb.server.source_toml(pdb.name(), &name)
-        ),
+        &format!("{src}backfill_chunk_rows = 10\nread_timeout = \"3s\"\npaused = true\n"),
     );
     let mut child = spawn_run(&w, &[], &env());
     assert!(
-        wait_until(WAIT, || state(admin, &name) == "backfilling"),
+        wait_until(WAIT, || state(admin, &name) == "backfilling"
+            && logs(&w).contains("tables=1")),
         "{:?}\n{}",
         sources(admin),
         logs(&w)
     );
-    // The three tables are planned (the state says backfilling a moment before).
-    assert!(
-        wait_until(WAIT, || logs(&w).contains("tables=3")),
-        "the backfill never planned its tables\n{}",
-        logs(&w)
-    );
-    pdb.exec("DROP TABLE c").await;
+    proxy.swallow();
     let resumed = http(admin, "POST", &format!("/sources/{name}/resume"));
     assert!(matches!(resumed, Some((200..=299, _))), "{resumed:?}");
-    wait_streaming(&w, admin, &[&name]);
-    let all: BTreeSet<i64> = (0..200).collect();
-    wait_ids(&w, &name, "a", &all);
-    wait_ids(&w, &name, "b", &all);
+    wait_ids(&w, &name, "t", &(0..300).collect());
     let text = logs(&w);
-    assert!(text.contains("table dropped during the backfill"), "{text}");
-    let (_, metrics) = http(admin, "GET", "/metrics").expect("metrics");
-    assert!(
-        metrics.contains(&format!(
-            "logtide_backfill_tables_skipped_total{{source=\"{name}\",table=\"public.c\"}} 1"
-        )),
-        "{metrics}"
-    );
-    // The stream carries on.
-    pdb.insert_ids("a", 200, 205, 5, 1).await;
-    wait_ids(&w, &name, "a", &(0..205).collect());
-    assert!(alive(&mut child));
+    assert!(text.contains("read_timeout"), "{text}");
+    wait_streaming(&w, admin, &[&name]);
+    pdb.insert_ids("t", 300, 305, 5, 1).await;
+    wait_ids(&w, &name, "t", &(0..305).collect());
     sigterm(&child);
     assert_eq!(wait_exit(&mut child, WAIT).code(), Some(0), "{}", logs(&w));
 }

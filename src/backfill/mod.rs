@@ -159,6 +159,11 @@ pub enum BackfillError {
     Checkpoint(#[from] CheckpointError),
     #[error("backfill reader stopped unexpectedly")]
     ReaderGone,
+    #[error("no answer from the database within {after:?} (read_timeout) while trying to {what}: the server or the network stopped answering (reconnecting)")]
+    Silent {
+        what: &'static str,
+        after: std::time::Duration,
+    },
 }
 
 impl BackfillError {
@@ -176,7 +181,7 @@ impl BackfillError {
     pub fn is_transient(&self) -> bool {
         match self {
             BackfillError::Deliver(_) | BackfillError::Checkpoint(_) => false,
-            BackfillError::ReaderGone => true,
+            BackfillError::ReaderGone | BackfillError::Silent { .. } => true,
             BackfillError::Setup { source, .. } | BackfillError::Postgres { source, .. } => {
                 // One classification for every source kind (see `source::classify`);
                 // nothing recognised (a SQL error of ours, a setting): permanent.
@@ -466,21 +471,29 @@ async fn run_postgres(
     obs: &SourceObs,
 ) -> Result<u64, BackfillError> {
     let name = cfg.name.as_str();
-    let (client, driver) = postgres::connect(cfg).await?;
+    let limit = cfg.read_timeout;
+    let (client, mut driver) = postgres::bounded(limit, "connect", postgres::connect(cfg)).await?;
     // The same checks as the stream, so a bad setting is reported the same way.
-    crate::source::postgres::setup::validate(&client, cfg)
-        .await
-        .map_err(|e| BackfillError::Setup {
-            what: "validate the server",
-            source: Box::new(e),
-        })?;
-    crate::source::postgres::setup::ensure_publication(&client, cfg)
-        .await
-        .map_err(|e| BackfillError::Setup {
-            what: "prepare the publication",
-            source: Box::new(e),
-        })?;
-    // 1. Fix the stream's start before reading anything.
+    postgres::bounded(limit, "validate the server", async {
+        crate::source::postgres::setup::validate(&client, cfg)
+            .await
+            .map_err(|e| BackfillError::Setup {
+                what: "validate the server",
+                source: Box::new(e),
+            })
+    })
+    .await?;
+    postgres::bounded(limit, "prepare the publication", async {
+        crate::source::postgres::setup::ensure_publication(&client, cfg)
+            .await
+            .map_err(|e| BackfillError::Setup {
+                what: "prepare the publication",
+                source: Box::new(e),
+            })
+    })
+    .await?;
+    // 1. Fix the stream's start before reading anything. Not bounded by `read_timeout`:
+    // creating a slot waits for the transactions running at that moment to end.
     let start = match store.load(name)? {
         Some(crate::position::Position::Postgres(p)) if !first => p.lsn,
         _ => {
@@ -497,7 +510,12 @@ async fn run_postgres(
     // Connected, and the stream's start is fixed: changes from now on are not missed.
     obs.status
         .set_state(crate::metrics::SourceState::Backfilling);
-    let plans = postgres::plan(&client, cfg, filter, settings, None).await?;
+    let plans = postgres::bounded(
+        limit,
+        "list the tables to backfill",
+        postgres::plan(&client, cfg, filter, settings, None),
+    )
+    .await?;
     let (resume, estimate) = load_progress(
         store,
         name,
@@ -525,7 +543,14 @@ async fn run_postgres(
         reader.abort();
     }
     let read_res = reader.await;
-    let _ = driver.await;
+    // The reader dropped the client: the connection ends on its own, unless it went silent
+    // with a request outstanding (then it would wait forever).
+    if tokio::time::timeout(std::time::Duration::from_secs(5), &mut driver)
+        .await
+        .is_err()
+    {
+        driver.abort();
+    }
     let rows = deliver_res?;
     if cancel.is_cancelled() || max_rows.is_some_and(|m| rows >= m) {
         return Ok(rows);

@@ -325,6 +325,7 @@ impl Reader {
         at: &Position,
         chunk_rows: usize,
         recent: &VecDeque<u64>,
+        limit: Duration,
     ) -> Result<Option<(Vec<ChangeEvent>, TableProgress)>, BackfillError> {
         let table = job.table.as_str();
         let mut progress = job.progress.clone();
@@ -337,26 +338,35 @@ impl Reader {
                         source: Box::new(e),
                     }
                 };
-                r.client
-                    .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    .await
-                    .map_err(setup("begin the chunk's transaction"))?;
-                let snap: String = r
-                    .client
-                    .query_one("SELECT pg_catalog.txid_current_snapshot()::text", &[])
-                    .await
-                    .and_then(|row| row.try_get(0))
-                    .map_err(setup("read the chunk's snapshot"))?;
+                let client = &r.client;
+                pgb::bounded(limit, "begin the chunk's transaction", async {
+                    client
+                        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                        .await
+                        .map_err(setup("begin the chunk's transaction"))
+                })
+                .await?;
+                let snap: String = pgb::bounded(limit, "read the chunk's snapshot", async {
+                    client
+                        .query_one("SELECT pg_catalog.txid_current_snapshot()::text", &[])
+                        .await
+                        .and_then(|row| row.try_get(0))
+                        .map_err(setup("read the chunk's snapshot"))
+                })
+                .await?;
                 let sees = snapshot_sees(&snap, recent).ok_or_else(|| BackfillError::Postgres {
                     table: table.to_owned(),
                     what: "read the chunk's snapshot",
                     source: format!("unreadable snapshot {snap:?}").into(),
                 })?;
                 if !sees {
-                    r.client
-                        .batch_execute("ROLLBACK")
-                        .await
-                        .map_err(setup("end the chunk's transaction"))?;
+                    pgb::bounded(limit, "end the chunk's transaction", async {
+                        client
+                            .batch_execute("ROLLBACK")
+                            .await
+                            .map_err(setup("end the chunk's transaction"))
+                    })
+                    .await?;
                     return Ok(None);
                 }
                 let t = r.tables.get(table).ok_or(BackfillError::ReaderGone)?;
@@ -365,22 +375,19 @@ impl Reader {
                     plan: &t.plan,
                     tys: &t.tys,
                     schema: &t.schema,
+                    limit,
                 };
                 let mut events = Vec::with_capacity(chunk_rows.min(65_536));
                 let n = reader
-                    .copy(
-                        &r.client,
-                        &mut progress,
-                        chunk_rows,
-                        &namer,
-                        &mut events,
-                        None,
-                    )
+                    .copy(client, &mut progress, chunk_rows, &namer, &mut events, None)
                     .await?;
-                r.client
-                    .batch_execute("COMMIT")
-                    .await
-                    .map_err(setup("end the chunk's transaction"))?;
+                pgb::bounded(limit, "end the chunk's transaction", async {
+                    client
+                        .batch_execute("COMMIT")
+                        .await
+                        .map_err(setup("end the chunk's transaction"))
+                })
+                .await?;
                 progress.done = n < chunk_rows;
                 Ok(Some((events, progress)))
             }
@@ -682,16 +689,23 @@ impl OnDemand {
         at: &Position,
         chunk_rows: usize,
     ) -> Result<Option<(Vec<ChangeEvent>, TableProgress)>, BackfillError> {
+        // The pipeline waits on this: every exchange is bounded, so a silent connection
+        // (PostgreSQL: `read_timeout`; MySQL's reads have socket timeouts) cannot hold the
+        // stream. A PostgreSQL chunk's own COPY messages are bounded one by one.
+        let limit = match &self.cfg {
+            SourceConfig::Postgres(pg) => pg.read_timeout,
+            _ => Duration::MAX,
+        };
         if self.reader.is_none() {
-            self.reader = Some(Reader::connect(&self.cfg).await?);
+            let connect = Reader::connect(&self.cfg);
+            self.reader = Some(pgb::bounded(limit, "connect", connect).await?);
         }
         let Some(reader) = self.reader.as_mut() else {
             return Err(BackfillError::ReaderGone);
         };
-        reader
-            .prepare(&self.cfg, &self.info, &self.filter, &job.table)
-            .await?;
-        reader.chunk(job, at, chunk_rows, &self.recent).await
+        let prepare = reader.prepare(&self.cfg, &self.info, &self.filter, &job.table);
+        pgb::bounded(limit, "plan the table", prepare).await?;
+        reader.chunk(job, at, chunk_rows, &self.recent, limit).await
     }
 
     fn finish_job(&mut self, table: &str, state: &'static str, error: Option<String>) {

@@ -19,6 +19,19 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
+/// `fut`, an exchange with the server, answered within `limit` (the source's
+/// `read_timeout`), else [`BackfillError::Silent`]. TCP keepalive cannot see a peer that
+/// still acknowledges but forwards nothing (a proxy, a half-partition); this can.
+pub async fn bounded<T>(
+    limit: std::time::Duration,
+    what: &'static str,
+    fut: impl std::future::Future<Output = Result<T, BackfillError>>,
+) -> Result<T, BackfillError> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or(Err(BackfillError::Silent { what, after: limit }))
+}
+
 fn setup_err<E: std::error::Error + Send + Sync + 'static>(
     what: &'static str,
 ) -> impl FnOnce(E) -> BackfillError {
@@ -365,6 +378,8 @@ pub struct TableReader<'a> {
     pub plan: &'a TablePlan,
     pub tys: &'a [PgType],
     pub schema: &'a Arc<TableSchema>,
+    /// Longest wait for the server's next COPY message (`read_timeout`).
+    pub limit: std::time::Duration,
 }
 
 impl TableReader<'_> {
@@ -435,16 +450,23 @@ impl TableReader<'_> {
     ) -> Result<usize, BackfillError> {
         let qualified = self.plan.qualified();
         let sql = chunk_sql(self.plan, progress.last_key.as_deref(), chunk_rows);
-        let stream = client
-            .copy_out(sql.as_str())
-            .await
-            .map_err(table_err(&qualified, "start COPY"))?;
+        let stream = bounded(self.limit, "start a COPY", async {
+            client
+                .copy_out(sql.as_str())
+                .await
+                .map_err(table_err(&qualified, "start COPY"))
+        })
+        .await?;
         futures_util::pin_mut!(stream);
         // The server sends a row per message: lines are parsed in place, and only a row
         // split across messages is joined here.
         let mut pending: Vec<u8> = Vec::new();
         let mut n = 0usize;
-        while let Some(data) = stream.next().await {
+        while let Some(data) = bounded(self.limit, "read COPY data", async {
+            Ok(stream.next().await)
+        })
+        .await?
+        {
             let data: Bytes = data.map_err(|e| table_err(&qualified, "read COPY data")(e))?;
             let joined;
             let buf: &[u8] = if pending.is_empty() {
@@ -496,12 +518,18 @@ pub async fn read_tables(
         let qualified = plan.qualified();
         // A table dropped while the backfill runs is skipped, not fatal (see below).
         let read = async {
-            let tys = column_types(client, &mut types, plan).await?;
+            let tys = bounded(
+                cfg.read_timeout,
+                "resolve column types",
+                column_types(client, &mut types, plan),
+            )
+            .await?;
             let schema = table_schema(plan, cfg, info);
             let reader = TableReader {
                 plan,
                 tys: &tys,
                 schema: &schema,
+                limit: cfg.read_timeout,
             };
             // Rows are named by table, key and content, read at the stream's start.
             let namer = RowNamer::new(
