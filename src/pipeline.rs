@@ -148,7 +148,10 @@ impl Pipeline {
                 od.take_requests(&self.store, &self.obs).await?;
             }
             // A chunk alternates with batches while messages wait; back to back when idle.
+            // Not once the source has ended (its channel closed): the pipeline must return
+            // so the source is reconnected, not finish the whole job first.
             let chunk_now = !in_tx
+                && !self.rx.is_closed()
                 && (!chunk_last || self.rx.is_empty())
                 && self
                     .ondemand

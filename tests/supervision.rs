@@ -818,6 +818,70 @@ async fn a_black_holed_postgres_backfill_resumes_after_read_timeout() {
     assert_eq!(wait_exit(&mut child, WAIT).code(), Some(0), "{}", logs(&w));
 }
 
+/// An on-demand backfill runs between the stream's transactions, in the pipeline: its
+/// connection going silent must not hold the stream. It is dropped after `read_timeout`,
+/// the job goes on from its progress on a new connection, and the stream (detected dead
+/// on its own bound) reconnects; every row arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_on_demand_backfill_does_not_hold_the_stream() {
+    const ROWS: i64 = 6_000;
+    let pdb = PgServer::get().fresh_db();
+    pdb.exec("CREATE TABLE big (id int PRIMARY KEY, v text); CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await;
+    pdb.insert_ids("big", 0, ROWS, 5_000, 1).await;
+    let proxy = Blackhole::start(pdb.server.port());
+    let name = unique("od_hole");
+    let src = pdb.server.source_toml(pdb.name(), &name).replace(
+        &format!("port = {}", pdb.server.port()),
+        &format!("port = {}", proxy.port()),
+    );
+    let w = Workdir::new();
+    let admin = free_port();
+    write(
+        &w,
+        admin,
+        "",
+        &format!(
+            "{src}backfill = \"never\"\nbackfill_chunk_rows = 5\nread_timeout = \"3s\"\nstatus_interval = \"1s\"\n"
+        ),
+    );
+    let mut child = spawn_run(&w, &[], &env());
+    wait_streaming(&w, admin, &[&name]);
+    let asked = http(
+        admin,
+        "POST",
+        &format!("/sources/{name}/backfill/public.big"),
+    );
+    assert!(matches!(asked, Some((200..=299, _))), "{asked:?}");
+    // A few chunks in (5 rows each, thousands to go): both connections go silent.
+    assert!(
+        wait_until(WAIT, || ids(&w, &name, "big").len() >= 20),
+        "{}",
+        logs(&w)
+    );
+    proxy.swallow();
+    let at_swallow = ids(&w, &name, "big").len();
+    assert!(
+        at_swallow < ROWS as usize,
+        "the backfill ended before the black hole"
+    );
+    let swallowed = std::time::Instant::now();
+    pdb.insert_ids("t", 0, 5, 5, 1).await;
+    wait_ids(&w, &name, "t", &(0..5).collect());
+    // The stream's own bound (10 s here) plus a reconnect, not the whole job's duration.
+    let took = swallowed.elapsed();
+    assert!(
+        took < Duration::from_secs(30),
+        "the stream waited {took:?}\n{}",
+        logs(&w)
+    );
+    wait_ids(&w, &name, "big", &(0..ROWS).collect());
+    let text = logs(&w);
+    assert!(text.contains("read_timeout"), "{text}");
+    sigterm(&child);
+    assert_eq!(wait_exit(&mut child, WAIT).code(), Some(0), "{}", logs(&w));
+}
+
 /// `run --max-events N` counts across a reconnect: after a server restart the rest of the
 /// N events end the run (exit 0), rather than the count starting again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
