@@ -25,7 +25,8 @@ use crate::source::SourceMessage;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// Longest time a checkpoint waits to be stored while events keep arriving.
+/// Longest time a pending checkpoint waits to be stored, and the shortest time between two
+/// stores (each one flushes the store to disk).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -111,6 +112,8 @@ enum Wake {
     Chunk,
     Requested,
     Again,
+    /// The pending checkpoint is due (the channel went quiet after a batch).
+    Store,
 }
 
 impl Pipeline {
@@ -165,6 +168,9 @@ impl Pipeline {
                 .and_then(OnDemand::retry_at)
                 .filter(|t| *t > Instant::now());
             let listening = self.ondemand.is_some();
+            // A pending checkpoint is stored CHECKPOINT_EVERY after the last one at the
+            // latest, whether messages keep coming or not.
+            let store_at = pending.as_ref().map(|_| last_save + CHECKPOINT_EVERY);
             msgs.clear();
             let wake = tokio::select! {
                 biased;
@@ -178,11 +184,17 @@ impl Pipeline {
                 _ = std::future::ready(()), if chunk_now => Wake::Chunk,
                 _ = self.obs.status.backfill_requested(), if listening => Wake::Requested,
                 _ = sleep_until(retry_at), if retry_at.is_some() && !chunk_now => Wake::Again,
+                _ = sleep_until(store_at), if store_at.is_some() => Wake::Store,
                 n = self.rx.recv_many(&mut msgs, self.max_batch_events) => Wake::Messages(n),
             };
             let n = match wake {
                 Wake::Messages(n) => n,
                 Wake::Requested | Wake::Again => continue,
+                Wake::Store => {
+                    self.store_pending(&mut pending, &mut stats).await?;
+                    last_save = Instant::now();
+                    continue;
+                }
                 Wake::Chunk => {
                     // Everything up to `at` is delivered: store it, then read at it.
                     self.store_pending(&mut pending, &mut stats).await?;
@@ -256,11 +268,11 @@ impl Pipeline {
                 pending = Some(p);
             }
             let max_hit = self.bounds.max_events.is_some_and(|m| stats.events >= m);
-            // Under load (more messages waiting) the checkpoint is stored at most every
-            // CHECKPOINT_EVERY; when the channel is idle, at once. Either way only after the
-            // sinks accepted everything before it.
-            if bound_hit || max_hit || self.rx.is_empty() || last_save.elapsed() >= CHECKPOINT_EVERY
-            {
+            // The checkpoint is stored at most every CHECKPOINT_EVERY (a store is a flush of
+            // the store to disk: per transaction it capped small-transaction workloads), and
+            // at the latest CHECKPOINT_EVERY after it became pending (`Wake::Store`). Either
+            // way only after the sinks accepted everything before it.
+            if bound_hit || max_hit || last_save.elapsed() >= CHECKPOINT_EVERY {
                 self.store_pending(&mut pending, &mut stats).await?;
                 last_save = Instant::now();
             }
