@@ -17,12 +17,27 @@
 # Usage: scripts/bench_mysql.sh            (ROWS=1000000 SINGLE=100000 RUNS=3)
 #        ROWS=200000 SINGLE=20000 RUNS=1 scripts/bench_mysql.sh
 # LOGTIDE_BIN=path skips the release build.
+# BENCH_SHAPE=narrow (default) or realistic: (id BIGINT PK, user_id BIGINT, kind VARCHAR,
+# amount DECIMAL(12,2), payload JSON, created_at DATETIME(6)), ~210 bytes as text.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${ROWS:-1000000}
 SINGLE=${SINGLE:-100000}
 RUNS=${RUNS:-3}
 WORKLOADS=${WORKLOADS:-"bulk update single"}
+SHAPE=${BENCH_SHAPE:-narrow}
+# COLS: the tables' columns; ROW: the select list of one row from its id `seq`; UPD: the update.
+case "$SHAPE" in
+  narrow)
+    COLS="id BIGINT PRIMARY KEY, a INT, b VARCHAR(100), c DOUBLE, d DATETIME(6), e VARCHAR(40)"
+    ROW="seq, seq % 1000, REPEAT('x', 90), seq * 1.5, '2024-01-01 00:00:00.123456', MD5(seq)"
+    UPD="UPDATE t SET a = a + 1" ;;
+  realistic)
+    COLS="id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, kind VARCHAR(32) NOT NULL, amount DECIMAL(12,2) NOT NULL, payload JSON NOT NULL, created_at DATETIME(6) NOT NULL"
+    ROW="seq, seq % 50000, ELT(seq % 4 + 1, 'order_placed', 'order_refunded', 'user_signed_up', 'session_started'), (seq % 100000) / 100, JSON_OBJECT('sku', CONCAT('SKU-', seq % 9000), 'qty', seq % 7 + 1, 'ref', MD5(seq), 'ua', 'Mozilla/5.0 (X11; Linux x86_64)', 'tags', JSON_ARRAY('web', 'eu')), '2024-01-01 00:00:00.123456'"
+    UPD="UPDATE t SET amount = amount + 1" ;;
+  *) echo "BENCH_SHAPE must be narrow or realistic" >&2; exit 2 ;;
+esac
 
 if [ -z "${LOGTIDE_BIN:-}" ]; then
   cargo build --release --bin logtide >&2
@@ -60,8 +75,9 @@ sql() { mariadb --no-defaults --socket="$SOCK" -uroot --batch --skip-column-name
 sql -e "CREATE USER 'logtide'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('$LOGTIDE_BENCH_PW');
         GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT ON *.* TO 'logtide'@'%';
         CREATE DATABASE bench CHARACTER SET utf8mb4;
-        CREATE TABLE bench.t (id BIGINT PRIMARY KEY, a INT, b VARCHAR(100), c DOUBLE, d DATETIME(6), e VARCHAR(40));
-        CREATE TABLE bench.s (id BIGINT PRIMARY KEY, a INT, b VARCHAR(100), c DOUBLE, d DATETIME(6), e VARCHAR(40));"
+        CREATE TABLE bench.t ($COLS);
+        CREATE TABLE bench.s ($COLS);"
+echo "row shape: $SHAPE ($(sql -D bench -e "SELECT ROUND(AVG(LENGTH(CONCAT_WS(',', $ROW)))) FROM seq_1_to_1000") bytes as text)"
 binlog_pos() { sql -e 'SHOW MASTER STATUS' | awk '{print $1" "$2}'; }
 
 config() { # $1 = dir
@@ -95,15 +111,15 @@ workload() { # $1 = name
   case $1 in
     bulk)
       for ((i = 0; i < ROWS / 1000; i++)); do
-        echo "INSERT INTO bench.t SELECT seq, seq % 1000, REPEAT('x', 90), seq * 1.5, '2024-01-01 00:00:00.123456', MD5(seq) FROM seq_$((i * 1000 + 1))_to_$((i * 1000 + 1000));"
+        echo "INSERT INTO bench.t SELECT $ROW FROM seq_$((i * 1000 + 1))_to_$((i * 1000 + 1000));"
       done | sql -D bench
       echo "$ROWS" ;;
     update)
-      sql -D bench -e "UPDATE t SET a = a + 1"
+      sql -D bench -e "$UPD"
       echo "$ROWS" ;;
     single)
       for ((i = 1; i <= SINGLE; i++)); do
-        echo "INSERT INTO bench.s VALUES ($i, $i, REPEAT('y', 90), $i.5, '2024-01-01 00:00:00.5', MD5($i));"
+        echo "INSERT INTO bench.s SELECT $ROW FROM seq_${i}_to_${i};"
       done | sql -D bench
       echo "$SINGLE" ;;
   esac

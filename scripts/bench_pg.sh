@@ -6,6 +6,11 @@
 # are interleaved and the median is reported with peak RSS.
 #
 #   scripts/bench_pg.sh [rows=1000000] [single_txns=100000] [runs=3]
+#
+# BENCH_SHAPE=narrow (default): rows (id bigint, int, text ~155 B, timestamptz).
+# BENCH_SHAPE=realistic: rows shaped like an application table, ~210 bytes as text:
+# (id bigint PK, user_id bigint, kind text, amount numeric(12,2), payload jsonb, created_at
+# timestamptz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${1:-1000000}
@@ -34,9 +39,22 @@ CONF
 runuser -u postgres -- "$BIN/pg_ctl" -D "$W/data" -l "$W/pg.log" -w start >/dev/null
 trap 'runuser -u postgres -- "$BIN/pg_ctl" -D "$W/data" -m immediate stop >/dev/null 2>&1 || true' EXIT
 PSQL=(psql -X -q -h 127.0.0.1 -p "$PORT" -U postgres -v ON_ERROR_STOP=1)
+SHAPE=${BENCH_SHAPE:-narrow}
+# ROW_EXPR: the select list of one row from its id `g`; UPDATE_SQL: the one-transaction update.
+case "$SHAPE" in
+  narrow)
+    TABLE_DDL="CREATE TABLE t (id bigint PRIMARY KEY, a int NOT NULL, b text NOT NULL, c timestamptz NOT NULL) WITH (autovacuum_enabled = off);"
+    ROW_EXPR="g, g % 1000, repeat('x', 150) || g, now()"
+    UPDATE_SQL="UPDATE t SET a = a + 1" ;;
+  realistic)
+    TABLE_DDL="CREATE TABLE t (id bigint PRIMARY KEY, user_id bigint NOT NULL, kind text NOT NULL, amount numeric(12,2) NOT NULL, payload jsonb NOT NULL, created_at timestamptz NOT NULL) WITH (autovacuum_enabled = off);"
+    ROW_EXPR="g, g % 50000, (ARRAY['order_placed','order_refunded','user_signed_up','session_started'])[g % 4 + 1], (g % 100000) / 100.0, jsonb_build_object('sku', 'SKU-' || (g % 9000), 'qty', g % 7 + 1, 'ref', md5(g::text), 'ua', 'Mozilla/5.0 (X11; Linux x86_64)', 'tags', jsonb_build_array('web', 'eu')), now()"
+    UPDATE_SQL="UPDATE t SET amount = amount + 1" ;;
+  *) echo "BENCH_SHAPE must be narrow or realistic" >&2; exit 2 ;;
+esac
 "${PSQL[@]}" -d postgres -c "CREATE DATABASE bench"
 "${PSQL[@]}" -d bench <<SQL
-CREATE TABLE t (id bigint PRIMARY KEY, a int NOT NULL, b text NOT NULL, c timestamptz NOT NULL) WITH (autovacuum_enabled = off);
+$TABLE_DDL
 CREATE PUBLICATION bench_pub FOR TABLE t;
 SQL
 
@@ -66,6 +84,7 @@ backfill = "never"
 [[sinks]]
 kind = "file"
 path = "$out"
+fsync = ${BENCH_FSYNC:-true}
 CFG
     /usr/bin/time -f "%M" -o "$W/rss" "$LOGTIDE" --log-level warn run --config "$W/logtide.toml" --until "$end"
   else
@@ -110,13 +129,13 @@ bench() {
     "$name" "$lt" "$(echo "$lr/1024" | bc -l)" "$pr" "$(echo "$prr/1024" | bc -l)" "$(echo "$lt / $pr" | bc -l)"
 }
 
-PAD="repeat('x', 150)"
+echo "row shape: $SHAPE ($("${PSQL[@]}" -d bench -At -c "SELECT avg(length(x::text))::int FROM (SELECT $ROW_EXPR FROM generate_series(1, 1000) g) x") bytes as text)"
 bench "a) ${ROWS} inserts, 1k/tx" "$ROWS" \
-  "for s in \$(seq 0 1000 $((ROWS - 1))); do echo \"INSERT INTO t SELECT g, g % 1000, $PAD || g, now() FROM generate_series(\$s + 1, \$s + 1000) g;\"; done | \"\${PSQL[@]}\" -d bench"
+  "for s in \$(seq 0 1000 $((ROWS - 1))); do echo \"INSERT INTO t SELECT \$ROW_EXPR FROM generate_series(\$s + 1, \$s + 1000) g;\"; done | \"\${PSQL[@]}\" -d bench"
 bench "b) 1 tx updating ${ROWS}" "$ROWS" \
-  "\"\${PSQL[@]}\" -d bench -c 'UPDATE t SET a = a + 1'"
+  "\"\${PSQL[@]}\" -d bench -c \"\$UPDATE_SQL\""
 bench "c) ${SINGLE} single-row txs" "$SINGLE" \
-  "for s in \$(seq 1 $SINGLE); do echo \"INSERT INTO t VALUES ($ROWS + \$s, 1, $PAD, now());\"; done | \"\${PSQL[@]}\" -d bench"
+  "for s in \$(seq 1 $SINGLE); do echo \"INSERT INTO t SELECT \$ROW_EXPR FROM (SELECT ($ROWS + \$s)::bigint AS g) x;\"; done | \"\${PSQL[@]}\" -d bench"
 
 # Latency: 200 single-row inserts at 20/s into a table that a live logtide streams to a file.
 # Commits must be durable here: with synchronous_commit=off the walsender only sees a commit
@@ -135,6 +154,7 @@ database = "bench"
 sslmode = "disable"
 slot = "lat_slot"
 publication = "lat_pub"
+tables = { include = ["public.lat"] }
 [[sinks]]
 kind = "file"
 path = "$W/lat.jsonl"
