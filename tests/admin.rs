@@ -2,12 +2,10 @@
 //! match what was delivered, `/health` and `/ready` across a database outage, pause and
 //! resume, and the WAL-retention warning.
 
-mod common;
+use crate::common::port::free_port;
 
-use common::port::free_port;
-
-use common::pg::{PgServer, TestDb, PASSWORD, PASSWORD_ENV};
-use common::run::{
+use crate::common::pg::{PgServer, TestDb, PASSWORD, PASSWORD_ENV};
+use crate::common::run::{
     apply_events, assert_cursors_increase, kill9, logs, spawn_run, wait_until, Workdir,
 };
 use std::collections::BTreeMap;

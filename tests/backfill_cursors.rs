@@ -13,12 +13,10 @@
 //! `LOGTIDE_CURSOR_SEEDS` sets the seeds per engine (default 20; `scripts/soak_cursors.sh`
 //! runs many more), `LOGTIDE_CURSOR_SEED0` the first one.
 
-mod common;
-
-use common::mariadb::MariaServer;
-use common::pg::{PgServer, TestDb, PASSWORD, PASSWORD_ENV, USER};
-use common::port::free_port;
-use common::run::{
+use crate::common::mariadb::MariaServer;
+use crate::common::pg::{PgServer, TestDb, PASSWORD, PASSWORD_ENV, USER};
+use crate::common::port::free_port;
+use crate::common::run::{
     apply_events, kill9, logs, mysql_text, run_killed_after, run_to_end, spawn_run, wait_marker,
     wait_until, Workdir,
 };
@@ -731,10 +729,13 @@ fn mysql_query_mode_late_ties_are_delivered_once() {
          cursor_column = \"at\"\nkey_columns = [\"id\"]\ntable = \"{db}.ev\"\n\
          batch_size = 4\ninterval = \"100ms\"\ninitial_cursor = \"1970-01-01\"\n",
         server.port(),
-        common::mariadb::USER,
-        common::mariadb::PASSWORD_ENV,
+        crate::common::mariadb::USER,
+        crate::common::mariadb::PASSWORD_ENV,
     ));
-    let env = [(common::mariadb::PASSWORD_ENV, common::mariadb::PASSWORD)];
+    let env = [(
+        crate::common::mariadb::PASSWORD_ENV,
+        crate::common::mariadb::PASSWORD,
+    )];
     query_ties(&w, &env, |q| {
         server.sql(&db, q);
     });

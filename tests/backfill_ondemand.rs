@@ -2,13 +2,11 @@
 //! against a real PostgreSQL and MariaDB: consistency with concurrent writes, resume after
 //! kill -9 without starting over, and clear refusals.
 
-mod common;
+use crate::common::port::free_port;
 
-use common::port::free_port;
-
-use common::mariadb::MariaServer;
-use common::pg::{PgServer, PASSWORD, PASSWORD_ENV};
-use common::run::{
+use crate::common::mariadb::MariaServer;
+use crate::common::pg::{PgServer, PASSWORD, PASSWORD_ENV};
+use crate::common::run::{
     assert_cursors_increase, consumer_state, consumer_text_rows, kill9, logs, run_killed_after,
     run_to_end, spawn_run, wait_marker, wait_until, Workdir,
 };

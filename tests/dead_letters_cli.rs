@@ -3,16 +3,12 @@
 //! still rejected (exit 1) and, once the receiver accepts it, delivers it and removes it from
 //! the file (exit 0). Bad arguments exit 2.
 
-#[path = "common/receiver.rs"]
-mod receiver;
-mod sink_util;
-
+use crate::common::receiver::{Receiver, Reply, Request, Script};
+use crate::sink_util::{cursors, events, json_cursors};
 use logtide::config::{Config, SinkConfig};
 use logtide::sink::dead_letter::read_dead_letters;
 use logtide::sink::http::HttpSink;
 use logtide::sink::Sink;
-use receiver::{Receiver, Reply, Request, Script};
-use sink_util::{cursors, events, json_cursors};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};

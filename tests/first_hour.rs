@@ -3,12 +3,9 @@
 //! checkpoint store, `check` on a NATS sink without a stream, a closed stdout pipe, and
 //! position arguments that say what they accept.
 
-mod common;
-mod sink_util;
-
-use common::pg::PgServer;
-use common::port::free_port;
-use common::run::{bin, run_to_end, spawn_run, wait_exit, wait_until, Workdir};
+use crate::common::pg::PgServer;
+use crate::common::port::free_port;
+use crate::common::run::{bin, run_to_end, spawn_run, wait_exit, wait_until, Workdir};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -186,7 +183,7 @@ fn operator_commands_while_the_service_runs() {
     );
     assert!(!String::from_utf8_lossy(&st.stderr).contains("panicked"));
 
-    common::run::sigterm(&child);
+    crate::common::run::sigterm(&child);
     assert!(wait_exit(&mut child, WAIT).success());
     // Stopped: reset works again.
     let (code, out, err) = output(&["reset", "--config", cfg_s, "--source", &n, "--yes"], &[]);
@@ -197,7 +194,7 @@ fn operator_commands_while_the_service_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_fails_when_no_jetstream_stream_stores_the_subjects() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let nats = sink_util::NatsServer::start(dir.path()).await;
+    let nats = crate::sink_util::NatsServer::start(dir.path()).await;
     let w = Workdir::new();
     let source = "[[sources]]\nkind = \"query\"\nname = \"q\"\nprotocol = \"postgres\"\nhost = \"127.0.0.1\"\nport = 1\nuser = \"u\"\ndatabase = \"d\"\nquery = \"SELECT 1 AS id, now() AS ts WHERE now() > {{cursor}}\"\ncursor_column = \"ts\"\ninitial_cursor = \"2020-01-01\"\ntable = \"public.t\"\n";
     let base = format!(
@@ -247,14 +244,17 @@ async fn check_fails_when_no_jetstream_stream_stores_the_subjects() {
 /// leaks — and is a FAIL in `check`; fixed, the source runs and the column stays out.
 #[test]
 fn mysql_filter_entries_that_match_nothing_are_refused() {
-    let my = common::mariadb::MariaServer::get();
+    let my = crate::common::mariadb::MariaServer::get();
     let db = my.fresh_db();
     my.sql(
         &db,
         "CREATE TABLE users (id INT PRIMARY KEY, email TEXT, password_hash TEXT); \
          INSERT INTO users VALUES (1, 'a@x.io', 'secret')",
     );
-    let env = [(common::mariadb::PASSWORD_ENV, common::mariadb::PASSWORD)];
+    let env = [(
+        crate::common::mariadb::PASSWORD_ENV,
+        crate::common::mariadb::PASSWORD,
+    )];
     let src = |tables: &str, exclude: &str| {
         my.source_toml(&name("myf"), &db).replace(
             &format!("tables = {{ include = [\"{db}.*\"] }}\n"),
@@ -276,7 +276,7 @@ fn mysql_filter_entries_that_match_nothing_are_refused() {
     let cfg = cfg.to_str().expect("utf-8 path");
     let mut child = spawn_run(&w, &[], &env);
     let st = wait_exit(&mut child, WAIT);
-    let log = common::run::logs(&w);
+    let log = crate::common::run::logs(&w);
     assert_eq!(st.code(), Some(3), "{log}");
     assert!(
         log.contains("pasword_hash") && log.contains(&format!("{db}.audit")),
@@ -316,7 +316,7 @@ fn mysql_filter_entries_that_match_nothing_are_refused() {
 async fn a_filter_that_captures_nothing_is_a_warning_on_both_engines() {
     let pg = PgServer::get().fresh_db();
     pg.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
-    let my = common::mariadb::MariaServer::get();
+    let my = crate::common::mariadb::MariaServer::get();
     let mdb = my.fresh_db();
     my.sql(&mdb, "CREATE TABLE t (id INT PRIMARY KEY)");
     let sources = format!(
@@ -330,12 +330,15 @@ async fn a_filter_that_captures_nothing_is_a_warning_on_both_engines() {
     let w = Workdir::new();
     write_config(&w, free_port(), &sources);
     let env = [
-        (common::pg::PASSWORD_ENV, common::pg::PASSWORD),
-        (common::mariadb::PASSWORD_ENV, common::mariadb::PASSWORD),
+        (crate::common::pg::PASSWORD_ENV, crate::common::pg::PASSWORD),
+        (
+            crate::common::mariadb::PASSWORD_ENV,
+            crate::common::mariadb::PASSWORD,
+        ),
     ];
     let mut child = spawn_run(&w, &[], &env);
     let warned = wait_until(WAIT, || {
-        let log = common::run::logs(&w);
+        let log = crate::common::run::logs(&w);
         log.lines()
             .filter(|l| l.contains("WARN") && l.contains("captures no table"))
             .count()
@@ -343,5 +346,5 @@ async fn a_filter_that_captures_nothing_is_a_warning_on_both_engines() {
     });
     let _ = child.kill();
     let _ = child.wait();
-    assert!(warned, "{}", common::run::logs(&w));
+    assert!(warned, "{}", crate::common::run::logs(&w));
 }

@@ -3,15 +3,11 @@
 //! flavour and streams binary log files written by real MySQL servers
 //! (`../shared/fixtures/mysql-binlogs`). End to end: `logtide run` → file sink.
 
-mod common;
-#[path = "common/mysql_proto/mod.rs"]
-mod mysql_proto;
-
-use common::run::{logs, run_to_end, spawn_run, wait_exit, Workdir};
-use mysql_proto::auth::{AuthStats, NATIVE};
-use mysql_proto::binlog::Fixture;
-use mysql_proto::flavour::Flavour;
-use mysql_proto::{Dump, ProtoServer, PASSWORD, PASSWORD_ENV};
+use crate::common::mysql_proto::auth::{AuthStats, NATIVE};
+use crate::common::mysql_proto::binlog::Fixture;
+use crate::common::mysql_proto::flavour::Flavour;
+use crate::common::mysql_proto::{Dump, ProtoServer, PASSWORD, PASSWORD_ENV};
+use crate::common::run::{logs, run_to_end, spawn_run, wait_exit, Workdir};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -229,7 +225,7 @@ fn caching_sha2_fast_path_after_the_first_login() {
 /// method switch from the default `caching_sha2_password`.
 #[test]
 fn native_password_directly_and_after_a_plugin_switch() {
-    for default in [NATIVE, mysql_proto::auth::CACHING_SHA2] {
+    for default in [NATIVE, crate::common::mysql_proto::auth::CACHING_SHA2] {
         let server = ProtoServer::builder(Flavour::Mysql80, ENUM_SET)
             .account_plugin(NATIVE)
             .default_plugin(default)
@@ -280,7 +276,7 @@ fn disconnect_mid_transaction_resumes_from_the_checkpoint() {
     // the run is stopped once the three changes are out.
     let mut child = spawn_run(&w, &[], &env());
     w.wait_events(3, WAIT);
-    common::run::sigterm(&child);
+    crate::common::run::sigterm(&child);
     let st = wait_exit(&mut child, WAIT);
     assert!(st.success(), "{}", logs(&w));
     let ev = w.events();
@@ -339,7 +335,10 @@ fn replay_from_a_gtid_set() {
     match server.dumps().last() {
         Some(Dump::Gtid { set }) => {
             assert_eq!(set.0.len(), 1);
-            assert_eq!(mysql_proto::binlog::uuid_text(&set.0[0].0), ENUM_SET_UUID);
+            assert_eq!(
+                crate::common::mysql_proto::binlog::uuid_text(&set.0[0].0),
+                ENUM_SET_UUID
+            );
             assert_eq!(set.0[0].1, [(1, 4)], "uuid:1-3 (end exclusive)");
         }
         other => panic!("expected a GTID dump, got {other:?}"),
@@ -384,7 +383,7 @@ fn disconnect_at_the_payload_resumes_before_the_transaction() {
     let w = workdir(&server, "test.*");
     let mut child = spawn_run(&w, &[], &env());
     w.wait_events(1, WAIT);
-    common::run::sigterm(&child);
+    crate::common::run::sigterm(&child);
     assert!(wait_exit(&mut child, WAIT).success(), "{}", logs(&w));
     let ev = w.events();
     assert_eq!(ev.len(), 1, "{ev:?}");

@@ -2,10 +2,8 @@
 //! with concurrent writes, composite / binary keys and tables without a key, every row
 //! exactly once, and backfilled values identical to streamed ones.
 
-mod common;
-
-use common::mariadb::MariaServer;
-use common::run::{
+use crate::common::mariadb::MariaServer;
+use crate::common::run::{
     assert_cursors_increase, consumer_text_rows, kill9, logs, run_killed_after, spawn_run,
     wait_marker, wait_until, Workdir,
 };

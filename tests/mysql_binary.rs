@@ -1,10 +1,8 @@
 //! Through the `logtide` binary: kill -9 in the middle of a MariaDB stream, restart, and
 //! every row arrives (at least once, a replayed change with the same cursor and content).
 
-mod common;
-
-use common::mariadb::MariaServer;
-use common::run::{kill9, logs, spawn_run, wait_until, Workdir};
+use crate::common::mariadb::MariaServer;
+use crate::common::run::{kill9, logs, spawn_run, wait_until, Workdir};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 

@@ -2,9 +2,7 @@
 //! TRUNCATE, rotation, rollback, positions and resume, column filters, shutdown latency,
 //! and the startup errors (STATEMENT format, missing privilege, wrong password).
 
-mod common;
-
-use common::mariadb::{checkpoint, source_config, MariaServer, Stream, USER};
+use crate::common::mariadb::{checkpoint, source_config, MariaServer, Stream, USER};
 use logtide::event::{ChangeEvent, Op};
 use logtide::position::{MysqlPosition, Position};
 use logtide::source::mysql::MysqlError;
@@ -90,6 +88,10 @@ fn ddl_suite(server: &MariaServer) {
 
 #[test]
 fn rotation_positions_rollback_and_resume() {
+    // Rotates the shared server's binlog: take turns with the XA test (see the lock's doc).
+    let _turn = crate::common::mariadb::SHARED_BINLOG_TURN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     let server = MariaServer::get();
     let db = server.fresh_db();
     server.sql(&db, "CREATE TABLE r (id INT PRIMARY KEY, v VARCHAR(20))");
@@ -273,7 +275,7 @@ fn missing_privilege_and_wrong_password_are_clear_errors() {
         "CREATE USER IF NOT EXISTS 'noslave'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('np-secret'); \
          GRANT BINLOG MONITOR, SELECT ON *.* TO 'noslave'@'%'",
     );
-    std::env::set_var("LOGTIDE_TEST_NOSLAVE_PW", "np-secret");
+    crate::common::set_env("LOGTIDE_TEST_NOSLAVE_PW", "np-secret");
     let mut cfg = source_config(server, &db, "");
     cfg.user = "noslave".into();
     cfg.password_env = Some("LOGTIDE_TEST_NOSLAVE_PW".into());
@@ -292,7 +294,7 @@ fn missing_privilege_and_wrong_password_are_clear_errors() {
     assert!(msg.contains("GRANT REPLICATION SLAVE ON *.*"), "{msg}");
     assert_eq!(err.class(), ErrorClass::Permanent);
 
-    std::env::set_var("LOGTIDE_TEST_WRONG_PW", "wrong-password-xyz");
+    crate::common::set_env("LOGTIDE_TEST_WRONG_PW", "wrong-password-xyz");
     let mut cfg = source_config(server, &db, "");
     cfg.password_env = Some("LOGTIDE_TEST_WRONG_PW".into());
     let err = Stream::start(cfg, None, 4).error(WAIT);

@@ -1,10 +1,8 @@
 //! The MySQL source alone (no pipeline, no sink): how fast `run()` decodes a binlog range
 //! into `SourceMessage`s. Not a timed test: run it in release and read the figures,
-//! `cargo test --release --test mysql_throughput -- --ignored --nocapture`.
+//! `cargo test --release --test main -- mysql_throughput:: --ignored --nocapture`.
 
-mod common;
-
-use common::mariadb::{checkpoint, source_config, MariaServer, Stream};
+use crate::common::mariadb::{checkpoint, source_config, MariaServer, Stream};
 use logtide::source::SourceMessage;
 use std::time::{Duration, Instant};
 

@@ -5,10 +5,9 @@
 //! One private MariaDB with TLS and `require_secure_transport=ON` (so a plain-text
 //! connection would be refused: a working stream is itself proof of TLS) serves most tests;
 //! the shared instance without TLS serves the refusal test.
-mod common;
 
-use common::mariadb::{source_config, MariaServer, Stream};
-use common::run::{logs, spawn_run, wait_exit, wait_until, Workdir};
+use crate::common::mariadb::{source_config, MariaServer, Stream};
+use crate::common::run::{logs, spawn_run, wait_exit, wait_until, Workdir};
 use logtide::source::mysql::tls::TlsError;
 use logtide::source::mysql::MysqlError;
 use logtide::source::ErrorClass;
@@ -17,7 +16,7 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// The TLS server with require_secure_transport=ON, shared by this binary's tests.
+/// The TLS server with require_secure_transport=ON, shared by this module's tests.
 fn tls_server() -> &'static MariaServer {
     static S: OnceLock<MariaServer> = OnceLock::new();
     S.get_or_init(|| {
@@ -103,7 +102,7 @@ fn run_backfills_and_streams_over_verified_tls() {
     let after = ssl_accepts(server);
     assert!(after >= before + 2, "Ssl_accepts {before} -> {after}");
     // `logtide check` reports the TLS session.
-    let out = common::run::run_to_end(
+    let out = crate::common::run::run_to_end(
         &["check", "--config", &w.config().display().to_string()],
         &[],
     );
@@ -283,8 +282,8 @@ fn query_mode_over_mysql_uses_tls_too() {
          query = \"SELECT id, v FROM q WHERE id > {{{{cursor}}}}\"\ncursor_column = \"id\"\n\
          key_columns = [\"id\"]\ntable = \"{db}.q\"\ninterval = \"1h\"\ninitial_cursor = \"0\"\n",
         server.port(),
-        common::mariadb::USER,
-        common::mariadb::PASSWORD_ENV,
+        crate::common::mariadb::USER,
+        crate::common::mariadb::PASSWORD_ENV,
     ));
     let mut child = spawn_run(&w, &["--max-events", "3"], &[]);
     assert!(wait_exit(&mut child, WAIT).success(), "{}", logs(&w));

@@ -6,10 +6,8 @@
 //! COMPRESSED columns in captured and uncaptured tables, UUID / INET4 / INET6 in the
 //! stream and the backfill.
 
-mod common;
-
-use common::mariadb::{checkpoint, source_config, MariaServer, Stream};
-use common::run::{consumer_text_rows, kill9, spawn_run, wait_marker, Workdir};
+use crate::common::mariadb::{checkpoint, source_config, MariaServer, Stream};
+use crate::common::run::{consumer_text_rows, kill9, spawn_run, wait_marker, Workdir};
 use logtide::event::ChangeEvent;
 use logtide::position::{MysqlPosition, Position};
 use logtide::source::SourceMessage;
@@ -180,14 +178,11 @@ fn collect_until(
     (events, boundaries)
 }
 
-/// The XA test compares checkpoints with binlog positions it read; the seeded scenario
-/// rotates the shared server's binlog. They take turns so a rotation cannot fall between a
-/// position the XA test read and the statement after it.
-static BINLOG_POSITIONS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 #[test]
 fn xa_rows_wait_for_the_decision_and_survive_a_restart() {
-    let _turn = BINLOG_POSITIONS.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = crate::common::mariadb::SHARED_BINLOG_TURN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     let server = MariaServer::get();
     let db = server.fresh_db();
     server.sql(
@@ -588,7 +583,9 @@ fn schema_history_json_is_json_whatever_the_current_table() {
 /// the database.
 #[test]
 fn seeded_scenario_live_equals_replay_equals_database() {
-    let _turn = BINLOG_POSITIONS.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = crate::common::mariadb::SHARED_BINLOG_TURN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     seeded_scenario(MariaServer::get(), 0x5eed_1313);
 }
 

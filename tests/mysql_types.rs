@@ -3,9 +3,7 @@
 //! `binlog_row_metadata=FULL` (names from the table map) and `MINIMAL` (names, members and
 //! key from information_schema). Also a 20 MB row (packets split at 16 MB).
 
-mod common;
-
-use common::mariadb::{checkpoint, source_config, MariaServer, Stream};
+use crate::common::mariadb::{checkpoint, source_config, MariaServer, Stream};
 use logtide::event::{ChangeEvent, Op};
 use logtide::value::Value;
 use std::time::Duration;

@@ -3,11 +3,9 @@
 //! can write), `discover` (capture marks in text and JSON), `preview` (events printed, slot
 //! and stored checkpoint untouched) and the lag lines of `status`.
 
-mod common;
-
-use common::mariadb::{self as maria, MariaServer};
-use common::pg::{PgServer, TestDb, PASSWORD, PASSWORD_ENV, PLAIN_PASSWORD, PLAIN_USER};
-use common::run::{logs, run_to_end, spawn_run, wait_exit, Workdir};
+use crate::common::mariadb::{self as maria, MariaServer};
+use crate::common::pg::{PgServer, TestDb, PASSWORD, PASSWORD_ENV, PLAIN_PASSWORD, PLAIN_USER};
+use crate::common::run::{logs, run_to_end, spawn_run, wait_exit, Workdir};
 use std::process::Output;
 use std::time::Duration;
 
@@ -87,7 +85,7 @@ async fn check_pg_good_source_passes_and_warns_about_writers() {
     );
 
     // A dedicated REPLICATION role with only SELECT: no write warning; with INSERT: one.
-    let role = format!("ro_{}", std::process::id());
+    let role = format!("opsro_{}", std::process::id());
     db.psql(&format!(
         "CREATE ROLE {role} LOGIN REPLICATION PASSWORD 'ro-pw'; GRANT SELECT ON t, nokey TO {role}; \
          CREATE PUBLICATION logtide_{n} FOR ALL TABLES"
@@ -692,7 +690,7 @@ async fn preview_query_mode_runs_the_query_once_and_times_out_quietly() {
          key_columns = [\"id\"]\ntable = \"public.items\"\ninitial_cursor = \"0\"\n",
         db.server.host(),
         db.server.port(),
-        common::pg::USER,
+        crate::common::pg::USER,
         db.name()
     ));
     let (code, out, err) = cmd(&w, &["preview", "--source", &n, "--limit", "2"], &pg_env());

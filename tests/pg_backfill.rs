@@ -1,10 +1,10 @@
 //! Initial backfill against a real PostgreSQL: consistency with concurrent writes, resume
 //! after kill -9, composite keys, tables without a key, and a read-only user.
 
-mod common;
-
-use common::pg::{PgServer, PASSWORD, PASSWORD_ENV};
-use common::run::{consumer_state, kill9, logs, run_killed_after, spawn_run, wait_until, Workdir};
+use crate::common::pg::{PgServer, PASSWORD, PASSWORD_ENV};
+use crate::common::run::{
+    consumer_state, kill9, logs, run_killed_after, spawn_run, wait_until, Workdir,
+};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -174,7 +174,7 @@ async fn composite_keys_and_tables_without_a_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_user_backfills_and_streams() {
     let db = PgServer::get().fresh_db();
-    let ro = format!("ro_{}", std::process::id());
+    let ro = format!("bfro_{}", std::process::id());
     db.exec(&format!(
         "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'x' FROM generate_series(1, 500) g;
          CREATE ROLE {ro} LOGIN REPLICATION PASSWORD 'ro-pw'; GRANT SELECT ON ALL TABLES IN SCHEMA public TO {ro};

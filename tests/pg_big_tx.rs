@@ -2,10 +2,8 @@
 //! it before commit (pgoutput protocol 2), logtide spills it to disk and delivers it at the
 //! commit; peak RSS of the logtide process stays under the bound.
 
-mod common;
-
-use common::pg::{PgServer, PASSWORD, PASSWORD_ENV};
-use common::run::{kill9, logs, spawn_run, wait_until, Workdir};
+use crate::common::pg::{PgServer, PASSWORD, PASSWORD_ENV};
+use crate::common::run::{kill9, logs, spawn_run, wait_until, Workdir};
 use std::time::Duration;
 
 const ROWS: usize = 1_000_000;

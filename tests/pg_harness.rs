@@ -1,9 +1,7 @@
 //! The PostgreSQL test harness itself: start, fresh databases, password auth, restart,
 //! crash and recovery, a second instance with other settings.
 
-mod common;
-
-use common::pg::{self, PgServer};
+use crate::common::pg::{self, PgServer};
 
 #[tokio::test]
 async fn shared_instance_is_logical_and_databases_are_fresh() {
@@ -31,8 +29,8 @@ async fn shared_instance_is_logical_and_databases_are_fresh() {
         settings,
         vec![vec![
             Some("logical".into()),
-            Some("50".into()),
-            Some("50".into())
+            Some("400".into()),
+            Some("100".into())
         ]]
     );
     assert_eq!(a.psql("SELECT count(*) FROM t"), "1");

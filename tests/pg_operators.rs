@@ -5,10 +5,8 @@
 //! NULL, keys of tables without a primary key, filter entries that name nothing, and
 //! `verify-full` in query mode.
 
-mod common;
-
-use common::pg::{PgServer, TestDb, PASSWORD, PASSWORD_ENV};
-use common::run::{
+use crate::common::pg::{PgServer, TestDb, PASSWORD, PASSWORD_ENV};
+use crate::common::run::{
     apply_events, kill9, logs, run_to_end, sigterm, spawn_run, wait_exit, wait_until, Workdir,
 };
 use serde_json::json;
@@ -23,7 +21,7 @@ fn env() -> [(&'static str, &'static str); 1] {
 }
 
 fn source_name(tag: &str) -> String {
-    format!("{tag}_{}", std::process::id())
+    format!("op{tag}_{}", std::process::id())
 }
 
 fn slot_active(db: &TestDb<'_>, slot: &str) -> bool {
@@ -231,7 +229,7 @@ async fn partitions_arrive_as_the_root(db: &TestDb<'_>, tag: &str, extra: &str) 
     db.exec("UPDATE meas SET region = 'us' WHERE id = 1").await;
     db.exec("UPDATE meas SET v = v + 1 WHERE id = 2").await;
     db.exec("INSERT INTO meas VALUES (99, 'eu', 0)").await;
-    let ev = common::run::wait_marker(&w, "meas", 99, WAIT);
+    let ev = crate::common::run::wait_marker(&w, "meas", 99, WAIT);
     kill9(&mut child);
     assert!(
         ev.iter().all(|e| e["source"]["table"] == "meas"),
@@ -657,7 +655,7 @@ async fn query_mode_verify_full_checks_the_host_name() {
              connect_timeout = \"5s\"\n",
             source_name("qtls"),
             server.port(),
-            common::pg::USER,
+            crate::common::pg::USER,
             db.name()
         );
         if let Some(r) = root {
@@ -882,7 +880,7 @@ async fn seeded_scenario_rebuilds_the_tables() {
     }
     // Everything committed so far has arrived once the marker has.
     db.exec("INSERT INTO docs VALUES (1000000, '{}')").await;
-    let ev = common::run::wait_marker(&w, "docs", 1_000_000, WAIT);
+    let ev = crate::common::run::wait_marker(&w, "docs", 1_000_000, WAIT);
     // The on-demand backfill of `extra` runs beside the stream: wait for it to finish.
     if with_extra {
         let want = db.text_rows("SELECT count(*) FROM extra").await[0][0]

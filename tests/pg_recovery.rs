@@ -2,10 +2,8 @@
 //! database restart under a running logtide, and clear errors for bad credentials and server
 //! settings.
 
-mod common;
-
-use common::pg::{PgServer, TestDb, PASSWORD, PASSWORD_ENV, PLAIN_PASSWORD, PLAIN_USER};
-use common::run::{
+use crate::common::pg::{PgServer, TestDb, PASSWORD, PASSWORD_ENV, PLAIN_PASSWORD, PLAIN_USER};
+use crate::common::run::{
     apply_events, kill9, logs, run_to_end, sigterm, spawn_run, wait_exit, wait_until, Workdir,
 };
 use std::collections::BTreeSet;

@@ -1,10 +1,8 @@
 //! PostgreSQL streaming through the logtide binary: order, cursors, filters, TOAST, schema
 //! changes and value encoding, against the private server the harness starts.
 
-mod common;
-
-use common::pg::{PgServer, TestDb, PASSWORD, PASSWORD_ENV};
-use common::run::{assert_cursors_increase, kill9, logs, spawn_run, wait_until, Workdir};
+use crate::common::pg::{PgServer, TestDb, PASSWORD, PASSWORD_ENV};
+use crate::common::run::{assert_cursors_increase, kill9, logs, spawn_run, wait_until, Workdir};
 use serde_json::json;
 use std::time::Duration;
 
@@ -28,7 +26,7 @@ fn start(w: &Workdir, db: &TestDb<'_>, source: &str, extra: &str) -> std::proces
 }
 
 fn source_name(tag: &str) -> String {
-    format!("{tag}_{}", std::process::id())
+    format!("st{tag}_{}", std::process::id())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

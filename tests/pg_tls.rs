@@ -3,10 +3,9 @@
 //! unrelated CA. Covers the SQL connection (`connect_sql`, every sslmode) and the raw
 //! upgrade after SSLRequest (`tls::connect`) used by the replication connection.
 
-mod common;
-
-use common::pg::{self, PgServer};
+use crate::common::pg::{self, PgServer};
 use logtide::config::{PostgresSourceConfig, SslMode};
+use logtide::source::postgres::conn::ReplConnection;
 use logtide::source::postgres::tls;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -227,6 +226,27 @@ async fn without_server_tls_prefer_falls_back_and_require_fails() {
     let cfg = source(plain, "127.0.0.1", "require", None);
     let e = sql_ssl(&cfg).await.expect_err("require must fail");
     assert!(chain(&e).contains("TLS"), "{}", chain(&e));
+}
+
+/// The replication connection itself (`ReplConnection::connect`) over TLS with `require`
+/// and `prefer`: IDENTIFY_SYSTEM works and the server reports this session encrypted.
+/// (Was the `#[ignore]`d `live_tls` in `src/source/postgres/mod.rs`.)
+#[tokio::test]
+async fn replication_connection_is_encrypted_with_require_and_prefer() {
+    let s = setup();
+    let password = logtide::config::Secret::new(pg::PASSWORD.into());
+    for mode in ["require", "prefer"] {
+        let cfg = source(&s.server, "127.0.0.1", mode, None);
+        let mut conn = ReplConnection::connect(&cfg, Some(&password))
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: {e}"));
+        conn.identify_system().await.expect("identify over tls");
+        let rows = conn
+            .simple_query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .await
+            .expect("query pg_stat_ssl");
+        assert_eq!(rows, vec![vec![Some("t".to_owned())]], "{mode}");
+    }
 }
 
 /// The replication path: SSLRequest by hand, then `tls::connect`, then a startup message

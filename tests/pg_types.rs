@@ -1,11 +1,9 @@
 //! The text-format decoder against a real server's output: user types resolved through
 //! pg_type, and values whose decoded form can be checked against the server itself
 //! (timestamptz in another TimeZone vs UTC, intervals vs IntervalStyle iso_8601).
-//! (End-to-end round-trips through replication live with the source's tests.)
+//! (End-to-end round-trips through replication are in `pg_stream` and `pg_source`.)
 
-mod common;
-
-use common::pg::PgServer;
+use crate::common::pg::PgServer;
 use logtide::source::postgres::types::{decode_text, PgType, TypeCache};
 use logtide::value::Value;
 use std::sync::Arc;

@@ -2,10 +2,8 @@
 //! integer and timestamp cursors (ties at the boundary), paging, the per-run cap, kill -9
 //! between runs, and bind parameters.
 
-mod common;
-
-use common::pg::{PgServer, TestDb, PASSWORD, PASSWORD_ENV, USER};
-use common::run::{kill9, logs, sigterm, spawn_run, wait_exit, wait_until, Workdir};
+use crate::common::pg::{PgServer, TestDb, PASSWORD, PASSWORD_ENV, USER};
+use crate::common::run::{kill9, logs, sigterm, spawn_run, wait_exit, wait_until, Workdir};
 use serde_json::json;
 use std::time::Duration;
 

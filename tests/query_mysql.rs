@@ -4,10 +4,8 @@
 //! in a string cursor (bound, never spliced), the per-run cap, an overlapping run, and
 //! kill -9 between runs.
 
-mod common;
-
-use common::mariadb::{MariaServer, PASSWORD, PASSWORD_ENV, USER};
-use common::run::{kill9, logs, sigterm, spawn_run, wait_exit, wait_until, Workdir};
+use crate::common::mariadb::{MariaServer, PASSWORD, PASSWORD_ENV, USER};
+use crate::common::run::{kill9, logs, sigterm, spawn_run, wait_exit, wait_until, Workdir};
 use serde_json::json;
 use std::time::Duration;
 

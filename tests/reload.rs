@@ -4,13 +4,11 @@
 //! needing a restart, a source configured paused starts paused; and `logtide_lag_bytes` of
 //! a MySQL source grows while it is paused and returns to 0 after it caught up.
 
-mod common;
+use crate::common::port::free_port;
 
-use common::port::free_port;
-
-use common::mariadb::MariaServer;
-use common::pg::{PgServer, TestDb, PASSWORD, PASSWORD_ENV};
-use common::run::{kill9, logs, sigterm, spawn_run, wait_exit, wait_until, Workdir};
+use crate::common::mariadb::MariaServer;
+use crate::common::pg::{PgServer, TestDb, PASSWORD, PASSWORD_ENV};
+use crate::common::run::{kill9, logs, sigterm, spawn_run, wait_exit, wait_until, Workdir};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command};
@@ -44,7 +42,10 @@ impl Drop for Running {
 fn env() -> Vec<(&'static str, &'static str)> {
     vec![
         (PASSWORD_ENV, PASSWORD),
-        (common::mariadb::PASSWORD_ENV, common::mariadb::PASSWORD),
+        (
+            crate::common::mariadb::PASSWORD_ENV,
+            crate::common::mariadb::PASSWORD,
+        ),
     ]
 }
 

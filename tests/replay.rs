@@ -2,11 +2,9 @@
 //! and the refusals (purged binlog, a PostgreSQL position before the slot's confirmed one)
 //! that leave the stored position untouched.
 
-mod common;
-
-use common::mariadb::MariaServer;
-use common::pg::{PgServer, PASSWORD, PASSWORD_ENV};
-use common::run::{logs, run_to_end, sigterm, spawn_run, wait_exit, wait_until, Workdir};
+use crate::common::mariadb::MariaServer;
+use crate::common::pg::{PgServer, PASSWORD, PASSWORD_ENV};
+use crate::common::run::{logs, run_to_end, sigterm, spawn_run, wait_exit, wait_until, Workdir};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(90);

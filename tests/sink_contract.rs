@@ -11,10 +11,8 @@
 //! sink has no way to make its disk fail from a test without privileges, so it runs step 1
 //! and the checkpoint check only.
 
-#[path = "common/receiver.rs"]
-mod receiver;
-mod sink_util;
-
+use crate::common::receiver::{Receiver, Reply, Request};
+use crate::sink_util::{cursors, dedup, events, NatsServer};
 use logtide::checkpoint::CheckpointStore;
 use logtide::config::SinkConfig;
 use logtide::event::ChangeEvent;
@@ -22,8 +20,6 @@ use logtide::pipeline::{Bounds, Pipeline, RetryPolicy};
 use logtide::position::{Lsn, PgPosition, Position};
 use logtide::sink::AnySink;
 use logtide::source::SourceMessage;
-use receiver::{Receiver, Reply, Request};
-use sink_util::{cursors, dedup, events, NatsServer};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -83,7 +79,7 @@ impl Harness {
                         dl.display()
                     )
                 } else {
-                    std::env::set_var("SINK_CONTRACT_WRITE_KEY", "k");
+                    crate::common::set_env("SINK_CONTRACT_WRITE_KEY", "k");
                     format!(
                         "kind = \"segment\"\nname = \"c\"\nendpoint = \"{}\"\nwrite_key_env = \"SINK_CONTRACT_WRITE_KEY\"\n{RETRY}\ndead_letter_path = \"{}\"\nbatch = {{ max_events = 2 }}\n[[mappings]]\ntable = \"public.users\"\ncall = \"identify\"\nuser_id_column = \"id\"",
                         rx.url("/v1/batch"),

@@ -1,18 +1,14 @@
 //! The HTTP webhook sink against a local receiver: order, retries (429 + Retry-After, 500,
 //! timeouts, connection refused), dead letters, signature, auth, routing.
 
-#[path = "common/receiver.rs"]
-mod receiver;
-mod sink_util;
-
+use crate::common::receiver::{free_port, wait_for, Receiver, Reply, Request, Script};
+use crate::sink_util::{cursors, dedup, events, insert, json_cursors, table};
 use hmac::{Hmac, KeyInit, Mac};
 use logtide::config::HttpSinkConfig;
 use logtide::sink::dead_letter::{read_dead_letters, resend};
 use logtide::sink::http::HttpSink;
 use logtide::sink::Sink;
-use receiver::{free_port, wait_for, Receiver, Reply, Request, Script};
 use sha2::Sha256;
-use sink_util::{cursors, dedup, events, insert, json_cursors, table};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,8 +33,8 @@ fn ids(r: &Request) -> Vec<i64> {
 
 #[tokio::test]
 async fn delivers_in_order_signed_with_auth_and_idempotency_key() {
-    std::env::set_var("SINK_HTTP_TEST_TOKEN", "tok-123");
-    std::env::set_var("SINK_HTTP_TEST_SECRET", "s3cret");
+    crate::common::set_env("SINK_HTTP_TEST_TOKEN", "tok-123");
+    crate::common::set_env("SINK_HTTP_TEST_SECRET", "s3cret");
     let rx = Receiver::start(ok()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(
@@ -274,7 +270,7 @@ async fn gives_up_after_max_retries_without_acknowledging() {
 
 #[tokio::test]
 async fn bad_credentials_stop_the_sink_without_dead_letters() {
-    std::env::set_var("SINK_HTTP_TEST_PW", "hunter2");
+    crate::common::set_env("SINK_HTTP_TEST_PW", "hunter2");
     let rx = Receiver::start(Arc::new(|_r: &Request, _| Reply::status(401))).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let dl = dir.path().join("dl.jsonl");

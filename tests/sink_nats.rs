@@ -3,13 +3,11 @@
 //! delays delivery but loses nothing; a batch counts as delivered only when every ack
 //! arrived (also across the pipelining window), and one refused ack is noticed.
 
-mod sink_util;
-
+use crate::sink_util::{cursors, events, NatsServer};
 use async_nats::jetstream;
 use logtide::config::NatsSinkConfig;
 use logtide::sink::nats::NatsSink;
 use logtide::sink::Sink;
-use sink_util::{cursors, events, NatsServer};
 use std::time::Duration;
 
 fn config(url: &str, stream: &str) -> NatsSinkConfig {

@@ -2,10 +2,7 @@
 //! the Customer.io seed lists them, rows lacking them dead-lettered, basic auth with the
 //! write key, messageId from the cursor.
 
-#[path = "common/receiver.rs"]
-mod receiver;
-mod sink_util;
-
+use crate::common::receiver::{Receiver, Reply, Request};
 use logtide::config::SegmentSinkConfig;
 use logtide::event::{ChangeEvent, Connector, Op, SourceInfo, TableSchema};
 use logtide::position::{Lsn, PgPosition, Position};
@@ -13,7 +10,6 @@ use logtide::sink::dead_letter::read_dead_letters;
 use logtide::sink::segment::SegmentSink;
 use logtide::sink::Sink;
 use logtide::value::Value;
-use receiver::{Receiver, Reply, Request};
 use serde_json::Value as Json;
 use std::sync::Arc;
 
@@ -128,7 +124,7 @@ fn assert_valid(call: &Json) -> String {
 
 #[tokio::test]
 async fn maps_every_call_type_and_dead_letters_rows_lacking_required_fields() {
-    std::env::set_var("SINK_SEGMENT_TEST_KEY", "wk_live_123");
+    crate::common::set_env("SINK_SEGMENT_TEST_KEY", "wk_live_123");
     let rx = Receiver::start(Arc::new(|_r: &Request, _| Reply::ok())).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let dl = dir.path().join("dl.jsonl");
@@ -315,7 +311,7 @@ async fn maps_every_call_type_and_dead_letters_rows_lacking_required_fields() {
 
 #[tokio::test]
 async fn rejected_call_is_isolated_and_dead_lettered() {
-    std::env::set_var("SINK_SEGMENT_TEST_KEY", "wk_live_123");
+    crate::common::set_env("SINK_SEGMENT_TEST_KEY", "wk_live_123");
     // The endpoint rejects any batch holding user 5.
     let rx = Receiver::start(Arc::new(|r: &Request, _| {
         if r.items().iter().any(|c| c["userId"] == "5") {

@@ -5,12 +5,10 @@
 //! a wrong host key and a refused key fail permanently with what to fix, and no ssh
 //! process outlives logtide.
 
-mod common;
+use crate::common::port::free_port;
 
-use common::port::free_port;
-
-use common::pg::{PgServer, PASSWORD, PASSWORD_ENV};
-use common::run::{logs, run_to_end, sigterm, spawn_run, wait_exit, wait_until, Workdir};
+use crate::common::pg::{PgServer, PASSWORD, PASSWORD_ENV};
+use crate::common::run::{logs, run_to_end, sigterm, spawn_run, wait_exit, wait_until, Workdir};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -230,7 +228,7 @@ impl Drop for Sshd {
 
 /// Writes the config: the PostgreSQL source of `db` (its real host and port, as seen from
 /// the SSH server) with `ssh`.
-fn config(w: &Workdir, db: &common::pg::TestDb<'_>, name: &str, ssh: &str) {
+fn config(w: &Workdir, db: &crate::common::pg::TestDb<'_>, name: &str, ssh: &str) {
     let text = format!(
         "{}status_interval = \"1s\"\n{ssh}\n[admin]\nenabled = false\n",
         db.server.source_toml(db.name(), name)
@@ -240,7 +238,7 @@ fn config(w: &Workdir, db: &common::pg::TestDb<'_>, name: &str, ssh: &str) {
 
 /// Waits until the source's slot has an active walsender (rows inserted from now on are
 /// streamed).
-fn wait_streaming(db: &common::pg::TestDb<'_>, name: &str, w: &Workdir) {
+fn wait_streaming(db: &crate::common::pg::TestDb<'_>, name: &str, w: &Workdir) {
     let slot = format!("logtide_{name}");
     assert!(
         wait_until(WAIT, || db.server.slot_streaming(&slot)),
@@ -383,7 +381,7 @@ async fn a_dead_tunnel_is_restarted_and_sigterm_leaves_no_ssh() {
 }
 
 /// `logtide run` with a bad tunnel setting: exits 3 at once with the message.
-fn run_fails(sshd: &Sshd, db: &common::pg::TestDb<'_>, name: &str, ssh: &str) -> String {
+fn run_fails(sshd: &Sshd, db: &crate::common::pg::TestDb<'_>, name: &str, ssh: &str) -> String {
     let w = Workdir::new();
     config(&w, db, name, ssh);
     let cfg = w.config();

@@ -4,13 +4,11 @@
 //! `on_source_failure = "keep_running"`), and a table dropped during a backfill — for
 //! PostgreSQL, MySQL and query mode over both, next to a healthy second source.
 
-mod common;
-
-use common::blackhole::Blackhole;
-use common::mariadb::{self, MariaServer};
-use common::pg::{self, PgServer};
-use common::port::free_port;
-use common::run::{logs, sigterm, spawn_run, wait_exit, wait_until, Workdir};
+use crate::common::blackhole::Blackhole;
+use crate::common::mariadb::{self, MariaServer};
+use crate::common::pg::{self, PgServer};
+use crate::common::port::free_port;
+use crate::common::run::{logs, sigterm, spawn_run, wait_exit, wait_until, Workdir};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -26,7 +24,7 @@ fn env() -> Vec<(&'static str, &'static str)> {
 }
 
 fn unique(name: &str) -> String {
-    format!("{name}_{}", std::process::id())
+    format!("sv{name}_{}", std::process::id())
 }
 
 /// Writes the config: fast reconnects, `[admin]` on `admin`, `pipeline_extra` lines, then
@@ -444,7 +442,7 @@ async fn a_permanent_error_while_running_exits_3_after_the_others_checkpointed()
     assert!(text.contains("ERROR"), "{text}");
     assert!(text.contains("REPLICATION SLAVE"), "{text}");
     // The PostgreSQL source stored a checkpoint covering what it delivered.
-    let out = common::run::run_to_end(
+    let out = crate::common::run::run_to_end(
         &["status", "--config", w.config().to_str().expect("path")],
         &[],
     );

@@ -55,7 +55,6 @@
 use super::batch::{iso8601_ms, permanent, transient, Records, Rejection};
 use super::SinkError;
 use crate::config::{Config, OnPermanentFailure, SinkConfig};
-use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -135,7 +134,8 @@ fn lock(path: &Path) -> std::io::Result<File> {
         .truncate(false)
         .write(true)
         .open(PathBuf::from(name))?;
-    f.lock_exclusive()?;
+    // Named through the trait: on Rust >= 1.89 `f.lock()` would be std's inherent method.
+    fs4::FileExt::lock(&f)?;
     Ok(f)
 }
 
@@ -636,6 +636,31 @@ fn summary_of(event: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lock excludes a second holder (another open of the lock file, as a `resend`
+    /// process would make) until the first is dropped.
+    #[test]
+    fn the_lock_is_exclusive_until_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("dl.jsonl");
+        let first = lock(&path).expect("first lock");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        let second = std::thread::spawn(move || {
+            let held = lock(&p).expect("second lock");
+            tx.send(()).expect("send");
+            drop(held);
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "a second holder got the lock while the first held it"
+        );
+        drop(first);
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the second holder gets the lock once the first is dropped");
+        second.join().expect("join");
+    }
 
     #[tokio::test]
     async fn written_lines_read_back() {

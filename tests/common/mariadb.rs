@@ -1,6 +1,6 @@
 //! Private MariaDB instances for tests.
 //!
-//! * [`MariaServer::get`]: one shared instance per test binary, started lazily (log-bin,
+//! * [`MariaServer::get`]: one shared instance per test process, started lazily (log-bin,
 //!   ROW, FULL image, `binlog_row_metadata=FULL`, `max_allowed_packet=256M`). Tests share it,
 //!   so each takes a [`MariaServer::fresh_db`] and its own `server_id`.
 //! * [`MariaServer::builder`]: a private instance with other settings
@@ -44,6 +44,12 @@ pub const PASSWORD_ENV: &str = "LOGTIDE_TEST_MARIADB_PASSWORD";
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 static SHARED: OnceLock<MariaServer> = OnceLock::new();
+
+/// Taken by every test that rotates the shared server's binlog (`FLUSH BINARY LOGS`) and by
+/// the one that compares checkpoints with binlog positions it read (the XA test): all test
+/// modules share this server in one process, so a rotation from any of them must not fall
+/// between such a position and the statement after it.
+pub static SHARED_BINLOG_TURN: Mutex<()> = Mutex::new(());
 static INSTALL: Once = Once::new();
 static NEXT_INSTANCE: AtomicUsize = AtomicUsize::new(0);
 static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
@@ -91,7 +97,7 @@ pub struct MariaServer {
 }
 
 impl MariaServer {
-    /// The shared instance of this test binary.
+    /// The shared instance of this test process (every module of `tests/main.rs`).
     pub fn get() -> &'static MariaServer {
         SHARED.get_or_init(|| MariaServer::builder().start())
     }
@@ -147,7 +153,7 @@ impl MariaServer {
         name
     }
 
-    /// A `server_id` no other reader of this test binary uses.
+    /// A `server_id` no other reader of this test process uses.
     pub fn server_id() -> u32 {
         NEXT_SERVER_ID.fetch_add(1, Ordering::SeqCst)
     }
@@ -336,7 +342,7 @@ impl MariaServer {
 
     fn launch(mut builder: MariaBuilder) -> MariaServer {
         ensure_installed();
-        std::env::set_var(PASSWORD_ENV, PASSWORD);
+        super::set_env(PASSWORD_ENV, PASSWORD);
         let base = std::env::temp_dir().join("logtide-mariadb");
         remove_stale(&base);
         let root = base.join(format!(

@@ -1,7 +1,8 @@
 //! Private PostgreSQL instances for tests.
 //!
-//! * [`PgServer::get`]: one shared instance per test binary, started lazily
-//!   (`wal_level=logical`, 50 slots and WAL senders). Tests share it, so each test takes a
+//! * [`PgServer::get`]: one shared instance per test process (all of `tests/main.rs`),
+//!   started lazily (`wal_level=logical`, 400 slots, 100 WAL senders: databases and slots
+//!   of finished tests are not dropped, and the whole suite shares this one server). Tests share it, so each test takes a
 //!   [`PgServer::fresh_db`] and its own slot/publication names.
 //! * [`PgServer::start_with`] / [`PgServer::builder`]: a private instance with other
 //!   settings (`wal_level=replica`, `ssl=on` with files in the data directory, a small
@@ -14,7 +15,7 @@
 //! server log (`server.log`, printed in panics). Cleanup, also after a crash of the test
 //! binary: every instance has a watchdog process that holds a pipe from the test process
 //! and runs `pg_ctl stop -m immediate` + `rm -rf` when that pipe closes (the test process
-//! exited, however it exited); in addition, the first instance of a test binary removes
+//! exited, however it exited); in addition, the first instance of a test process removes
 //! directories of earlier test processes that no longer exist.
 //!
 //! Roles (all may log in over TCP on 127.0.0.1 with a password; the unix socket is trust):
@@ -95,7 +96,8 @@ impl PgBuilder {
 }
 
 impl PgServer {
-    /// The shared instance of this test binary, started on first use.
+    /// The shared instance of this test process (every module of `tests/main.rs`), started
+    /// on first use.
     pub fn get() -> &'static PgServer {
         SHARED.get_or_init(|| PgServer::launch(&PgBuilder::default(), false))
     }
@@ -391,7 +393,7 @@ impl PgServer {
             );
             if out.status.success() {
                 server.create_roles();
-                std::env::set_var(PASSWORD_ENV, PASSWORD);
+                super::set_env(PASSWORD_ENV, PASSWORD);
                 return server;
             }
             last_err = format!(
@@ -420,8 +422,8 @@ impl PgServer {
         );
         let mut conf = format!(
             "\n# logtide test harness\nlisten_addresses = '127.0.0.1'\nport = {}\n\
-             unix_socket_directories = '{}'\nwal_level = logical\nmax_replication_slots = 50\n\
-             max_wal_senders = 50\nmax_connections = 200\nfsync = off\n\
+             unix_socket_directories = '{}'\nwal_level = logical\nmax_replication_slots = 400\n\
+             max_wal_senders = 100\nmax_connections = 200\nfsync = off\n\
              password_encryption = 'scram-sha-256'\n",
             self.port,
             self.socket_dir().display()

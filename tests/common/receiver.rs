@@ -274,10 +274,9 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// A port nothing listens on (bound, then released).
+/// A port nothing listens on (checked free, below the ephemeral range, see `common::port`).
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    crate::common::port::free_port()
 }
 
 /// Waits until `cond` holds, polling every 20 ms; panics after `timeout`.

@@ -28,10 +28,22 @@ impl Workdir {
     pub fn config(&self) -> PathBuf {
         self.path().join("logtide.toml")
     }
-    /// Writes a config: `[state]` + `sources` text + a file sink into `out()`.
+    /// Writes a config: `[state]` + `sources` text + a file sink into `out()`. Unless
+    /// `sources` has an `[admin]` table of its own, the admin endpoint gets a free port: every
+    /// test runs in one process, and the default 127.0.0.1:9187 would be taken by whichever
+    /// concurrent logtide came first (an ERROR in the others' logs, and a CLI that reads the
+    /// config would reach another test's service).
     pub fn write_config(&self, sources: &str) -> PathBuf {
+        let admin = if sources.contains("[admin]") {
+            String::new()
+        } else {
+            format!(
+                "\n[admin]\nlisten = \"127.0.0.1:{}\"\n",
+                super::port::free_port()
+            )
+        };
         let text = format!(
-            "[state]\npath = {:?}\n\n{sources}\n\n[[sinks]]\nkind = \"file\"\nname = \"out\"\npath = {:?}\n",
+            "[state]\npath = {:?}\n\n{sources}\n{admin}\n[[sinks]]\nkind = \"file\"\nname = \"out\"\npath = {:?}\n",
             self.state(),
             self.out()
         );

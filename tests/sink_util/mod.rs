@@ -91,10 +91,9 @@ pub struct NatsServer {
 
 impl NatsServer {
     pub async fn start(dir: &Path) -> NatsServer {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            l.local_addr().expect("addr").port()
-        };
+        // Below the ephemeral range (see `common::port`): the server binds it later, and
+        // again on `restart`, when an outgoing connection could hold an ephemeral port.
+        let port = crate::common::port::free_port();
         let mut s = NatsServer {
             port,
             dir: dir.to_owned(),
