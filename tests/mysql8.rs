@@ -206,7 +206,6 @@ fn caching_sha2_full_authentication_with_rsa_over_plain_tcp() {
 /// `caching_sha2_password` fast path: once a user authenticated fully, later connections
 /// prove the password with the scramble alone (no RSA exchange).
 #[test]
-#[ignore = "mysql_cdc computes the caching_sha2 scramble as SHA256(scramble + SHA256(SHA256(pw))) instead of SHA256(SHA256(SHA256(pw)) + scramble): every connection falls back to the RSA exchange"]
 fn caching_sha2_fast_path_after_the_first_login() {
     let server = ProtoServer::builder(Flavour::Mysql80, ENUM_SET).start();
     let (_w, ev) = run_events(&server, "mysql.*", 3);
