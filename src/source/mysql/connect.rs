@@ -174,7 +174,8 @@ pub(super) fn open(login: &Login, tls: &MysqlTls) -> Result<Opened, MysqlError> 
     if tls.wants_tls(handshake.capabilities & wire::caps::SSL != 0)? {
         conn = upgrade(conn, capabilities, tls)?;
     }
-    authenticate(&mut conn, &handshake, capabilities, login)?;
+    let tls_on = matches!(conn.get_ref().0.get_ref(), Stream::Tls(_));
+    authenticate(&mut conn, tls_on, &handshake, capabilities, login)?;
     let tcp = match conn.get_ref().0.get_ref() {
         Stream::Plain(s) => s,
         Stream::Tls(s) => s.get_ref(),
@@ -278,8 +279,9 @@ fn scramble(plugin: &str, password: &[u8], challenge: &[u8]) -> Option<Vec<u8>> 
 }
 
 /// HandshakeResponse41 and the exchange after it, until OK or ERR.
-fn authenticate(
-    conn: &mut Framed<Buffered>,
+fn authenticate<S: Read + Write>(
+    conn: &mut Framed<S>,
+    tls: bool,
     handshake: &Handshake,
     capabilities: u32,
     login: &Login,
@@ -289,7 +291,6 @@ fn authenticate(
         source,
     };
     let password = login.password.as_bytes();
-    let tls = matches!(conn.get_ref().0.get_ref(), Stream::Tls(_));
     // A server default logtide does not speak (e.g. client_ed25519): answer with the
     // native scramble; the server switches to the account's plugin if that differs.
     let (mut plugin, mut auth) = match scramble(&handshake.plugin, password, &handshake.scramble) {
@@ -368,5 +369,180 @@ fn unexpected(login: &Login, p: &[u8]) -> MysqlError {
     MysqlError::Handshake {
         addr: login.addr(),
         source: wire::HandshakeError::Unexpected(p.first().copied().unwrap_or(0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scripted server: its packets (framed with the sequence ids the client expects)
+    /// are read in order; what the client writes is kept.
+    struct Script {
+        input: io::Cursor<Vec<u8>>,
+        written: Vec<u8>,
+    }
+
+    impl Read for Script {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.input.read(buf)
+        }
+    }
+
+    impl Write for Script {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    const SCRAMBLE: &[u8] = b"abcdefghijklmnopqrst";
+
+    fn login() -> Login {
+        Login {
+            host: "h".into(),
+            port: 3306,
+            user: "logtide".into(),
+            password: "secret".into(),
+            database: None,
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn handshake(plugin: &str) -> Handshake {
+        Handshake {
+            version: "8.0.40".into(),
+            connection_id: 1,
+            capabilities: wire::caps::PROTOCOL_41
+                | wire::caps::SECURE_CONNECTION
+                | wire::caps::PLUGIN_AUTH,
+            scramble: SCRAMBLE.to_vec(),
+            plugin: plugin.into(),
+        }
+    }
+
+    /// Runs authentication against `server` packets; they start at sequence id 2 (after
+    /// the handshake 0 and the response 1) and each client packet in between takes one.
+    fn run(plugin: &str, tls: bool, server: &[(u8, &[u8])]) -> (Result<(), MysqlError>, Vec<u8>) {
+        let mut input = Vec::new();
+        for (seq, p) in server {
+            let mut s = *seq;
+            wire::frame_into(&mut input, &mut s, p);
+        }
+        let mut conn = Framed::resume(
+            Script {
+                input: io::Cursor::new(input),
+                written: Vec::new(),
+            },
+            1,
+        );
+        let caps = wire::client_capabilities(handshake(plugin).capabilities, false);
+        let r = authenticate(&mut conn, tls, &handshake(plugin), caps, &login());
+        let (script, _) = conn.into_inner();
+        (r, script.written)
+    }
+
+    const OK: &[u8] = &[0, 0, 0, 2, 0, 0, 0];
+
+    #[test]
+    fn native_and_fast_path() {
+        let (r, w) = run(NATIVE_PASSWORD, false, &[(2, OK)]);
+        assert!(r.is_ok(), "{r:?}");
+        let scramble = wire::native_scramble(b"secret", SCRAMBLE);
+        assert!(w.windows(20).any(|x| x == scramble.as_slice()));
+        let (r, w) = run(CACHING_SHA2, false, &[(2, &[0x01, 0x03]), (3, OK)]);
+        assert!(r.is_ok(), "{r:?}");
+        let scramble = wire::sha2_scramble(b"secret", SCRAMBLE);
+        assert!(w.windows(32).any(|x| x == scramble.as_slice()));
+    }
+
+    #[test]
+    fn full_authentication_over_tls_sends_the_password() {
+        let (r, w) = run(CACHING_SHA2, true, &[(2, &[0x01, 0x04]), (4, OK)]);
+        assert!(r.is_ok(), "{r:?}");
+        assert!(w.ends_with(&[7, 0, 0, 3, b's', b'e', b'c', b'r', b'e', b't', 0]));
+    }
+
+    #[test]
+    fn full_authentication_without_tls_asks_for_the_key() {
+        use openssl::rsa::{Padding, Rsa};
+        let key = Rsa::generate(2048).expect("key");
+        let mut k = vec![0x01];
+        k.extend_from_slice(&key.public_key_to_pem().expect("pem"));
+        let (r, w) = run(CACHING_SHA2, false, &[(2, &[0x01, 0x04]), (4, &k), (6, OK)]);
+        assert!(r.is_ok(), "{r:?}");
+        // The key request, then 256 encrypted bytes that decrypt to the scrambled password.
+        let req = w
+            .windows(5)
+            .position(|x| x == [1, 0, 0, 3, 2])
+            .expect("key request");
+        let enc = &w[req + 5 + 4..];
+        assert_eq!(&w[req + 5..req + 9], &[0, 1, 0, 5]);
+        let mut out = vec![0u8; key.size() as usize];
+        let n = key
+            .private_decrypt(enc, &mut out, Padding::PKCS1_OAEP)
+            .expect("decrypt");
+        let want: Vec<u8> = b"secret\0"
+            .iter()
+            .zip(SCRAMBLE.iter().cycle())
+            .map(|(a, b)| a ^ b)
+            .collect();
+        assert_eq!(&out[..n], &want[..]);
+        // A key that is no key: a typed error, not a panic.
+        let (r, _) = run(CACHING_SHA2, false, &[(2, &[0x01, 0x04]), (4, b"\x01junk")]);
+        assert!(matches!(r, Err(MysqlError::Handshake { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn switches_refusals_and_unsupported_plugins() {
+        let mut switch = b"\xfemysql_native_password\0".to_vec();
+        switch.extend_from_slice(b"ABCDEFGHIJKLMNOPQRST\0");
+        let (r, w) = run(CACHING_SHA2, false, &[(2, &switch), (4, OK)]);
+        assert!(r.is_ok(), "{r:?}");
+        let answer = wire::native_scramble(b"secret", b"ABCDEFGHIJKLMNOPQRST");
+        let mut tail = vec![20, 0, 0, 3];
+        tail.extend_from_slice(&answer);
+        assert!(w.ends_with(&tail));
+
+        let denied = b"\xff\x15\x04#28000Access denied for user";
+        let (r, _) = run(NATIVE_PASSWORD, false, &[(2, denied)]);
+        match r {
+            Err(MysqlError::Auth { user, code, .. }) => {
+                assert_eq!((user.as_str(), code), ("logtide", 1045));
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let ed = b"\xfeclient_ed25519\0abcdefghijklmnopqrstuvwxyz012345\0";
+        let (r, _) = run(NATIVE_PASSWORD, false, &[(2, ed)]);
+        match r {
+            Err(e @ MysqlError::AuthPlugin { .. }) => {
+                assert!(e.to_string().contains("client_ed25519"), "{e}");
+                assert_eq!(e.class(), crate::source::ErrorClass::Permanent);
+            }
+            other => panic!("{other:?}"),
+        }
+        // An unknown server default is answered with the native scramble.
+        let (r, w) = run("client_ed25519", false, &[(2, OK)]);
+        assert!(r.is_ok(), "{r:?}");
+        assert!(w.ends_with(b"mysql_native_password\0"));
+    }
+
+    #[test]
+    fn garbage_from_the_server_is_an_error() {
+        for junk in [&b""[..], b"\x01", b"\x07abc", b"\xfe", b"\x01\x09"] {
+            let (r, _) = run(CACHING_SHA2, false, &[(2, junk)]);
+            assert!(r.is_err(), "{junk:?}");
+        }
+        // Out of order.
+        let (r, _) = run(NATIVE_PASSWORD, false, &[(5, OK)]);
+        assert!(matches!(r, Err(MysqlError::Io { .. })), "{r:?}");
+        // Cut off.
+        let (r, _) = run(NATIVE_PASSWORD, false, &[]);
+        assert!(matches!(r, Err(MysqlError::Io { .. })), "{r:?}");
     }
 }

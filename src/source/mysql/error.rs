@@ -8,7 +8,7 @@ use crate::source::ErrorClass;
 use std::fmt;
 
 /// `mysql_cdc::errors::Error` implements neither `Display` nor `std::error::Error`; this
-/// wrapper does. Its messages never contain the password (the crate hashes it).
+/// wrapper does (for the errors of the crate's event and table-map parsers).
 #[derive(Debug)]
 pub struct CdcError(pub mysql_cdc::errors::Error);
 

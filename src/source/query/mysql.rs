@@ -311,7 +311,7 @@ fn login(cfg: &QuerySourceConfig, password: String) -> Login {
         password,
         database: Some(cfg.database.clone()),
         connect_timeout: cfg.connect_timeout,
-        read_timeout: cfg.query_timeout,
+        read_timeout: std::time::Duration::ZERO,
     }
     .reads_within(cfg.query_timeout)
 }
