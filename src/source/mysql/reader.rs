@@ -1,6 +1,6 @@
 //! The blocking binlog reader thread.
 //!
-//! Reads packets from the crate's channel (reassembling packets split at 16 MB), parses the
+//! Reads packets from its connection (split packets reassembled by `wire.rs`), parses the
 //! event header itself, and handles each event type: GTID/BEGIN open a transaction (its
 //! start offset is the position of every row event in it), table maps are cached by table
 //! id and raw bytes (an `Arc<TableSchema>` is built once per map, not per row), rows events
