@@ -4,7 +4,7 @@
 //! process-wide default is installed or relied on), the root store (a PEM file of CA
 //! certificates, or the Mozilla roots of `webpki-roots`), and the three ways a server
 //! certificate is checked ([`Verify`]). Does not own any protocol's TLS negotiation: that
-//! is `source/postgres/tls.rs` (PostgreSQL's SSLRequest) and `source/mysql/tls.rs` (the
+//! is `source/postgres/tls.rs` (PostgreSQL's SSLRequest) and `source/mysql/connect.rs` (the
 //! MySQL SSLRequest inside the connection handshake).
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};

@@ -32,10 +32,6 @@ use crate::source::mysql::table::{load_schema, parse_members, ColumnMeta};
 use crate::source::mysql::types::{decode_text, Kind};
 use crate::source::mysql::{validate, MysqlError};
 use crate::value::Value;
-use mysql_cdc::binlog_client::BinlogClient;
-use mysql_cdc::binlog_options::BinlogOptions;
-use mysql_cdc::replica_options::ReplicaOptions;
-use mysql_cdc::ssl_mode::SslMode;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -357,45 +353,18 @@ fn chunk_sql(plan: &TablePlan, last: Option<&[String]>, limit: usize) -> Result<
     Ok(sql)
 }
 
-fn options(cfg: &MysqlSourceConfig, password: &str) -> ReplicaOptions {
-    ReplicaOptions {
-        port: cfg.port,
-        hostname: cfg.host.clone(),
-        ssl_mode: SslMode::Disabled,
-        username: cfg.user.clone(),
-        password: password.to_owned(),
-        database: cfg.database.clone(),
-        server_id: cfg.server_id(),
-        blocking: true,
-        heartbeat_interval: cfg.heartbeat,
-        binlog: BinlogOptions::from_end(),
-    }
-}
-
-/// Opens the SQL connection (blocking): the source's credentials, a reachability check with
-/// the configured timeout, utf8mb4 and UTC for the text forms the decoder expects.
+/// Opens the SQL connection (blocking): the source's credentials, TCP within the configured
+/// timeout, TLS, utf8mb4 and UTC for the text forms the decoder expects.
 pub fn connect(cfg: &MysqlSourceConfig) -> Result<SqlConn, BackfillError> {
     let password = cfg
         .password()
         .map_err(setup_err("read the password"))?
         .map(|s| s.expose().to_owned())
         .unwrap_or_default();
-    crate::source::mysql::sql::reachable(&cfg.host, cfg.port, cfg.connect_timeout)
-        .map_err(setup_err("connect"))?;
     let tls = crate::source::mysql::tls::MysqlTls::new(cfg)
         .map_err(|e| setup_err("set up TLS")(MysqlError::from(e)))?;
-    let client = BinlogClient::new(options(cfg, &password));
-    let mut conn = SqlConn::connect(&client, &tls).map_err(|e| {
-        let e = match e {
-            MysqlError::Auth { code, message, .. } => MysqlError::Auth {
-                user: cfg.user.clone(),
-                code,
-                message,
-            },
-            e => e,
-        };
-        setup_err("connect")(e)
-    })?;
+    let login = crate::source::mysql::connect::Login::source(cfg, &password);
+    let mut conn = SqlConn::connect(&login, &tls).map_err(setup_err("connect"))?;
     for s in ["SET NAMES utf8mb4", "SET time_zone = '+00:00'"] {
         conn.query(s).map_err(setup_err("set session options"))?;
     }

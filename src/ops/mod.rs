@@ -173,56 +173,17 @@ pub(crate) fn describe_mysql_connect_error(
     }
 }
 
-/// Opens a blocking SQL connection for inspection: reachability with the configured timeout,
-/// then the same handshake and authentication as the binlog reader; utf8mb4 session.
+/// Opens a blocking SQL connection for inspection: the same connection phase as the
+/// binlog reader (TCP within `connect_timeout`, TLS per `ssl_mode`, authentication);
+/// utf8mb4 session.
 pub(crate) fn mysql_connect(cfg: &MysqlSourceConfig) -> Result<SqlConn, MysqlError> {
-    use mysql_cdc::binlog_client::BinlogClient;
-    use mysql_cdc::binlog_options::BinlogOptions;
-    use mysql_cdc::replica_options::ReplicaOptions;
-    use mysql_cdc::ssl_mode::SslMode;
-    use std::net::{TcpStream, ToSocketAddrs};
-
+    use crate::source::mysql::connect::Login;
     let password = cfg
         .password()?
         .map(|s| s.expose().to_owned())
         .unwrap_or_default();
-    let addr = format!("{}:{}", cfg.host, cfg.port);
-    let unreachable = |source| MysqlError::Connect {
-        addr: addr.clone(),
-        source,
-    };
-    let mut last = Err(std::io::Error::new(
-        std::io::ErrorKind::NotFound,
-        "no address",
-    ));
-    for a in addr.to_socket_addrs().map_err(unreachable)? {
-        last = TcpStream::connect_timeout(&a, cfg.connect_timeout).map(drop);
-        if last.is_ok() {
-            break;
-        }
-    }
-    last.map_err(unreachable)?;
-    let client = BinlogClient::new(ReplicaOptions {
-        port: cfg.port,
-        hostname: cfg.host.clone(),
-        ssl_mode: SslMode::Disabled,
-        username: cfg.user.clone(),
-        password,
-        database: cfg.database.clone(),
-        server_id: cfg.server_id(),
-        blocking: true,
-        heartbeat_interval: cfg.heartbeat,
-        binlog: BinlogOptions::from_end(),
-    });
     let tls = crate::source::mysql::tls::MysqlTls::new(cfg)?;
-    let mut conn = SqlConn::connect(&client, &tls).map_err(|e| match e {
-        MysqlError::Auth { code, message, .. } => MysqlError::Auth {
-            user: cfg.user.clone(),
-            code,
-            message,
-        },
-        e => e,
-    })?;
+    let mut conn = SqlConn::connect(&Login::source(cfg, &password), &tls)?;
     conn.query("SET NAMES utf8mb4")?;
     Ok(conn)
 }

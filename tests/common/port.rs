@@ -1,9 +1,9 @@
 //! Free TCP ports for servers the tests start.
 //!
 //! A port probed with `bind(127.0.0.1:0)` comes from the kernel's ephemeral range, which is
-//! also where every outgoing connection and every other `:0` listener (logtide's TLS proxy,
-//! parallel tests) takes its port: between the probe and the server's own bind another
-//! socket can get it ("Address already in use"). Ports are therefore drawn below the
+//! also where every outgoing connection and every other `:0` listener (parallel tests)
+//! takes its port: between the probe and the server's own bind another socket can get it
+//! ("Address already in use"). Ports are therefore drawn below the
 //! ephemeral range (10000–32767), spread by process id, a counter and the clock, and
 //! checked free by binding them once.
 

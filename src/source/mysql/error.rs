@@ -8,7 +8,7 @@ use crate::source::ErrorClass;
 use std::fmt;
 
 /// `mysql_cdc::errors::Error` implements neither `Display` nor `std::error::Error`; this
-/// wrapper does. Its messages never contain the password (the crate hashes it).
+/// wrapper does (for the errors of the crate's event and table-map parsers).
 #[derive(Debug)]
 pub struct CdcError(pub mysql_cdc::errors::Error);
 
@@ -52,11 +52,13 @@ pub enum MysqlError {
         code: u16,
         message: String,
     },
-    #[error("MySQL {context} failed: {source}")]
-    Protocol {
-        context: &'static str,
+    #[error("user {user:?} authenticates with the {plugin} plugin, which logtide does not support: give the account mysql_native_password or caching_sha2_password (ALTER USER ... IDENTIFIED WITH ...)")]
+    AuthPlugin { user: String, plugin: String },
+    #[error("unexpected connection handshake with MySQL at {addr}")]
+    Handshake {
+        addr: String,
         #[source]
-        source: CdcError,
+        source: super::wire::HandshakeError,
     },
     #[error("connection to MySQL lost while {context}: {source}")]
     Io {
@@ -151,7 +153,7 @@ impl MysqlError {
         match self {
             MysqlError::Connect { .. }
             | MysqlError::Io { .. }
-            | MysqlError::Protocol { .. }
+            | MysqlError::Handshake { .. }
             | MysqlError::ThreadLost => ErrorClass::Transient,
             // Server shutdown / killed connection / too many connections / lock waits.
             MysqlError::Tls(t) => t.class(),
@@ -163,68 +165,34 @@ impl MysqlError {
     }
 }
 
-/// Wraps a crate error, recognising authentication failures and lost connections.
-pub(crate) fn cdc(context: &'static str, e: mysql_cdc::errors::Error) -> MysqlError {
-    use mysql_cdc::errors::Error as E;
-    match e {
-        E::IoError(source) => MysqlError::Io { context, source },
-        E::String(s) if s.contains("error_code: ") => {
-            // The crate formats the server's ERR packet with Debug; take code and message back.
-            let code = s
-                .split("error_code: ")
-                .nth(1)
-                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-                .and_then(|n| n.parse::<u16>().ok())
-                .unwrap_or(0);
-            let message = s
-                .split("error_message: \"")
-                .nth(1)
-                .and_then(|r| r.split("\", sql_state").next())
-                .unwrap_or(&s)
-                .to_owned();
-            if s.starts_with("Authentication") || matches!(code, 1044 | 1045 | 1698 | 1251) {
-                MysqlError::Auth {
-                    user: String::new(),
-                    code,
-                    message,
-                }
-            } else {
-                MysqlError::Stream { code, message }
-            }
-        }
-        e => MysqlError::Protocol {
-            context,
-            source: CdcError(e),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn auth_errors_are_recognised_and_permanent() {
-        let e = cdc(
-            "connect",
-            mysql_cdc::errors::Error::String(
-                "Authentication error. ErrorPacket { error_code: 1045, error_message: \"Access denied for user 'u'@'localhost' (using password: YES)\", sql_state: Some(\"28000\") }".into(),
-            ),
-        );
-        match &e {
-            MysqlError::Auth { code, message, .. } => {
-                assert_eq!(*code, 1045);
-                assert!(message.starts_with("Access denied"), "{message}");
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(e.class(), ErrorClass::Permanent);
-        let io = cdc(
-            "x",
-            mysql_cdc::errors::Error::IoError(std::io::Error::from(
-                std::io::ErrorKind::ConnectionReset,
-            )),
-        );
+    fn connection_phase_errors_are_classified() {
+        let auth = MysqlError::Auth {
+            user: "u".into(),
+            code: 1045,
+            message: "Access denied".into(),
+        };
+        assert_eq!(auth.class(), ErrorClass::Permanent);
+        assert!(auth.to_string().contains("\"u\""));
+        let plugin = MysqlError::AuthPlugin {
+            user: "u".into(),
+            plugin: "client_ed25519".into(),
+        };
+        assert_eq!(plugin.class(), ErrorClass::Permanent);
+        assert!(plugin.to_string().contains("client_ed25519"));
+        let hs = MysqlError::Handshake {
+            addr: "h:3306".into(),
+            source: super::super::wire::HandshakeError::Truncated,
+        };
+        assert_eq!(hs.class(), ErrorClass::Transient);
+        let io = MysqlError::Io {
+            context: "x",
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+        };
         assert_eq!(io.class(), ErrorClass::Transient);
     }
 }

@@ -109,9 +109,8 @@ pub async fn watch(
                         format!("cannot connect: {}", crate::service::ErrorChain(&e))
                     })?;
                     // A server that stops answering fails the check instead of holding it.
-                    if let Some(sock) = s.socket() {
-                        sock.bound_reads(c.connect_timeout.max(Duration::from_secs(10)));
-                    }
+                    s.socket()
+                        .bound_reads(c.connect_timeout.max(Duration::from_secs(10)));
                     s
                 }
             };

@@ -1,8 +1,9 @@
 //! The MySQL/MariaDB binlog source.
 //!
 //! Owns the binlog protocol and the MySQL type decoding; the pipeline knows neither.
-//! `mysql_cdc` keeps the connection, handshake, authentication, the dump command, the
-//! packet framing and the table-map parsing. Everything that turns bytes into values is
+//! The connection phase (handshake, TLS, authentication), the packet framing and the dump
+//! command are logtide's; `mysql_cdc` keeps the table-map and event parsing. Everything
+//! that turns bytes into values is
 //! ours, because the crate truncates microseconds, fails on negative TIME and non-UTF-8
 //! text, loses whole rows events on one bad value, drops compressed events silently and
 //! breaks on packets over 16 MB (see `shared/docs/protocol-notes.md`, "MySQL / MariaDB
@@ -24,7 +25,10 @@
 //!   `SHOW MASTER STATUS` before and on MariaDB) for every caller.
 //! * `payload.rs`: MySQL `TRANSACTION_PAYLOAD_EVENT` (zstd), streamed inner event by inner
 //!   event; `gtid_tagged.rs`: MySQL 8.3+ tagged GTIDs.
-//! * `tls.rs`: TLS for every connection, through an in-process proxy in front of the crate.
+//! * `connect.rs`: the connection phase of every connection (TCP, handshake, TLS upgrade,
+//!   `mysql_native_password` / `caching_sha2_password`); `wire.rs`: packet framing, handshake
+//!   parsing, scrambles; `tls.rs`: the `ssl_mode` rules and rustls sessions; `socket.rs`:
+//!   the socket handle for read bounds and shutdown.
 //!
 //! Positions (see [`crate::position`]): an event is `(file, offset where its transaction
 //! starts, 1-based row ordinal in the transaction)`, counting rows the filter drops, so a
@@ -33,11 +37,12 @@
 //! event, 0)`. A resumed dump starts at the checkpoint and skips events `<=` it.
 //!
 //! Not done here: the retry loop (the service's), GTID-based starts (positions are
-//! file:offset; the GTID travels alongside), ed25519 auth. TLS is not the crate's (it has
-//! none): `tls.rs` terminates it in front of the crate's plain connection.
+//! file:offset; the GTID travels alongside), MariaDB's `client_ed25519` authentication
+//! (refused with [`MysqlError::AuthPlugin`]).
 
 pub mod binlog_status;
 pub mod charset;
+pub mod connect;
 pub mod ddl;
 pub mod error;
 pub mod gtid_tagged;
@@ -55,6 +60,7 @@ pub mod tls;
 mod txhold;
 pub mod types;
 pub mod validate;
+mod wire;
 
 pub use error::{CdcError, MysqlError};
 
@@ -107,11 +113,10 @@ pub async fn run(
         r = &mut done_rx => r,
         _ = cancel.cancelled() => {
             // The thread leaves a blocked send at once, and a blocked socket read ends
-            // when the socket is shut down. Where the socket could not be identified (see
-            // socket.rs) the read only ends with the next packet, a heartbeat later; the
-            // thread holds nothing that needs flushing (the checkpoint belongs to the
-            // pipeline) and its sends fail once the channel is gone, so after a short
-            // grace it is left to end on its own.
+            // when the socket is shut down. Before the dump connection exists (connecting,
+            // validating) there is no socket to shut down; the thread holds nothing that
+            // needs flushing (the checkpoint belongs to the pipeline) and its sends fail
+            // once the channel is gone, so after a short grace it is left to end on its own.
             stop.store(true, Ordering::Relaxed);
             if let Some(s) = stop_socket.lock().ok().and_then(|g| g.clone()) {
                 s.shutdown();

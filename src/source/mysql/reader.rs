@@ -1,6 +1,6 @@
 //! The blocking binlog reader thread.
 //!
-//! Reads packets from the crate's channel (reassembling packets split at 16 MB), parses the
+//! Reads packets from its connection (split packets reassembled by `wire.rs`), parses the
 //! event header itself, and handles each event type: GTID/BEGIN open a transaction (its
 //! start offset is the position of every row event in it), table maps are cached by table
 //! id and raw bytes (an `Arc<TableSchema>` is built once per map, not per row), rows events
@@ -20,6 +20,7 @@
 //! heartbeats bound how long an idle stream takes to notice it.
 
 use super::charset::CollationMap;
+use super::connect::Login;
 use super::ddl::{classify, Statement, XaStatement, Xid};
 use super::error::MysqlError;
 use super::history::{At, History};
@@ -35,14 +36,9 @@ use crate::event::{ChangeEvent, Op, SourceInfo};
 use crate::filter::Filter;
 use crate::position::{MysqlPosition, Position};
 use crate::source::{SourceContext, SourceMessage};
-use mysql_cdc::binlog_client::BinlogClient;
-use mysql_cdc::binlog_options::BinlogOptions;
 use mysql_cdc::events::table_map_event::TableMapEvent;
-use mysql_cdc::replica_options::ReplicaOptions;
-use mysql_cdc::ssl_mode::SslMode;
 use std::collections::HashMap;
 use std::io::Cursor;
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc::{error::TrySendError, Sender};
@@ -141,7 +137,7 @@ struct Reader {
     cancel: CancellationToken,
     stop: Arc<AtomicBool>,
     handle: tokio::runtime::Handle,
-    sql_client: BinlogClient,
+    login: Login,
     tls: MysqlTls,
     sql: Option<SqlConn>,
     mariadb: bool,
@@ -163,62 +159,17 @@ struct Reader {
     empty_txs: u64,
 }
 
-fn options(cfg: &MysqlSourceConfig, password: &str, binlog: BinlogOptions) -> ReplicaOptions {
-    ReplicaOptions {
-        port: cfg.port,
-        hostname: cfg.host.clone(),
-        ssl_mode: SslMode::Disabled,
-        username: cfg.user.clone(),
-        password: password.to_owned(),
-        database: cfg.database.clone(),
-        server_id: cfg.server_id(),
-        blocking: true,
-        heartbeat_interval: cfg.heartbeat,
-        binlog,
-    }
-}
-
-/// Fails fast (with the configured timeout) when the server is unreachable; the crate's
-/// own connect has no timeout.
-fn reachable(cfg: &MysqlSourceConfig) -> Result<(), MysqlError> {
-    let addr = format!("{}:{}", cfg.host, cfg.port);
-    let err = |source| MysqlError::Connect {
-        addr: addr.clone(),
-        source,
-    };
-    let addrs: Vec<_> = addr.to_socket_addrs().map_err(err)?.collect();
-    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
-    for a in addrs {
-        match TcpStream::connect_timeout(&a, cfg.connect_timeout) {
-            Ok(_) => return Ok(()),
-            Err(e) => last = e,
-        }
-    }
-    Err(err(last))
-}
-
-/// A SQL connection for `cfg` (and the client and TLS settings that reconnect it): fails
-/// fast when the server is unreachable, names the user when authentication fails.
+/// A SQL connection for `cfg` (and the login and TLS settings that reconnect it): fails
+/// within `connect_timeout` when the server is unreachable, names the user when
+/// authentication fails.
 pub(super) fn sql_connect(
     cfg: &MysqlSourceConfig,
     password: &str,
-) -> Result<(BinlogClient, MysqlTls, SqlConn), MysqlError> {
+) -> Result<(Login, MysqlTls, SqlConn), MysqlError> {
     let tls = MysqlTls::new(cfg)?;
-    reachable(cfg)?;
-    let client = BinlogClient::new(options(cfg, password, BinlogOptions::from_end()));
-    let sql = SqlConn::connect(&client, &tls).map_err(|e| with_user(e, &cfg.user))?;
-    Ok((client, tls, sql))
-}
-
-fn with_user(e: MysqlError, user: &str) -> MysqlError {
-    match e {
-        MysqlError::Auth { code, message, .. } => MysqlError::Auth {
-            user: user.to_owned(),
-            code,
-            message,
-        },
-        e => e,
-    }
+    let login = Login::source(cfg, password);
+    let sql = SqlConn::connect(&login, &tls)?;
+    Ok((login, tls, sql))
 }
 
 pub(super) fn run(a: Args) -> Result<(), MysqlError> {
@@ -231,11 +182,9 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
         stop_socket,
         handle,
     } = a;
-    let (sql_client, tls, mut sql) = sql_connect(&cfg, &password)?;
+    let (login, tls, mut sql) = sql_connect(&cfg, &password)?;
     // Metadata queries while streaming must not hang on a dead server either.
-    if let Some(sock) = sql.socket() {
-        sock.bound_reads(METADATA_TIMEOUT);
-    }
+    sql.socket().bound_reads(METADATA_TIMEOUT);
     let server = validate::validate(&mut sql, &cfg.user)?;
     validate::check_filter(&mut sql, &ctx.filter)?;
     let mut collations = CollationMap::builtin();
@@ -297,15 +246,14 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
         .and_then(|r| r.start_gtid().map(str::to_owned));
     let mut dump = start_dump(
         &cfg,
-        &sql_client,
+        &login,
         &tls,
         &start_file,
         start_pos,
         start_gtid.as_deref(),
-    )
-    .map_err(|e| with_user(e, &cfg.user))?;
+    )?;
     if let Ok(mut slot) = stop_socket.lock() {
-        *slot = dump.socket();
+        *slot = Some(dump.conn.socket());
     }
     let crc = dump.crc;
     tracing::info!(
@@ -325,7 +273,7 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
         info,
         stop,
         handle,
-        sql_client,
+        login,
         tls,
         sql: Some(sql),
         mariadb: server.mariadb,
@@ -419,33 +367,25 @@ struct Dump {
     crc: bool,
 }
 
-impl Dump {
-    fn socket(&self) -> Option<super::socket::Socket> {
-        self.conn.socket()
-    }
-}
-
 /// Opens the binlog connection and requests the stream from `file:pos`, or after `gtid`
-/// when given (the transaction after it is the first one sent): what `mysql_cdc`'s
-/// `replicate()` does, on a connection with `TCP_NODELAY` (see [`super::socket`]), so the
-/// setup round trips do not each wait for a delayed ACK.
+/// when given (the transaction after it is the first one sent), on a connection with
+/// `TCP_NODELAY`, so the setup round trips do not each wait for a delayed ACK.
 fn start_dump(
     cfg: &MysqlSourceConfig,
-    client: &BinlogClient,
+    login: &Login,
     tls: &MysqlTls,
     file: &str,
     pos: u64,
     gtid: Option<&str>,
 ) -> Result<Dump, MysqlError> {
-    let mut conn = SqlConn::connect(client, tls)?;
+    let mut conn = SqlConn::connect(login, tls)?;
     conn.query(&format!(
         "SET @master_heartbeat_period = {}",
         cfg.heartbeat.as_nanos()
     ))?;
     // Silence beyond three heartbeats (at least 10 s) is a dead connection.
-    if let Some(sock) = conn.socket() {
-        sock.bound_reads(super::socket::dead_after(cfg.heartbeat));
-    }
+    conn.socket()
+        .bound_reads(super::socket::dead_after(cfg.heartbeat));
     conn.query("SET @master_binlog_checksum = @@global.binlog_checksum")?;
     let crc = conn
         .query("SELECT @master_binlog_checksum")?
@@ -1166,7 +1106,7 @@ impl Reader {
             return Ok(s);
         }
         if self.sql.is_none() {
-            self.sql = Some(SqlConn::connect(&self.sql_client, &self.tls)?);
+            self.sql = Some(SqlConn::connect(&self.login, &self.tls)?);
         }
         let Some(conn) = self.sql.as_mut() else {
             return Ok(None);

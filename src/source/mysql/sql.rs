@@ -1,11 +1,10 @@
-//! A tiny blocking SQL client (text protocol, `COM_QUERY`) over `mysql_cdc`'s own
-//! connection and authentication code.
+//! A tiny blocking SQL client (text protocol, `COM_QUERY`) over logtide's own connection
+//! phase ([`super::connect`]); the binlog dump runs over the same connection type.
 //!
 //! Why not `mysql_async`: the source needs a handful of metadata queries (settings,
-//! grants, `information_schema`) from the same blocking thread that reads the binlog; the
-//! crate already does the handshake and auth, so ~200 lines here avoid a second protocol
-//! stack (and its build time on 2 cores), and authentication failures look the same on
-//! both connections. Results are raw bytes per cell, which is what the shared type decoder
+//! grants, `information_schema`) from the same blocking thread that reads the binlog;
+//! ~200 lines here avoid a second protocol stack (and its build time on 2 cores), and
+//! authentication failures look the same on every connection. Results are raw bytes per cell, which is what the shared type decoder
 //! ([`super::types::decode_text`]) takes.
 //!
 //! Results are read whole ([`SqlConn::query`], for metadata) or streamed row by row
@@ -13,12 +12,14 @@
 //! [`ColumnDef::kind`] maps a result column to the decoder's [`Kind`] where no
 //! `information_schema` description exists (query mode's arbitrary SELECTs).
 //!
-//! The session uses utf8mb4 (the crate's handshake collation 45).
+//! The session uses utf8mb4 (handshake collation 45).
 
 use super::charset::Charset;
-use super::error::{cdc, MysqlError};
+use super::connect::{Buffered, Login};
+use super::error::MysqlError;
+use super::tls::MysqlTls;
 use super::types::Kind;
-use mysql_cdc::binlog_client::BinlogClient;
+use super::wire::Framed;
 use std::io;
 use std::sync::Arc;
 
@@ -174,20 +175,13 @@ impl ResultSet {
     }
 }
 
-enum Op<'a> {
-    Read,
-    Write(&'a [u8], u8),
-}
-
-type Chan = Box<dyn FnMut(Op<'_>) -> io::Result<Vec<u8>> + Send>;
-
 /// A blocking SQL connection.
 pub struct SqlConn {
-    chan: Chan,
+    conn: Framed<Buffered>,
     /// `true` for MariaDB (from the handshake's server version).
     pub mariadb: bool,
-    /// The connection's socket, when it could be identified (see [`super::socket`]).
-    socket: Option<super::socket::Socket>,
+    /// A handle on the connection's socket (see [`super::socket`]).
+    socket: super::socket::Socket,
     /// A result is being read (or was abandoned) and the connection cannot take a new
     /// statement.
     mid_result: bool,
@@ -262,25 +256,6 @@ impl Interrupt {
     }
 }
 
-/// Checks that `host:port` accepts a TCP connection within `timeout` (the crate's own
-/// connect has no timeout), so an unreachable server fails fast with its address.
-pub fn reachable(host: &str, port: u16, timeout: std::time::Duration) -> Result<(), MysqlError> {
-    use std::net::ToSocketAddrs as _;
-    let addr = format!("{host}:{port}");
-    let unreachable = |source| MysqlError::Connect {
-        addr: addr.clone(),
-        source,
-    };
-    let mut last = Err(io::Error::new(io::ErrorKind::NotFound, "no address"));
-    for a in addr.to_socket_addrs().map_err(unreachable)? {
-        last = std::net::TcpStream::connect_timeout(&a, timeout).map(drop);
-        if last.is_ok() {
-            break;
-        }
-    }
-    last.map_err(unreachable)
-}
-
 /// Splits a server error packet (after the 0xFF byte) into code and message.
 pub(crate) fn parse_err(packet: &[u8]) -> (u16, String) {
     let code = packet
@@ -295,46 +270,23 @@ pub(crate) fn parse_err(packet: &[u8]) -> (u16, String) {
 }
 
 impl SqlConn {
-    /// Connects and authenticates with the crate's handshake, through the TLS proxy unless
-    /// `tls` is `disabled` (see [`super::tls`]).
-    /// Sets `TCP_NODELAY` on the crate's socket when it can be found.
-    pub fn connect(
-        client: &BinlogClient,
-        tls: &super::tls::MysqlTls,
-    ) -> Result<SqlConn, MysqlError> {
-        let proxy = tls.start(&client.options)?;
-        let proxied = proxy.as_ref().map(|p| BinlogClient::new(p.options()));
-        let client = proxied.as_ref().unwrap_or(client);
-        let before = super::socket::snapshot();
-        let (mut channel, provider) = client
-            .connect()
-            .map_err(|e| tls.explain(proxy.as_ref(), &client.options, cdc("connect", e)))?;
-        if let Some(p) = &proxy {
-            tls.learn(p);
-        }
-        let socket =
-            super::socket::find_new(&before, &client.options.hostname, client.options.port);
-        if let Some(s) = &socket {
-            s.set_nodelay();
-        }
-        let mariadb = format!("{provider:?}") == "MariaDB";
-        let chan: Chan = Box::new(move |op| match op {
-            Op::Read => channel.read_packet().map(|(p, _)| p),
-            Op::Write(buf, seq) => channel.write_packet(buf, seq).map(|_| Vec::new()),
-        });
+    /// Connects and authenticates `login`, with TLS per `tls` (see [`super::connect`]).
+    /// Authentication failures name the user; with `ssl_mode = "disabled"` against a
+    /// server that demands TLS the error says so ([`MysqlTls::explain`]).
+    pub fn connect(login: &Login, tls: &MysqlTls) -> Result<SqlConn, MysqlError> {
+        let opened = super::connect::open(login, tls).map_err(|e| tls.explain(login, e))?;
         Ok(SqlConn {
-            chan,
-            mariadb,
-            socket,
+            conn: opened.conn,
+            mariadb: opened.handshake.is_mariadb(),
+            socket: opened.socket,
             mid_result: false,
             status_statement: None,
         })
     }
 
-    /// A handle that can interrupt this connection from another thread, when its socket
-    /// could be identified (see [`super::socket`]); `None` otherwise.
-    pub fn interrupter(&self) -> Option<Interrupt> {
-        self.socket.clone().map(Interrupt)
+    /// A handle that can interrupt this connection from another thread.
+    pub fn interrupter(&self) -> Interrupt {
+        Interrupt(self.socket.clone())
     }
 
     /// The statement that reads the binlog end here, once [`super::binlog_status`] found it.
@@ -346,30 +298,26 @@ impl SqlConn {
         self.status_statement = Some(stmt);
     }
 
-    /// The connection's socket, if it was identified.
-    pub(super) fn socket(&self) -> Option<super::socket::Socket> {
+    /// The connection's socket.
+    pub(super) fn socket(&self) -> super::socket::Socket {
         self.socket.clone()
     }
 
     /// Sends one command packet (sequence id 0) without reading a response.
     pub fn send_command(&mut self, cmd: &[u8]) -> Result<(), MysqlError> {
-        (self.chan)(Op::Write(cmd, 0)).map_err(|source| MysqlError::Io {
-            context: "sending a command",
-            source,
-        })?;
+        self.conn
+            .send_command(cmd)
+            .map_err(|source| MysqlError::Io {
+                context: "sending a command",
+                source,
+            })?;
         Ok(())
     }
 
-    /// Reads one logical packet (16 MB splits reassembled), with the raw I/O error.
+    /// Reads one logical packet (16 MB splits reassembled, sequence ids checked), with
+    /// the raw I/O error.
     pub fn read_packet(&mut self) -> io::Result<Vec<u8>> {
-        let mut p = (self.chan)(Op::Read)?;
-        let mut last = p.len();
-        while last == 0xFF_FFFF {
-            let next = (self.chan)(Op::Read)?;
-            last = next.len();
-            p.extend_from_slice(&next);
-        }
-        Ok(p)
+        self.conn.read_packet()
     }
 
     fn read(&mut self) -> Result<Vec<u8>, MysqlError> {
@@ -407,10 +355,12 @@ impl SqlConn {
         let mut cmd = Vec::with_capacity(sql.len() + 1);
         cmd.push(0x03);
         cmd.extend_from_slice(sql.as_bytes());
-        (self.chan)(Op::Write(&cmd, 0)).map_err(|source| MysqlError::Io {
-            context: "sending a query",
-            source,
-        })?;
+        self.conn
+            .send_command(&cmd)
+            .map_err(|source| MysqlError::Io {
+                context: "sending a query",
+                source,
+            })?;
         let sql_head: String = sql.chars().take(200).collect();
         let first = self.read()?;
         let qerr = |code, message| MysqlError::Query {

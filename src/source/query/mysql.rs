@@ -44,15 +44,12 @@ use crate::config::Lookback;
 use crate::config::MysqlSslMode;
 use crate::config::QuerySourceConfig;
 use crate::source::mysql::charset::Charset;
+use crate::source::mysql::connect::Login;
 use crate::source::mysql::sql::{ColumnDef, Interrupt, SqlConn};
 use crate::source::mysql::tls::MysqlTls;
 use crate::source::mysql::types::{decode_text, Kind};
 use crate::source::mysql::MysqlError;
 use crate::value::Value;
-use mysql_cdc::binlog_client::BinlogClient;
-use mysql_cdc::binlog_options::BinlogOptions;
-use mysql_cdc::replica_options::ReplicaOptions;
-use mysql_cdc::ssl_mode::SslMode;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -303,28 +300,25 @@ fn lower_sql(bind: &Bind, mark: &str, lookback: &Lookback) -> Result<String, Que
     }
 }
 
-fn options(cfg: &QuerySourceConfig, password: String) -> ReplicaOptions {
-    ReplicaOptions {
+/// The login of query mode: reads time out `query_timeout` plus 10 s after the last packet
+/// (beyond `query_timeout`, which drops the statement first), so the blocking thread ends
+/// even where no interrupt reaches it.
+fn login(cfg: &QuerySourceConfig, password: String) -> Login {
+    Login {
+        host: cfg.host.clone(),
         port: cfg.port(),
-        hostname: cfg.host.clone(),
-        ssl_mode: SslMode::Disabled,
-        username: cfg.user.clone(),
+        user: cfg.user.clone(),
         password,
         database: Some(cfg.database.clone()),
-        server_id: 1,
-        blocking: true,
-        // The crate's socket read timeout (plus 10 s), beyond `query_timeout` (which drops
-        // the statement first): the blocking thread ends even where no interrupt reaches it.
-        heartbeat_interval: cfg.query_timeout,
-        binlog: BinlogOptions::from_end(),
+        connect_timeout: cfg.connect_timeout,
+        read_timeout: std::time::Duration::ZERO,
     }
+    .reads_within(cfg.query_timeout)
 }
 
-/// Connects (blocking): a reachability check within `connect_timeout`, the handshake, then
-/// utf8mb4 and UTC for the text forms the decoder expects.
+/// Connects (blocking): TCP within `connect_timeout`, TLS, authentication, then utf8mb4
+/// and UTC for the text forms the decoder expects.
 fn connect(cfg: &QuerySourceConfig, password: String) -> Result<SqlConn, QueryError> {
-    crate::source::mysql::sql::reachable(&cfg.host, cfg.port(), cfg.connect_timeout)
-        .map_err(my("connecting"))?;
     // libpq's names for the MySQL modes; verify-full checks chain and host name against
     // `sslrootcert` (default: the Mozilla roots).
     let mode = match cfg.sslmode {
@@ -333,26 +327,10 @@ fn connect(cfg: &QuerySourceConfig, password: String) -> Result<SqlConn, QueryEr
         crate::config::SslMode::Require => MysqlSslMode::Required,
         crate::config::SslMode::VerifyFull => MysqlSslMode::VerifyIdentity,
     };
-    let tls = MysqlTls::with(
-        mode,
-        cfg.sslrootcert.as_deref(),
-        &cfg.host,
-        cfg.port(),
-        cfg.connect_timeout,
-    )
-    .map_err(|e| my("setting up TLS")(MysqlError::from(e)))?
-    .verifying(cfg.tls_server_name.clone());
-    let client = BinlogClient::new(options(cfg, password));
-    let mut conn = SqlConn::connect(&client, &tls).map_err(|e| {
-        my("connecting")(match e {
-            MysqlError::Auth { code, message, .. } => MysqlError::Auth {
-                user: cfg.user.clone(),
-                code,
-                message,
-            },
-            e => e,
-        })
-    })?;
+    let tls = MysqlTls::with(mode, cfg.sslrootcert.as_deref(), &cfg.host, cfg.port())
+        .map_err(|e| my("setting up TLS")(MysqlError::from(e)))?
+        .verifying(cfg.tls_server_name.clone());
+    let mut conn = SqlConn::connect(&login(cfg, password), &tls).map_err(my("connecting"))?;
     for s in ["SET NAMES utf8mb4", "SET time_zone = '+00:00'"] {
         conn.query(s).map_err(my("setting the session options"))?;
     }
@@ -543,7 +521,7 @@ impl MyBackend {
         .await
         .map_err(|_| QueryError::WorkerLost)??;
         Ok(MyBackend {
-            interrupt: conn.interrupter(),
+            interrupt: Some(conn.interrupter()),
             conn: Some(conn),
             columns: plan.columns,
             kinds: Arc::new(plan.kinds),
