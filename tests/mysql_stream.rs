@@ -88,10 +88,6 @@ fn ddl_suite(server: &MariaServer) {
 
 #[test]
 fn rotation_positions_rollback_and_resume() {
-    // Rotates the shared server's binlog: take turns with the XA test (see the lock's doc).
-    let _turn = crate::common::mariadb::SHARED_BINLOG_TURN
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
     let server = MariaServer::get();
     let db = server.fresh_db();
     server.sql(&db, "CREATE TABLE r (id INT PRIMARY KEY, v VARCHAR(20))");

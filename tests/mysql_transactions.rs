@@ -180,10 +180,9 @@ fn collect_until(
 
 #[test]
 fn xa_rows_wait_for_the_decision_and_survive_a_restart() {
-    let _turn = crate::common::mariadb::SHARED_BINLOG_TURN
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    let server = MariaServer::get();
+    // A private server: the test compares checkpoints with binlog positions it read, so no
+    // other test's transaction may land between such a position and its next statement.
+    let server = &MariaServer::builder().start();
     let db = server.fresh_db();
     server.sql(
         &db,
@@ -583,9 +582,6 @@ fn schema_history_json_is_json_whatever_the_current_table() {
 /// the database.
 #[test]
 fn seeded_scenario_live_equals_replay_equals_database() {
-    let _turn = crate::common::mariadb::SHARED_BINLOG_TURN
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
     seeded_scenario(MariaServer::get(), 0x5eed_1313);
 }
 

@@ -44,12 +44,6 @@ pub const PASSWORD_ENV: &str = "LOGTIDE_TEST_MARIADB_PASSWORD";
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 static SHARED: OnceLock<MariaServer> = OnceLock::new();
-
-/// Taken by every test that rotates the shared server's binlog (`FLUSH BINARY LOGS`) and by
-/// the one that compares checkpoints with binlog positions it read (the XA test): all test
-/// modules share this server in one process, so a rotation from any of them must not fall
-/// between such a position and the statement after it.
-pub static SHARED_BINLOG_TURN: Mutex<()> = Mutex::new(());
 static INSTALL: Once = Once::new();
 static NEXT_INSTANCE: AtomicUsize = AtomicUsize::new(0);
 static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
