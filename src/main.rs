@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// See Cargo.toml: cross-thread frees of event memory are much cheaper than with glibc.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use logtide::service::ErrorChain;
+use logtide::error::ErrorChain;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;

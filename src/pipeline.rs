@@ -17,6 +17,7 @@
 
 use crate::backfill::ondemand::OnDemand;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
+use crate::error::Backoff;
 use crate::event::ChangeEvent;
 use crate::metrics::{Metrics, SourceObs};
 use crate::position::Position;
@@ -368,7 +369,7 @@ pub async fn deliver_with_retry(
 ) -> Result<(), PipelineError> {
     for sink in sinks.iter_mut() {
         let mut attempt: u32 = 0;
-        let mut backoff = retry.initial_backoff;
+        let mut backoff = Backoff::new(retry.initial_backoff, retry.max_backoff);
         let started = Instant::now();
         loop {
             match metrics.scope(sink.deliver(events)).await {
@@ -377,8 +378,7 @@ pub async fn deliver_with_retry(
                     attempt += 1;
                     metrics.retry(sink.name());
                     tracing::warn!(sink = sink.name(), attempt, error = %e, "delivery failed, retrying");
-                    tokio::time::sleep(jitter(backoff)).await;
-                    backoff = (backoff * 2).min(retry.max_backoff);
+                    tokio::time::sleep(backoff.next_wait()).await;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -386,16 +386,6 @@ pub async fn deliver_with_retry(
         metrics.batch_seconds(sink.name(), started.elapsed().as_secs_f64());
     }
     Ok(())
-}
-
-/// Backoff with up to 25% random jitter (cheap randomness from the clock).
-pub fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
-        .unwrap_or(0);
-    let frac = f64::from(nanos % 1000) / 4000.0;
-    d.mul_f64(1.0 + frac)
 }
 
 #[cfg(test)]

@@ -110,7 +110,7 @@ fn mysql_position(
     _stored: Option<&Position>,
 ) -> Result<Position, ReplayError> {
     let files = crate::source::mysql::binary_logs(cfg)
-        .map_err(|e| ReplayError::Server(crate::service::ErrorChain(&e).to_string()))?;
+        .map_err(|e| ReplayError::Server(crate::error::ErrorChain(&e).to_string()))?;
     let pos = if let Some((seq, pos, ord)) = parse_mysql_cursor(from) {
         let file = files
             .iter()
@@ -165,7 +165,7 @@ async fn postgres_position(
     };
     let (client, conn) = crate::source::postgres::tls::connect_sql(cfg)
         .await
-        .map_err(|e| ReplayError::Server(crate::service::ErrorChain(&e).to_string()))?;
+        .map_err(|e| ReplayError::Server(crate::error::ErrorChain(&e).to_string()))?;
     let driver = tokio::spawn(conn);
     let slot = cfg.slot_name();
     let row = client

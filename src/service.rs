@@ -54,6 +54,7 @@
 use crate::backfill::ondemand::OnDemand;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::config::{Config, OnSourceFailure, SourceConfig};
+use crate::error::{Backoff, ErrorChain};
 use crate::event::{Connector, SourceInfo};
 use crate::metrics::{Metrics, Reporter, SourceObs, SourceState};
 use crate::pipeline::{Bounds, Finish, Pipeline, PipelineError, RetryPolicy, Stats};
@@ -258,10 +259,6 @@ async fn run_sources(
 ) -> Result<Vec<(String, Stats)>, ServiceError> {
     let mut tasks = JoinSet::new();
     let mut names = std::collections::HashMap::new();
-    let backoff = Backoff::new(
-        cfg.pipeline.reconnect_initial_backoff,
-        cfg.pipeline.reconnect_max_backoff,
-    );
     for scfg in selected {
         let Some(obs) = metrics.obs(scfg.name()) else {
             return Err(ServiceError::UnknownSource(scfg.name().to_owned()));
@@ -283,7 +280,12 @@ async fn run_sources(
             channel_capacity: cfg.pipeline.channel_capacity,
             cancel: cancel.child_token(),
             obs,
-            backoff: backoff.clone(),
+            // One per source, each with its own jitter: sources that fail together (one
+            // server down) do not reconnect in lockstep.
+            backoff: Backoff::new(
+                cfg.pipeline.reconnect_initial_backoff,
+                cfg.pipeline.reconnect_max_backoff,
+            ),
             bound_reached: false,
         };
         let id = tasks.spawn(pair.run()).id();
@@ -348,38 +350,9 @@ fn panic_message(e: &tokio::task::JoinError) -> String {
     e.to_string()
 }
 
-/// Reconnect backoff: doubles from `initial` up to `max` (with jitter), and starts over
-/// after a connection that stayed up for [`HEALTHY_AFTER`].
-#[derive(Debug, Clone)]
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-/// A connection that lived this long was healthy: the next failure waits `initial` again.
+/// A connection that lived this long was healthy: the next failure waits
+/// `reconnect_initial_backoff` again.
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
-
-impl Backoff {
-    fn new(initial: Duration, max: Duration) -> Self {
-        Backoff {
-            initial,
-            max,
-            next: initial,
-        }
-    }
-
-    /// The wait before the next attempt (advancing the backoff).
-    fn step(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
-    }
-
-    fn reset(&mut self) {
-        self.next = self.initial;
-    }
-}
 
 struct SourcePair {
     cfg: SourceConfig,
@@ -481,7 +454,7 @@ impl SourcePair {
                     }
                     metrics.error(&name, "backfill_transient");
                     status.set_error(ErrorChain(&e).to_string(), true);
-                    let wait = self.backoff.step();
+                    let wait = self.backoff.next_wait();
                     tracing::warn!(source = %name, error = %ErrorChain(&e), retry_in_ms = wait.as_millis() as u64, "backfill failed, retrying");
                     if !self.sleep(wait).await {
                         return Ok(());
@@ -584,7 +557,7 @@ impl SourcePair {
                 }
                 metrics.error(&name, "source_transient");
                 status.set_error(ErrorChain(&e).to_string(), true);
-                let wait = self.backoff.step();
+                let wait = self.backoff.next_wait();
                 tracing::warn!(source = %name, error = %ErrorChain(&e), retry_in_ms = wait.as_millis() as u64, "source failed, reconnecting from the last checkpoint");
                 if !self.sleep(wait).await {
                     return Ok(());
@@ -653,12 +626,12 @@ impl SourcePair {
         }
     }
 
-    /// Waits `d` (with jitter) before the next attempt; `false` when the operator asked to
-    /// stop meanwhile.
+    /// Waits `d` (a [`Backoff`] wait, jitter included) before the next attempt; `false` when
+    /// the operator asked to stop meanwhile.
     async fn sleep(&self, d: Duration) -> bool {
         tokio::select! {
             _ = self.cancel.cancelled() => false,
-            _ = tokio::time::sleep(crate::pipeline::jitter(d)) => true,
+            _ = tokio::time::sleep(d) => true,
         }
     }
 
@@ -682,7 +655,7 @@ impl SourcePair {
                 Err(e) if !e.is_permanent() => {
                     self.obs.metrics.error(&name, "tunnel_transient");
                     self.obs.status.set_error(ErrorChain(&e).to_string(), true);
-                    let wait = self.backoff.step();
+                    let wait = self.backoff.next_wait();
                     tracing::warn!(source = %name, error = %ErrorChain(&e), retry_in_ms = wait.as_millis() as u64, "ssh tunnel failed, retrying");
                     if !self.sleep(wait).await {
                         return Ok(false);
@@ -806,28 +779,6 @@ fn backfill_transient(e: &crate::backfill::BackfillError) -> bool {
     e.is_transient()
 }
 
-/// Displays an error with its whole `source()` chain: `outer: inner: innermost`.
-pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Errors often repeat their source's text in their own message (`cannot read X: No
-        // such file`): a cause already said is not said again.
-        let mut said = self.0.to_string();
-        f.write_str(&said)?;
-        let mut cur = self.0.source();
-        while let Some(e) = cur {
-            let text = e.to_string();
-            if !text.is_empty() && !said.contains(&text) {
-                write!(f, ": {text}")?;
-                said.push_str(&text);
-            }
-            cur = e.source();
-        }
-        Ok(())
-    }
-}
-
 /// Cancels `token` on SIGINT or SIGTERM.
 pub async fn cancel_on_signal(token: CancellationToken) {
     #[cfg(unix)]
@@ -852,15 +803,6 @@ pub async fn cancel_on_signal(token: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_and_starts_over_after_a_reset() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
-        let waits: Vec<u128> = (0..5).map(|_| b.step().as_millis()).collect();
-        assert_eq!(waits, [100, 200, 400, 500, 500]);
-        b.reset();
-        assert_eq!(b.step(), Duration::from_millis(100));
-    }
 
     #[test]
     fn exit_codes_follow_the_supervision_rule() {

@@ -225,7 +225,7 @@ impl Chunk {
 pub(crate) fn skip_dropped(table: &str, error: &BackfillError) {
     tracing::warn!(
         table,
-        error = %crate::service::ErrorChain(error),
+        error = %crate::error::ErrorChain(error),
         "table dropped during the backfill: skipping it and continuing with the other tables"
     );
 }

@@ -54,6 +54,7 @@ use super::postgres as pgb;
 use super::{BackfillError, TableProgress};
 use crate::checkpoint::CheckpointStore;
 use crate::config::{BackfillMode, BackfillSettings, SourceConfig};
+use crate::error::{Backoff, ErrorChain};
 use crate::event::{ChangeEvent, SourceInfo, TableSchema};
 use crate::filter::Filter;
 use crate::metrics::{OnDemandSnapshot, SourceObs};
@@ -502,7 +503,7 @@ pub struct OnDemand {
     /// Transaction ids of recently delivered PostgreSQL events.
     recent: VecDeque<u64>,
     retry_at: Option<Instant>,
-    backoff: Duration,
+    backoff: Backoff,
     /// What `/sources` shows: running, finished and failed jobs of this process.
     shown: Vec<OnDemandSnapshot>,
 }
@@ -543,7 +544,7 @@ impl OnDemand {
             reader: None,
             recent: VecDeque::new(),
             retry_at: None,
-            backoff: Duration::from_secs(1),
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
             shown,
         }))
     }
@@ -638,12 +639,12 @@ impl OnDemand {
                 self.reader = None;
                 if e.is_transient() {
                     obs.metrics.error(&self.source, "backfill_transient");
-                    tracing::warn!(source = %self.source, table = %job.table, error = %crate::service::ErrorChain(&e), retry_in_ms = self.backoff.as_millis() as u64, "on-demand backfill chunk failed, retrying");
-                    self.retry_at = Some(Instant::now() + crate::pipeline::jitter(self.backoff));
-                    self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+                    let wait = self.backoff.next_wait();
+                    tracing::warn!(source = %self.source, table = %job.table, error = %ErrorChain(&e), retry_in_ms = wait.as_millis() as u64, "on-demand backfill chunk failed, retrying");
+                    self.retry_at = Some(Instant::now() + wait);
                 } else {
                     obs.metrics.error(&self.source, "backfill_permanent");
-                    let msg = crate::service::ErrorChain(&e).to_string();
+                    let msg = ErrorChain(&e).to_string();
                     tracing::error!(source = %self.source, table = %job.table, error = %msg, "on-demand backfill failed; the stream goes on");
                     self.finish_job(&job.table, "failed", Some(msg));
                     store
@@ -655,7 +656,7 @@ impl OnDemand {
             }
         };
         self.retry_at = None;
-        self.backoff = Duration::from_secs(1);
+        self.backoff.reset();
         let n = events.len() as u64;
         if !events.is_empty() {
             deliver_with_retry(sinks, &events, retry, &obs.metrics).await?;

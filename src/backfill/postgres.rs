@@ -79,7 +79,7 @@ pub async fn connect(
     let (client, conn) = connect_sql(cfg).await.map_err(setup_err("connect"))?;
     let driver = tokio::spawn(async move {
         if let Err(e) = conn.await {
-            tracing::debug!(error = %crate::service::ErrorChain(&e), "backfill sql connection ended");
+            tracing::debug!(error = %crate::error::ErrorChain(&e), "backfill sql connection ended");
         }
     });
     // The text forms the shared decoder expects.

@@ -3,7 +3,7 @@
 
 use super::{load_for, tunneled};
 use logtide::checkpoint::CheckpointStore;
-use logtide::service::ErrorChain;
+use logtide::error::ErrorChain;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -5,7 +5,7 @@ use super::load_for;
 use crate::fail;
 use logtide::checkpoint::CheckpointStore;
 use logtide::config::Config;
-use logtide::service::ErrorChain;
+use logtide::error::ErrorChain;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

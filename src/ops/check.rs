@@ -11,9 +11,9 @@ use crate::config::{
     BackfillMode, MysqlSourceConfig, PostgresSourceConfig, QuerySourceConfig, SinkConfig,
     SourceConfig,
 };
+use crate::error::ErrorChain;
 use crate::filter::Filter;
 use crate::position::{MysqlPosition, Position};
-use crate::service::ErrorChain;
 use crate::source::mysql::validate;
 use crate::source::postgres::conn::{quote_ident, ReplConnection};
 use crate::source::postgres::setup;

@@ -382,7 +382,7 @@ pub async fn discover_query(cfg: &QuerySourceConfig) -> SourceTables {
         Err(e) => {
             st.error = Some(format!(
                 "cannot describe the query: {}",
-                crate::service::ErrorChain(&e)
+                crate::error::ErrorChain(&e)
             ))
         }
     }

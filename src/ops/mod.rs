@@ -17,7 +17,7 @@ pub mod preview;
 pub mod status;
 
 use crate::config::MysqlSourceConfig;
-use crate::service::ErrorChain;
+use crate::error::ErrorChain;
 use crate::source::mysql::sql::SqlConn;
 use crate::source::mysql::MysqlError;
 use std::fmt;

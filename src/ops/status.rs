@@ -9,8 +9,8 @@
 //! position's file is still there, and the bytes between it and the current end.
 
 use crate::config::{MysqlSourceConfig, PostgresSourceConfig, SourceConfig};
+use crate::error::ErrorChain;
 use crate::position::{MysqlPosition, Position};
-use crate::service::ErrorChain;
 
 /// One line (without the source name) describing the source's lag; an `Err` says why it
 /// could not be read (the server is unreachable, ...).

@@ -37,6 +37,7 @@
 
 use super::SinkError;
 use crate::config::{BatchConfig, RetryConfig};
+use crate::error::Backoff;
 use crate::event::ChangeEvent;
 use crate::filter::{Filter, TableFilterConfig};
 use std::collections::{BTreeMap, HashMap};
@@ -257,7 +258,7 @@ impl Delivery {
         records: &Records,
         range: Range<usize>,
     ) -> Result<Option<String>, SinkError> {
-        let mut backoff = self.retry.initial_backoff;
+        let mut backoff = Backoff::new(self.retry.initial_backoff, self.retry.max_backoff);
         let mut attempt: u32 = 0;
         loop {
             match sender.send_chunk(records, range.clone()).await {
@@ -290,16 +291,10 @@ impl Delivery {
                     attempt += 1;
                     crate::metrics::sink_retry(&self.sink);
                     // At least the receiver's hint, capped like the backoff.
-                    let base = crate::pipeline::jitter(backoff);
-                    let wait =
-                        retry_after
-                            .map_or(base, |h| h.max(base))
-                            .min(crate::pipeline::jitter(
-                                self.retry.max_backoff.max(self.retry.initial_backoff),
-                            ));
-                    tracing::warn!(sink = %self.sink, attempt, wait_ms = wait.as_millis() as u64, error = %crate::service::ErrorChain(&error), "request failed, retrying");
+                    let base = backoff.next_wait();
+                    let wait = retry_after.map_or(base, |h| h.max(base)).min(backoff.cap());
+                    tracing::warn!(sink = %self.sink, attempt, wait_ms = wait.as_millis() as u64, error = %crate::error::ErrorChain(&error), "request failed, retrying");
                     tokio::time::sleep(wait).await;
-                    backoff = (backoff * 2).min(self.retry.max_backoff);
                 }
             }
         }

@@ -40,6 +40,7 @@ use super::batch::{
 use super::dead_letter::{DeadLetter, DeadLetters, ResendReport};
 use super::{Sink, SinkError};
 use crate::config::{NatsSinkConfig, NatsStorage, NatsStreamConfig};
+use crate::error::Backoff;
 use crate::event::{ChangeEvent, TableSchema};
 use async_nats::jetstream::{
     self,
@@ -234,7 +235,7 @@ fn classify(sink: &str, e: async_nats::jetstream::context::PublishError, subject
             .map(async_nats::jetstream::Error::error_code)
         {
             Some(ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM) => Attempt::Rejected {
-                what: format!("JetStream refused the message: {}", crate::service::ErrorChain(&e)),
+                what: format!("JetStream refused the message: {}", crate::error::ErrorChain(&e)),
             },
             Some(_) => Attempt::Retry {
                 error: transient(
@@ -395,7 +396,10 @@ impl NatsSink {
             },
             ..Default::default()
         };
-        let mut backoff = self.delivery.retry.initial_backoff;
+        let mut backoff = Backoff::new(
+            self.delivery.retry.initial_backoff,
+            self.delivery.retry.max_backoff,
+        );
         let mut attempt = 0;
         loop {
             match self.js.get_or_create_stream(config.clone()).await {
@@ -417,9 +421,8 @@ impl NatsSink {
                         ));
                     }
                     attempt += 1;
-                    tracing::warn!(sink = %self.name, attempt, error = %crate::service::ErrorChain(&e), "stream creation failed, retrying");
-                    tokio::time::sleep(crate::pipeline::jitter(backoff)).await;
-                    backoff = (backoff * 2).min(self.delivery.retry.max_backoff);
+                    tracing::warn!(sink = %self.name, attempt, error = %crate::error::ErrorChain(&e), "stream creation failed, retrying");
+                    tokio::time::sleep(backoff.next_wait()).await;
                 }
             }
         }

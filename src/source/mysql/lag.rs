@@ -105,9 +105,8 @@ pub async fn watch(
             let mut sql = match taken {
                 Some(s) => s,
                 None => {
-                    let s = crate::ops::mysql_connect(&c).map_err(|e| {
-                        format!("cannot connect: {}", crate::service::ErrorChain(&e))
-                    })?;
+                    let s = crate::ops::mysql_connect(&c)
+                        .map_err(|e| format!("cannot connect: {}", crate::error::ErrorChain(&e)))?;
                     // A server that stops answering fails the check instead of holding it.
                     s.socket()
                         .bound_reads(c.connect_timeout.max(Duration::from_secs(10)));

@@ -247,7 +247,7 @@ async fn start(
     let (client, connection) = tls::connect_sql(cfg).await.map_err(SetupError::Connect)?;
     tasks.spawn(async move {
         if let Err(error) = connection.await {
-            tracing::warn!(error = %crate::service::ErrorChain(&error), "postgres sql connection ended");
+            tracing::warn!(error = %crate::error::ErrorChain(&error), "postgres sql connection ended");
         }
     });
     setup::validate(&client, cfg).await?;

@@ -77,7 +77,7 @@ pub async fn watch(
                     conn = Some((client, tasks));
                 }
                 Err(error) => {
-                    tracing::debug!(source = %cfg.name, error = %crate::service::ErrorChain(&error), "wal retention check: cannot connect");
+                    tracing::debug!(source = %cfg.name, error = %crate::error::ErrorChain(&error), "wal retention check: cannot connect");
                     continue;
                 }
             }

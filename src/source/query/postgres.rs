@@ -264,7 +264,7 @@ pub(super) async fn result_columns(
     let (client, conn) = connect(cfg).await?;
     let driver = tokio::spawn(async move {
         if let Err(e) = conn.await {
-            tracing::debug!(error = %crate::service::ErrorChain(&e), "query source connection ended");
+            tracing::debug!(error = %crate::error::ErrorChain(&e), "query source connection ended");
         }
     });
     let _abort = AbortOnDrop(driver);
@@ -304,7 +304,7 @@ impl PgBackend {
         let (client, conn) = connect(cfg).await?;
         let driver = tokio::spawn(async move {
             if let Err(e) = conn.await {
-                tracing::debug!(error = %crate::service::ErrorChain(&e), "query source connection ended");
+                tracing::debug!(error = %crate::error::ErrorChain(&e), "query source connection ended");
             }
         });
         let driver = AbortOnDrop(driver);
