@@ -386,7 +386,7 @@ impl SourcePair {
     async fn run(mut self) -> Result<(String, Stats, bool), ServiceError> {
         let name = self.cfg.name().to_owned();
         let mut total = Stats::default();
-        let r = self.run_inner(&mut total).await;
+        let r = Box::pin(self.run_inner(&mut total)).await;
         let status = &self.obs.status;
         match r {
             Ok(()) => {
