@@ -463,6 +463,14 @@ async fn a_permanent_error_while_running_exits_3_after_the_others_checkpointed()
     assert!(ck > last_pg, "checkpoint {ck} must cover {last_pg}");
 }
 
+/// A source's TOML with its server port `port` replaced by `proxy`'s.
+fn via(proxy: &Blackhole, port: u16, toml: String) -> String {
+    toml.replace(
+        &format!("port = {port}"),
+        &format!("port = {}", proxy.port()),
+    )
+}
+
 /// A PostgreSQL-side and a MySQL-side source, each connected through a [`Blackhole`].
 struct Hole<'a> {
     w: &'a Workdir,
@@ -516,14 +524,12 @@ async fn a_black_holed_connection_is_detected_and_reconnected() {
     let pg_proxy = Blackhole::start(pdb.server.port());
     let my_proxy = Blackhole::start(my.port());
     let (pg_name, my_name) = (unique("b_pg"), unique("b_my"));
-    let pg_src = pdb.server.source_toml(pdb.name(), &pg_name).replace(
-        &format!("port = {}", pdb.server.port()),
-        &format!("port = {}", pg_proxy.port()),
+    let pg_src = via(
+        &pg_proxy,
+        pdb.server.port(),
+        pdb.server.source_toml(pdb.name(), &pg_name),
     );
-    let my_src = my.source_toml(&my_name, &mdb).replace(
-        &format!("port = {}", my.port()),
-        &format!("port = {}", my_proxy.port()),
-    );
+    let my_src = via(&my_proxy, my.port(), my.source_toml(&my_name, &mdb));
     let w = Workdir::new();
     let admin = free_port();
     write(
@@ -781,9 +787,10 @@ async fn a_black_holed_postgres_backfill_resumes_after_read_timeout() {
     pdb.insert_ids("t", 0, 300, 300, 1).await;
     let proxy = Blackhole::start(pdb.server.port());
     let name = unique("bf_hole");
-    let src = pdb.server.source_toml(pdb.name(), &name).replace(
-        &format!("port = {}", pdb.server.port()),
-        &format!("port = {}", proxy.port()),
+    let src = via(
+        &proxy,
+        pdb.server.port(),
+        pdb.server.source_toml(pdb.name(), &name),
     );
     let w = Workdir::new();
     let admin = free_port();
@@ -829,9 +836,10 @@ async fn a_black_holed_on_demand_backfill_does_not_hold_the_stream() {
     pdb.insert_ids("big", 0, ROWS, 5_000, 1).await;
     let proxy = Blackhole::start(pdb.server.port());
     let name = unique("od_hole");
-    let src = pdb.server.source_toml(pdb.name(), &name).replace(
-        &format!("port = {}", pdb.server.port()),
-        &format!("port = {}", proxy.port()),
+    let src = via(
+        &proxy,
+        pdb.server.port(),
+        pdb.server.source_toml(pdb.name(), &name),
     );
     let w = Workdir::new();
     let admin = free_port();

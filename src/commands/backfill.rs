@@ -1,18 +1,14 @@
 //! `backfill`: request an on-demand backfill of one table (from the running service, or
 //! stored for the next start).
 
-use super::{load_for, tunneled};
+use super::load_tunneled;
 use crate::fail;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub async fn backfill(config: PathBuf, source: String, table: String, wait: bool) -> ExitCode {
-    let cfg = match load_for(&config, Some(&source)) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
     // The table is checked on the database, through the source's tunnel if any.
-    let (cfg, _tunnels) = match tunneled(&cfg, Some(&source)).await {
+    let (cfg, _tunnels) = match load_tunneled(&config, Some(&source)).await {
         Ok(t) => t,
         Err(code) => return code,
     };

@@ -1,18 +1,14 @@
 //! `check`: every source's and sink's preflight checks; exit 3 when a source check FAILs,
 //! 1 when only a sink's does.
 
-use super::{load_for, tunneled};
+use super::load_tunneled;
 use logtide::checkpoint::CheckpointStore;
 use logtide::error::ErrorChain;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub async fn check(config: PathBuf, source: Option<String>) -> ExitCode {
-    let cfg = match load_for(&config, source.as_deref()) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let (cfg, _tunnels) = match tunneled(&cfg, source.as_deref()).await {
+    let (cfg, _tunnels) = match load_tunneled(&config, source.as_deref()).await {
         Ok(t) => t,
         Err(code) => return code,
     };

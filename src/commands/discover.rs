@@ -1,16 +1,12 @@
 //! `discover`: the tables and columns each source can capture, as text or JSON.
 
-use super::{load_for, tunneled};
+use super::load_tunneled;
 use crate::{fail, DiscoverFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub async fn discover(config: PathBuf, source: Option<String>, format: DiscoverFormat) -> ExitCode {
-    let cfg = match load_for(&config, source.as_deref()) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let (cfg, _tunnels) = match tunneled(&cfg, source.as_deref()).await {
+    let (cfg, _tunnels) = match load_tunneled(&config, source.as_deref()).await {
         Ok(t) => t,
         Err(code) => return code,
     };

@@ -47,6 +47,15 @@ pub(crate) async fn tunneled(
         .map_err(|e| fail(3, &e))
 }
 
+/// [`load_for`] then [`tunneled`]: the config of a command that reaches the databases of
+/// `source` (else every source), pointing at their tunnels, and the tunnels to keep.
+pub(crate) async fn load_tunneled(
+    path: &std::path::Path,
+    source: Option<&str>,
+) -> Result<(Config, Vec<logtide::tunnel::Keeper>), ExitCode> {
+    tunneled(&load_for(path, source)?, source).await
+}
+
 /// Opens the checkpoint store of `cfg`; exit code 1 when it cannot be opened. `command` names
 /// the command for the message when a running service holds the store.
 pub(crate) fn open_store(cfg: &Config, command: &str) -> Result<CheckpointStore, ExitCode> {

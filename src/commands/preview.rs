@@ -1,6 +1,6 @@
 //! `preview`: the next events of one source on standard output, nothing stored.
 
-use super::{load_for, tunneled};
+use super::load_tunneled;
 use crate::{fail, Out};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,11 +11,7 @@ pub async fn preview(
     limit: usize,
     timeout: std::time::Duration,
 ) -> ExitCode {
-    let cfg = match load_for(&config, Some(&source)) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let (cfg, _tunnels) = match tunneled(&cfg, Some(&source)).await {
+    let (cfg, _tunnels) = match load_tunneled(&config, Some(&source)).await {
         Ok(t) => t,
         Err(code) => return code,
     };
