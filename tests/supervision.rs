@@ -114,8 +114,13 @@ async fn pg_ids(db: &pg::TestDb<'_>, table: &str) -> BTreeSet<i64> {
 
 /// Waits until `source` delivered exactly the ids in `want` for `table`.
 fn wait_ids(w: &Workdir, source: &str, table: &str, want: &BTreeSet<i64>) {
+    wait_ids_within(w, source, table, want, WAIT);
+}
+
+/// [`wait_ids`] with a bound of its own.
+fn wait_ids_within(w: &Workdir, source: &str, table: &str, want: &BTreeSet<i64>, within: Duration) {
     let mut got = BTreeSet::new();
-    let ok = wait_until(WAIT, || {
+    let ok = wait_until(within, || {
         got = ids(w, source, table);
         &got == want
     });
@@ -848,7 +853,7 @@ async fn a_black_holed_on_demand_backfill_does_not_hold_the_stream() {
         admin,
         "",
         &format!(
-            "{src}backfill = \"never\"\nbackfill_chunk_rows = 5\nread_timeout = \"3s\"\nstatus_interval = \"1s\"\n"
+            "{src}backfill = \"never\"\nbackfill_chunk_rows = 20\nread_timeout = \"3s\"\nstatus_interval = \"1s\"\n"
         ),
     );
     let mut child = spawn_run(&w, &[], &env());
@@ -859,9 +864,9 @@ async fn a_black_holed_on_demand_backfill_does_not_hold_the_stream() {
         &format!("/sources/{name}/backfill/public.big"),
     );
     assert!(matches!(asked, Some((200..=299, _))), "{asked:?}");
-    // A few chunks in (5 rows each, thousands to go): both connections go silent.
+    // A few chunks in (20 rows each, hundreds to go): both connections go silent.
     assert!(
-        wait_until(WAIT, || ids(&w, &name, "big").len() >= 20),
+        wait_until(WAIT, || ids(&w, &name, "big").len() >= 40),
         "{}",
         logs(&w)
     );
@@ -881,7 +886,9 @@ async fn a_black_holed_on_demand_backfill_does_not_hold_the_stream() {
         "the stream waited {took:?}\n{}",
         logs(&w)
     );
-    wait_ids(&w, &name, "big", &(0..ROWS).collect());
+    // Each chunk is a snapshot read plus a stored progress: on a loaded 2-core CI machine
+    // a chunk can take ~50 ms, so the rest of the job gets a bound of its own.
+    wait_ids_within(&w, &name, "big", &(0..ROWS).collect(), 3 * WAIT);
     let text = logs(&w);
     assert!(text.contains("read_timeout"), "{text}");
     sigterm(&child);
