@@ -14,6 +14,12 @@
 //!   messages from the channel. The channel fills and the source stops reading — the same
 //!   backpressure as a slow sink, so PostgreSQL keeps getting status updates (see
 //!   [`crate::source::postgres`]) and the stored checkpoint stays valid.
+//! * Rows read outside the log travel the same way: the initial backfill's reader sends
+//!   [`Chunk`]s on the channel, and an on-demand backfill's chunk (read here, between two
+//!   transactions, because its snapshot must sit at a delivered boundary — see
+//!   [`crate::backfill::ondemand`]) is handed to the same `accept_chunk`. Either way this is
+//!   the only place that delivers, retries, counts and stores progress; a chunk's record is
+//!   stored only after the sinks accepted its rows, like a checkpoint.
 
 use crate::backfill::ondemand::OnDemand;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
@@ -22,7 +28,7 @@ use crate::event::ChangeEvent;
 use crate::metrics::{Metrics, SourceObs};
 use crate::position::Position;
 use crate::sink::{AnySink, Sink, SinkError};
-use crate::source::SourceMessage;
+use crate::source::{Chunk, SourceMessage};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -200,16 +206,20 @@ impl Pipeline {
                     // Everything up to `at` is delivered: store it, then read at it.
                     self.store_pending(&mut pending, &mut stats).await?;
                     last_save = Instant::now();
-                    if let (Some(od), Some(b)) = (self.ondemand.as_mut(), at.as_ref()) {
+                    let read = match (self.ondemand.as_mut(), at.as_ref()) {
                         // Boxed: the chunk read's future is large and rarely alive.
-                        stats.events += Box::pin(od.step(
-                            b,
-                            &mut self.sinks,
-                            &self.store,
-                            &self.obs,
-                            &self.retry,
-                        ))
-                        .await?;
+                        (Some(od), Some(b)) => {
+                            Box::pin(od.next_chunk(b, &self.store, &self.obs)).await?
+                        }
+                        _ => None,
+                    };
+                    if let Some(chunk) = read {
+                        if self.accept_chunk(chunk, &mut stats).await? {
+                            return Ok((Finish::BoundReached, stats));
+                        }
+                        if let Some(od) = self.ondemand.as_mut() {
+                            od.accepted(&self.obs);
+                        }
                     }
                     chunk_last = true;
                     continue;
@@ -241,6 +251,14 @@ impl Pipeline {
                         }
                         events.push(e);
                     }
+                    SourceMessage::Chunk(c) => {
+                        // In order: the changes before it first.
+                        self.deliver_events(&mut events, &mut stats).await?;
+                        if self.accept_chunk(c, &mut stats).await? {
+                            bound_hit = true;
+                            break;
+                        }
+                    }
                     SourceMessage::Boundary(p) => {
                         in_tx = false;
                         let reached = self.bounds.until.as_ref().is_some_and(|u| p.reached(u));
@@ -253,13 +271,7 @@ impl Pipeline {
                 }
             }
             if !events.is_empty() {
-                self.deliver_all(&events).await?;
-                stats.events += events.len() as u64;
-                stats.batches += 1;
-                self.count(&events);
-                if let Some(od) = self.ondemand.as_mut() {
-                    od.note(&events);
-                }
+                self.deliver_events(&mut events, &mut stats).await?;
             } else if boundary.is_some() && self.rx.is_empty() {
                 // The source moved past everything delivered and has nothing else: idle.
                 self.obs.status.idle();
@@ -304,6 +316,68 @@ impl Pipeline {
         deliver_with_retry(&mut self.sinks, events, &self.retry, &self.obs.metrics).await
     }
 
+    /// Delivers the changes gathered so far (if any) as one batch and empties `events`.
+    async fn deliver_events(
+        &mut self,
+        events: &mut Vec<ChangeEvent>,
+        stats: &mut Stats,
+    ) -> Result<(), PipelineError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.deliver_all(events).await?;
+        stats.events += events.len() as u64;
+        stats.batches += 1;
+        self.count(events);
+        if let Some(od) = self.ondemand.as_mut() {
+            od.note(events);
+        }
+        events.clear();
+        Ok(())
+    }
+
+    /// Delivers a chunk of rows read outside the log, then stores its record: the record
+    /// follows the same rule as the checkpoint (durable only after the sinks accepted).
+    /// Returns whether `max_events` ended the run inside the chunk: then only the rows up
+    /// to the bound are delivered and the record is not stored (the chunk is read again
+    /// next time).
+    async fn accept_chunk(
+        &mut self,
+        mut c: Chunk,
+        stats: &mut Stats,
+    ) -> Result<bool, PipelineError> {
+        let room = self
+            .bounds
+            .max_events
+            .map(|m| usize::try_from(m.saturating_sub(stats.events)).unwrap_or(usize::MAX));
+        let cut = room.is_some_and(|r| c.events.len() > r);
+        if let (true, Some(r)) = (cut, room) {
+            c.events.truncate(r);
+        }
+        if c.skipped {
+            self.obs.metrics.backfill_skipped(&self.source, &c.table);
+        }
+        if !c.events.is_empty() {
+            self.deliver_all(&c.events).await?;
+            stats.events += c.events.len() as u64;
+            stats.batches += 1;
+            self.count(&c.events);
+        }
+        self.obs
+            .metrics
+            .backfill_rows(&self.source, &c.table, c.events.len() as u64);
+        if cut {
+            return Ok(true);
+        }
+        self.store
+            .save_backfill(&self.source, &c.key, &c.record)
+            .await?;
+        self.obs
+            .metrics
+            .backfill_done(&self.source, &c.table, c.done);
+        Ok(false)
+    }
+
     /// Counts an accepted batch and notes its last cursor and commit time.
     fn count(&self, events: &[ChangeEvent]) {
         count_events(&self.obs, events);
@@ -344,7 +418,7 @@ async fn sleep_until(t: Option<Instant>) {
 
 /// Counts accepted events in the metrics (`logtide_events_total`) and notes the last
 /// cursor and commit time in the source's status.
-pub fn count_events(obs: &SourceObs, events: &[ChangeEvent]) {
+fn count_events(obs: &SourceObs, events: &[ChangeEvent]) {
     let mut counts: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
     for e in events {
         *counts
@@ -361,7 +435,7 @@ pub fn count_events(obs: &SourceObs, events: &[ChangeEvent]) {
 /// Delivers `events` to every sink in turn, retrying transient failures with backoff.
 /// Each sink's time to accept the batch goes into `logtide_batch_seconds`, each retry
 /// into `logtide_retries_total`.
-pub async fn deliver_with_retry(
+async fn deliver_with_retry(
     sinks: &mut [AnySink],
     events: &[ChangeEvent],
     retry: &RetryPolicy,
@@ -533,5 +607,68 @@ mod tests {
         let (finish, _) = p.run().await.expect("run");
         assert_eq!(finish, Finish::BoundReached);
         assert_eq!(lines(&dir).len(), 2);
+    }
+
+    fn chunk(table: &str, lsns: &[u64], last: u64) -> SourceMessage {
+        let events = lsns
+            .iter()
+            .map(|&l| match ev(l, 1) {
+                SourceMessage::Change(e) => e,
+                _ => unreachable!(),
+            })
+            .collect();
+        SourceMessage::Chunk(Chunk {
+            table: table.into(),
+            events,
+            key: table.into(),
+            record: serde_json::json!({ "last": last }),
+            done: false,
+            skipped: false,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_chunk_is_delivered_in_order_then_its_record_stored() {
+        let (mut p, tx, _wrx, dir) = setup(Bounds::default()).await;
+        let store = p.store.clone();
+        for m in [ev(0x10, 1), chunk("t", &[0x11, 0x12], 7), ev(0x13, 1)] {
+            tx.send(m).await.expect("send");
+        }
+        drop(tx);
+        let (finish, stats) = p.run().await.expect("run");
+        assert_eq!(finish, Finish::SourceEnded);
+        assert_eq!(stats.events, 4);
+        // In the order sent: the change before the chunk, its rows, the change after.
+        let lsns: Vec<String> = lines(&dir)
+            .iter()
+            .map(|j| j["source"]["lsn"].to_string())
+            .collect();
+        let want: Vec<String> = [0x10u64, 0x11, 0x12, 0x13]
+            .iter()
+            .map(|l| format!("\"0/{l:X}\""))
+            .collect();
+        assert_eq!(lsns, want);
+        let rec: Option<serde_json::Value> = store.load_backfill("s", "t").expect("load");
+        assert_eq!(rec, Some(serde_json::json!({ "last": 7 })));
+    }
+
+    #[tokio::test]
+    async fn a_bound_inside_a_chunk_delivers_up_to_it_and_stores_no_record() {
+        let (mut p, tx, _wrx, dir) = setup(Bounds {
+            until: None,
+            max_events: Some(3),
+        })
+        .await;
+        let store = p.store.clone();
+        for m in [chunk("t", &[0x11, 0x12], 1), chunk("t", &[0x13, 0x14], 2)] {
+            tx.send(m).await.expect("send");
+        }
+        let (finish, stats) = p.run().await.expect("run");
+        assert_eq!(finish, Finish::BoundReached);
+        assert_eq!(stats.events, 3);
+        assert_eq!(lines(&dir).len(), 3);
+        // The first chunk is accepted whole; the second only in part: read again next time.
+        let rec: Option<serde_json::Value> = store.load_backfill("s", "t").expect("load");
+        assert_eq!(rec, Some(serde_json::json!({ "last": 1 })));
     }
 }

@@ -425,29 +425,79 @@ impl SourcePair {
                 return Ok(());
             }
             let started = Instant::now();
-            match crate::backfill::run_initial(
+            // The reader sends its chunks to a pipeline of their own (the stream's has not
+            // started): the same delivery, retries, bounds and pause as the stream.
+            let (tx, rx) = mpsc::channel(2);
+            let read_cancel = self.cancel.child_token();
+            let mut pipeline = Pipeline {
+                source: name.clone(),
+                rx,
+                sinks: std::mem::take(&mut self.sinks),
+                store: self.store.clone(),
+                checkpointed: watch::channel(None).0,
+                bounds: Bounds {
+                    until: None,
+                    max_events: self.bounds.max_events,
+                },
+                max_batch_events: self.max_batch_events,
+                retry: RetryPolicy::default(),
+                cancel: self.cancel.clone(),
+                obs: self.obs.clone(),
+                ondemand: None,
+            };
+            let read = crate::backfill::run_initial(
                 &self.cfg,
                 &info,
                 &filter,
                 &self.store,
-                &mut self.sinks,
-                &self.cancel,
-                self.bounds.max_events,
+                tx,
+                &read_cancel,
                 &self.obs,
-            )
-            .await
-            {
-                Ok(rows) => {
-                    total.events += rows;
-                    if let Some(m) = self.bounds.max_events.as_mut() {
-                        *m = m.saturating_sub(rows);
-                        if *m == 0 {
-                            self.bound_reached = true;
-                            return Ok(());
-                        }
-                    }
+            );
+            let deliver = async {
+                let outcome = pipeline.run().await;
+                // A pipeline that stopped early takes no more chunks: the read stops too.
+                read_cancel.cancel();
+                outcome
+            };
+            let (read, outcome) = tokio::join!(read, deliver);
+            self.sinks = std::mem::take(&mut pipeline.sinks);
+            drop(pipeline);
+            let (finish, stats) = match outcome {
+                Ok(r) => r,
+                Err(source) => {
+                    metrics.error(&name, "pipeline");
+                    status.set_error(ErrorChain(&source).to_string(), false);
+                    tracing::error!(source = %name, error = %ErrorChain(&source), "delivery failed permanently: fix the sink named here and restart logtide");
+                    return Err(ServiceError::Pipeline { name, source });
+                }
+            };
+            total.events += stats.events;
+            total.batches += stats.batches;
+            if let Some(m) = self.bounds.max_events.as_mut() {
+                *m = m.saturating_sub(stats.events);
+            }
+            if finish == Finish::BoundReached {
+                self.bound_reached = true;
+                return Ok(());
+            }
+            if self.cancel.is_cancelled() {
+                return Ok(());
+            }
+            match read {
+                Ok(crate::backfill::Read::Nothing) => break,
+                Ok(crate::backfill::Read::All) => {
+                    crate::backfill::finished(&self.store, &name)
+                        .await
+                        .map_err(|e| ServiceError::Backfill {
+                            name: name.clone(),
+                            source: e.into(),
+                        })?;
                     break;
                 }
+                // Not cancelled and no bound: the pipeline ended because the channel
+                // closed, which happens only after the read returned.
+                Ok(crate::backfill::Read::Stopped) => return Ok(()),
                 Err(e) if backfill_transient(&e) => {
                     if started.elapsed() >= HEALTHY_AFTER {
                         self.backoff.reset();

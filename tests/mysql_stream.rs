@@ -116,7 +116,7 @@ fn rotation_positions_rollback_and_resume() {
         .iter()
         .filter_map(|m| match m {
             SourceMessage::Boundary(p) => Some(p.clone()),
-            SourceMessage::Change(_) => None,
+            _ => None,
         })
         .collect();
     let events = Stream::changes(msgs);
@@ -353,7 +353,7 @@ fn server_restart_is_a_transient_error() {
     let msgs = stream.until(&end, WAIT);
     let last = msgs.iter().rev().find_map(|m| match m {
         SourceMessage::Boundary(p) => Some(p.clone()),
-        SourceMessage::Change(_) => None,
+        _ => None,
     });
     server.kill9();
     let err = stream.error(WAIT);

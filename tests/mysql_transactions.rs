@@ -172,6 +172,7 @@ fn collect_until(
         match stream.next(Duration::from_millis(200)) {
             Some(SourceMessage::Change(e)) => events.push(e),
             Some(SourceMessage::Boundary(p)) => boundaries.push(mpos(&p).clone()),
+            Some(SourceMessage::Chunk(_)) => panic!("a source sends no chunks"),
             None => {}
         }
     }
@@ -499,7 +500,7 @@ fn schema_history_minimal_metadata_restart_and_replay() {
         .rev()
         .find_map(|m| match m {
             SourceMessage::Boundary(p) => Some(p.clone()),
-            SourceMessage::Change(_) => None,
+            _ => None,
         })
         .expect("a boundary");
     rt.block_on(store.save("src", &last)).expect("checkpoint");

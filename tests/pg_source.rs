@@ -141,6 +141,7 @@ async fn streams_in_order_with_filters_toast_savepoints_and_confirms_the_checkpo
                 boundaries += 1;
                 r.ck_tx.send_replace(Some(p));
             }
+            SourceMessage::Chunk(_) => panic!("a source sends no chunks"),
         }
     }
     let ops: Vec<(Op, String)> = events
@@ -241,6 +242,7 @@ async fn a_consumer_stalled_past_wal_sender_timeout_keeps_the_connection() {
             SourceMessage::Boundary(p) => {
                 r.ck_tx.send_replace(Some(p));
             }
+            SourceMessage::Chunk(_) => panic!("a source sends no chunks"),
         }
     }
     r.cancel.cancel();

@@ -9,7 +9,8 @@
 //!    there even if the backfill is interrupted.
 //! 2. Read every selected table in chunks ordered by primary key
 //!    (`WHERE (k1, k2) > (last) ORDER BY k1, k2 LIMIT n`), each chunk its own read. Each chunk
-//!    is delivered to the sinks as `op = "r"` events, then the last key is stored
+//!    goes to the source's pipeline (the same channel and delivery as the stream, see
+//!    [`crate::pipeline`]), which delivers it as `op = "r"` events, then stores the last key
 //!    (`backfill/<source>/<table>`), so a restart continues after the last accepted chunk.
 //! 3. Stream from `P0`. Every change committed after `P0` is delivered after the backfill,
 //!    with its full new row image (updates, inserts) or its key (deletes).
@@ -48,9 +49,7 @@ use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::event::{ChangeEvent, Row};
 use crate::identity::RowIdentity;
 use crate::metrics::SourceObs;
-use crate::pipeline::{count_events, deliver_with_retry, PipelineError, RetryPolicy};
 use crate::position::{Position, RowPosition};
-use crate::sink::AnySink;
 use serde::{Deserialize, Serialize};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -154,8 +153,6 @@ pub enum BackfillError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error(transparent)]
-    Deliver(#[from] PipelineError),
-    #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error("backfill reader stopped unexpectedly")]
     ReaderGone,
@@ -170,17 +167,14 @@ impl BackfillError {
     /// Whether the failure is on the database side (settings, privileges, credentials),
     /// as opposed to a sink or the checkpoint store.
     pub fn is_source_side(&self) -> bool {
-        !matches!(
-            self,
-            BackfillError::Deliver(_) | BackfillError::Checkpoint(_)
-        )
+        !matches!(self, BackfillError::Checkpoint(_))
     }
 
     /// Whether retrying later may succeed: the connection dropped or the server went away,
     /// as opposed to a setting, privilege or value to fix.
     pub fn is_transient(&self) -> bool {
         match self {
-            BackfillError::Deliver(_) | BackfillError::Checkpoint(_) => false,
+            BackfillError::Checkpoint(_) => false,
             BackfillError::ReaderGone | BackfillError::Silent { .. } => true,
             BackfillError::Setup { source, .. } | BackfillError::Postgres { source, .. } => {
                 // One classification for every source kind (see `source::classify`);
@@ -294,74 +288,71 @@ impl Progress {
     }
 }
 
-/// Delivers chunks from `rx` to the sinks in order, storing each table's progress after the
-/// chunk is accepted. Returns the number of rows delivered. While the source is paused
-/// (admin endpoint) no chunk is taken; the reader waits on the full channel.
-#[allow(clippy::too_many_arguments)]
-pub async fn deliver_chunks(
-    source: &str,
+/// How the initial backfill's reading ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// Nothing to backfill (done before, or off).
+    Nothing,
+    /// Every table was read and its chunks sent: once the pipeline has accepted them all,
+    /// [`finished`] marks the backfill complete.
+    All,
+    /// Stopped before the end: shutdown, or the pipeline stopped taking chunks (a bound,
+    /// a sink failure). The stored progress says where to continue.
+    Stopped,
+}
+
+impl Chunk {
+    /// The pipeline's form: the record is this table's progress.
+    fn message(self) -> Result<crate::source::SourceMessage, BackfillError> {
+        let record = serde_json::to_value(&self.progress).map_err(CheckpointError::Encode)?;
+        Ok(crate::source::SourceMessage::Chunk(crate::source::Chunk {
+            done: self.progress.done,
+            key: self.table.clone(),
+            table: self.table,
+            events: self.events,
+            record,
+            skipped: self.skipped,
+        }))
+    }
+}
+
+/// Passes the reader's chunks on to the pipeline (`tx`), noting progress, until the reader
+/// ends (`true`) or shutdown / the pipeline stopped taking them (`false`). The reader is
+/// at most the two channels' capacity ahead of the delivery.
+async fn forward(
     mut rx: mpsc::Receiver<Chunk>,
-    sinks: &mut [AnySink],
-    store: &CheckpointStore,
+    tx: &mpsc::Sender<crate::source::SourceMessage>,
     progress: &mut Progress,
     cancel: &CancellationToken,
-    max_rows: Option<u64>,
-    obs: &SourceObs,
-) -> Result<u64, BackfillError> {
-    let retry = RetryPolicy::default();
-    let mut rows = 0;
-    let mut paused = obs.status.pause_watch();
+) -> Result<bool, BackfillError> {
     loop {
-        if max_rows.is_some_and(|m| rows >= m) {
-            return Ok(rows);
-        }
-        if *paused.borrow_and_update() {
-            tracing::info!(source, "paused: backfill waits");
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return Ok(rows),
-                _ = crate::metrics::wait_pause(&mut paused, false) => tracing::info!(source, "resumed"),
-            }
-        }
         let chunk = tokio::select! {
             biased;
-            _ = cancel.cancelled() => return Ok(rows),
+            _ = cancel.cancelled() => return Ok(false),
             c = rx.recv() => c,
         };
-        let Some(mut chunk) = chunk else {
-            return Ok(rows);
+        let Some(chunk) = chunk else {
+            return Ok(true);
         };
-        if let Some(m) = max_rows {
-            let room = (m - rows) as usize;
-            if chunk.events.len() > room {
-                // A bounded run stops inside this chunk: deliver part of it, but do not store
-                // progress past what was delivered (the next run reads the chunk again).
-                chunk.events.truncate(room);
-                deliver_with_retry(sinks, &chunk.events, &retry, &obs.metrics).await?;
-                count_events(obs, &chunk.events);
-                obs.metrics
-                    .backfill_rows(source, &chunk.table, chunk.events.len() as u64);
-                progress.advance(&chunk.table, room as u64);
-                return Ok(rows + room as u64);
-            }
+        let (table, rows) = (chunk.table.clone(), chunk.events.len() as u64);
+        let sent = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Ok(false),
+            r = tx.send(chunk.message()?) => r,
+        };
+        if sent.is_err() {
+            return Ok(false);
         }
-        if chunk.skipped {
-            obs.metrics.backfill_skipped(source, &chunk.table);
-        }
-        if !chunk.events.is_empty() {
-            deliver_with_retry(sinks, &chunk.events, &retry, &obs.metrics).await?;
-            count_events(obs, &chunk.events);
-        }
-        store
-            .save_backfill(source, &chunk.table, &chunk.progress)
-            .await?;
-        obs.metrics
-            .backfill_rows(source, &chunk.table, chunk.events.len() as u64);
-        obs.metrics
-            .backfill_done(source, &chunk.table, chunk.progress.done);
-        rows += chunk.events.len() as u64;
-        progress.advance(&chunk.table, chunk.events.len() as u64);
+        progress.advance(&table, rows);
     }
+}
+
+/// Marks the initial backfill complete, once the pipeline accepted every chunk of a read
+/// that returned [`Read::All`].
+pub async fn finished(store: &CheckpointStore, source: &str) -> Result<(), CheckpointError> {
+    store
+        .save_backfill(source, RUN_KEY, &RunState::finished())
+        .await
 }
 
 /// The stored progress of each table (in order) and the estimated rows still to read.
@@ -382,25 +373,24 @@ pub fn load_progress(
     Ok((resume, estimate))
 }
 
-/// Runs (or resumes) the initial backfill of a source if it has not completed yet. Returns
-/// without doing anything when the source already streamed before (a stored position and no
-/// unfinished run) or backfill is off.
-#[allow(clippy::too_many_arguments)]
+/// Runs (or resumes) the initial backfill of a source if it has not completed yet: reads
+/// every table and sends the chunks to the source's pipeline on `tx` (which delivers them
+/// and stores each one's progress). Returns [`Read::Nothing`] when the source already
+/// streamed before (a stored position and no unfinished run) or backfill is off.
 pub async fn run_initial(
     cfg: &crate::config::SourceConfig,
     info: &std::sync::Arc<crate::event::SourceInfo>,
     filter: &crate::filter::Filter,
     store: &CheckpointStore,
-    sinks: &mut [AnySink],
+    tx: mpsc::Sender<crate::source::SourceMessage>,
     cancel: &CancellationToken,
-    max_rows: Option<u64>,
     obs: &SourceObs,
-) -> Result<u64, BackfillError> {
+) -> Result<Read, BackfillError> {
     let name = cfg.name();
     let settings = cfg.backfill();
     let state: Option<RunState> = store.load_backfill(name, RUN_KEY)?;
     match &state {
-        Some(RunState { done: true, .. }) => return Ok(0),
+        Some(RunState { done: true, .. }) => return Ok(Read::Nothing),
         Some(RunState {
             done: false,
             cursors,
@@ -415,10 +405,10 @@ pub async fn run_initial(
         }
         None => {
             if store.load(name)?.is_some() {
-                return Ok(0);
+                return Ok(Read::Nothing);
             }
             if settings.mode == crate::config::BackfillMode::Never && settings.tables.is_empty() {
-                return Ok(0);
+                return Ok(Read::Nothing);
             }
         }
     }
@@ -430,15 +420,14 @@ pub async fn run_initial(
                 filter,
                 &settings,
                 store,
-                sinks,
+                tx,
                 cancel,
                 state.is_none(),
-                max_rows,
                 obs,
             )
             .await
         }
-        crate::config::SourceConfig::Query(_) => Ok(0),
+        crate::config::SourceConfig::Query(_) => Ok(Read::Nothing),
         crate::config::SourceConfig::Mysql(my) => {
             mysql::run_mysql(
                 my,
@@ -446,10 +435,9 @@ pub async fn run_initial(
                 filter,
                 &settings,
                 store,
-                sinks,
+                tx,
                 cancel,
                 state.is_none(),
-                max_rows,
                 obs,
             )
             .await
@@ -464,12 +452,11 @@ async fn run_postgres(
     filter: &crate::filter::Filter,
     settings: &crate::config::BackfillSettings,
     store: &CheckpointStore,
-    sinks: &mut [AnySink],
+    out: mpsc::Sender<crate::source::SourceMessage>,
     cancel: &CancellationToken,
     first: bool,
-    max_rows: Option<u64>,
     obs: &SourceObs,
-) -> Result<u64, BackfillError> {
+) -> Result<Read, BackfillError> {
     let name = cfg.name.as_str();
     let limit = cfg.read_timeout;
     let (client, mut driver) = postgres::bounded(limit, "connect", postgres::connect(cfg)).await?;
@@ -536,10 +523,10 @@ async fn run_postgres(
             r
         })
     };
-    let deliver_res =
-        deliver_chunks(name, rx, sinks, store, &mut progress, cancel, max_rows, obs).await;
-    // Delivery ended early (bound, cancel, failure): the reader's chunk is not wanted.
-    if deliver_res.is_err() || cancel.is_cancelled() {
+    let forwarded = forward(rx, &out, &mut progress, cancel).await;
+    // Stopped early (shutdown, the pipeline stopped taking chunks): the reader's chunk is
+    // not wanted.
+    if !matches!(forwarded, Ok(true)) {
         reader.abort();
     }
     let read_res = reader.await;
@@ -551,17 +538,13 @@ async fn run_postgres(
     {
         driver.abort();
     }
-    let rows = deliver_res?;
-    if cancel.is_cancelled() || max_rows.is_some_and(|m| rows >= m) {
-        return Ok(rows);
+    if !forwarded? {
+        return Ok(Read::Stopped);
     }
     read_res.map_err(|e| BackfillError::Setup {
         what: "run the backfill reader",
         source: Box::new(e),
     })??;
     progress.finish();
-    store
-        .save_backfill(name, RUN_KEY, &RunState::finished())
-        .await?;
-    Ok(rows)
+    Ok(Read::All)
 }

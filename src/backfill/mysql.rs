@@ -25,7 +25,6 @@ use crate::config::{BackfillMode, BackfillSettings, MysqlSourceConfig};
 use crate::event::{ChangeEvent, Op, SourceInfo, TableSchema};
 use crate::filter::Filter;
 use crate::position::{MysqlPosition, Position};
-use crate::sink::AnySink;
 use crate::source::mysql::charset::Charset;
 use crate::source::mysql::sql::{quote, SqlConn};
 use crate::source::mysql::table::{load_schema, parse_members, ColumnMeta};
@@ -682,12 +681,11 @@ pub async fn run_mysql(
     filter: &Filter,
     settings: &BackfillSettings,
     store: &CheckpointStore,
-    sinks: &mut [AnySink],
+    out: mpsc::Sender<crate::source::SourceMessage>,
     cancel: &CancellationToken,
     first: bool,
-    max_rows: Option<u64>,
     obs: &crate::metrics::SourceObs,
-) -> Result<u64, BackfillError> {
+) -> Result<super::Read, BackfillError> {
     let name = cfg.name.as_str();
     let (c, f, s) = (cfg.clone(), filter.clone(), settings.clone());
     // 1. Fix the stream's start before reading any row (the plan reads metadata only).
@@ -729,21 +727,15 @@ pub async fn run_mysql(
     let reader = tokio::task::spawn_blocking(move || {
         read_tables(&mut conn, &info2, &plans, &start, resume, chunk_rows, tx)
     });
-    // When delivery ends early (bound, cancel), dropping `rx` stops the reader at its next
-    // chunk.
-    let deliver =
-        super::deliver_chunks(name, rx, sinks, store, &mut progress, cancel, max_rows, obs);
-    let (read_res, deliver_res) = tokio::join!(reader, deliver);
-    let rows = deliver_res?;
-    if cancel.is_cancelled() || max_rows.is_some_and(|m| rows >= m) {
-        return Ok(rows);
+    // Stopped early (shutdown, the pipeline stopped taking chunks): returning drops `rx`,
+    // which stops the blocking reader at its next chunk.
+    let forwarded = super::forward(rx, &out, &mut progress, cancel).await?;
+    if !forwarded {
+        return Ok(super::Read::Stopped);
     }
-    joined(read_res)?;
+    joined(reader.await)?;
     progress.finish();
-    store
-        .save_backfill(name, RUN_KEY, &RunState::finished())
-        .await?;
-    Ok(rows)
+    Ok(super::Read::All)
 }
 
 #[cfg(test)]

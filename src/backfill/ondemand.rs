@@ -52,15 +52,15 @@
 
 use super::postgres as pgb;
 use super::{BackfillError, TableProgress};
-use crate::checkpoint::CheckpointStore;
+use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::config::{BackfillMode, BackfillSettings, SourceConfig};
 use crate::error::{Backoff, ErrorChain};
 use crate::event::{ChangeEvent, SourceInfo, TableSchema};
 use crate::filter::Filter;
 use crate::metrics::{OnDemandSnapshot, SourceObs};
-use crate::pipeline::{count_events, deliver_with_retry, PipelineError, RetryPolicy};
+use crate::pipeline::PipelineError;
 use crate::position::{MysqlPosition, Position};
-use crate::sink::AnySink;
+use crate::source::Chunk;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -506,6 +506,8 @@ pub struct OnDemand {
     backoff: Backoff,
     /// What `/sources` shows: running, finished and failed jobs of this process.
     shown: Vec<OnDemandSnapshot>,
+    /// The table and progress of the chunk handed to the pipeline and not yet accepted.
+    staged: Option<(String, TableProgress)>,
 }
 
 impl OnDemand {
@@ -546,6 +548,7 @@ impl OnDemand {
             retry_at: None,
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
             shown,
+            staged: None,
         }))
     }
 
@@ -612,19 +615,18 @@ impl OnDemand {
         Ok(())
     }
 
-    /// Reads and delivers one chunk of the first job at the delivered boundary `at`.
-    /// Returns the rows delivered. A failing read is retried later (transient) or ends the
-    /// job with the error shown in `/sources` and the logs (permanent); the stream goes on.
-    pub async fn step(
+    /// Reads one chunk of the first job at the delivered boundary `at`, for the pipeline
+    /// to deliver; [`OnDemand::accepted`] then takes the chunk's progress in. `None`: no
+    /// chunk now. A failing read is retried later (transient) or ends the job with the
+    /// error shown in `/sources` and the logs (permanent); the stream goes on.
+    pub async fn next_chunk(
         &mut self,
         at: &Position,
-        sinks: &mut [AnySink],
         store: &CheckpointStore,
         obs: &SourceObs,
-        retry: &RetryPolicy,
-    ) -> Result<u64, PipelineError> {
+    ) -> Result<Option<Chunk>, PipelineError> {
         let Some(job) = self.jobs.jobs.first().cloned() else {
-            return Ok(0);
+            return Ok(None);
         };
         let chunk_rows = self.cfg.backfill().chunk_rows.max(1);
         let read = self.read(&job, at, chunk_rows).await;
@@ -633,7 +635,7 @@ impl OnDemand {
             Ok(None) => {
                 tracing::debug!(source = %self.source, table = %job.table, "chunk snapshot does not cover the stream position yet; reading again");
                 self.retry_at = Some(Instant::now() + NOT_VISIBLE_WAIT);
-                return Ok(0);
+                return Ok(None);
             }
             Err(e) => {
                 self.reader = None;
@@ -652,36 +654,49 @@ impl OnDemand {
                         .await?;
                     obs.status.set_ondemand(self.shown.clone());
                 }
-                return Ok(0);
+                return Ok(None);
             }
         };
         self.retry_at = None;
         self.backoff.reset();
-        let n = events.len() as u64;
-        if !events.is_empty() {
-            deliver_with_retry(sinks, &events, retry, &obs.metrics).await?;
-            count_events(obs, &events);
+        // The job list as it is once this chunk is accepted: what the pipeline stores.
+        let mut after = self.jobs.clone();
+        if progress.done {
+            after.jobs.retain(|j| j.table != job.table);
+        } else if let Some(j) = after.jobs.iter_mut().find(|j| j.table == job.table) {
+            j.progress = progress.clone();
         }
-        obs.metrics.backfill_rows(&self.source, &job.table, n);
-        obs.metrics
-            .backfill_done(&self.source, &job.table, progress.done);
+        let record = serde_json::to_value(&after).map_err(CheckpointError::Encode)?;
         let done = progress.done;
-        let rows = progress.rows;
-        if let Some(j) = self.jobs.jobs.iter_mut().find(|j| j.table == job.table) {
+        self.staged = Some((job.table.clone(), progress));
+        Ok(Some(Chunk {
+            table: job.table,
+            events,
+            key: JOBS_KEY.to_owned(),
+            record,
+            done,
+            skipped: false,
+        }))
+    }
+
+    /// The pipeline delivered the chunk [`OnDemand::next_chunk`] returned and stored its
+    /// record: the job moves on (or ends), and `/sources` shows it.
+    pub fn accepted(&mut self, obs: &SourceObs) {
+        let Some((table, progress)) = self.staged.take() else {
+            return;
+        };
+        let (done, rows) = (progress.done, progress.rows);
+        if let Some(j) = self.jobs.jobs.iter_mut().find(|j| j.table == table) {
             j.progress = progress;
         }
-        if let Some(s) = self.shown.iter_mut().find(|s| s.table == job.table) {
+        if let Some(s) = self.shown.iter_mut().find(|s| s.table == table) {
             s.rows = rows;
         }
         if done {
-            tracing::info!(source = %self.source, table = %job.table, rows, "on-demand backfill finished");
-            self.finish_job(&job.table, "done", None);
+            tracing::info!(source = %self.source, %table, rows, "on-demand backfill finished");
+            self.finish_job(&table, "done", None);
         }
-        store
-            .save_backfill(&self.source, JOBS_KEY, &self.jobs)
-            .await?;
         obs.status.set_ondemand(self.shown.clone());
-        Ok(n)
     }
 
     async fn read(

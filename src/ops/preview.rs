@@ -136,7 +136,8 @@ pub async fn preview(
                 }
                 // A query-mode run ends with a boundary: that is "the query once".
                 Some(SourceMessage::Boundary(_)) if is_query => break,
-                Some(SourceMessage::Boundary(_)) => {}
+                // Only the backfill sends chunks, and preview runs no backfill.
+                Some(SourceMessage::Boundary(_) | SourceMessage::Chunk(_)) => {}
                 // The source stopped (an error, collected below).
                 None => break,
             }

@@ -35,6 +35,30 @@ pub enum SourceMessage {
     /// Everything up to here is complete: a transaction boundary (or an idle advance).
     /// The position is a checkpoint position (ordinal 0).
     Boundary(Position),
+    /// Rows read outside the log (a backfill chunk): delivered like changes, then its
+    /// record is stored. Never sent inside a transaction.
+    Chunk(Chunk),
+}
+
+/// Rows read outside the log, with the record that says how far the read got.
+///
+/// The pipeline delivers `events`, then stores `record` under `key` (the source's backfill
+/// records, [`crate::checkpoint::CheckpointStore::save_backfill`]): a record is durable only
+/// once the sinks accepted every row before it, the same rule as the checkpoint. What the
+/// record means is the sender's business.
+#[derive(Debug)]
+pub struct Chunk {
+    /// `schema.table` the rows come from (metrics and logs).
+    pub table: String,
+    pub events: Vec<ChangeEvent>,
+    /// Where the record is stored.
+    pub key: String,
+    /// The read's progress after this chunk.
+    pub record: serde_json::Value,
+    /// The table is read completely once this chunk is accepted.
+    pub done: bool,
+    /// The table disappeared while it was read and is skipped (no rows).
+    pub skipped: bool,
 }
 
 /// Everything a running source gets from the service.

@@ -765,7 +765,7 @@ impl Stream {
         msgs.into_iter()
             .filter_map(|m| match m {
                 logtide::source::SourceMessage::Change(c) => Some(c),
-                logtide::source::SourceMessage::Boundary(_) => None,
+                _ => None,
             })
             .collect()
     }
