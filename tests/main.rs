@@ -15,6 +15,7 @@ mod common;
 mod sink_util;
 
 mod admin;
+mod architecture;
 mod backfill_cursors;
 mod backfill_ondemand;
 mod dead_letters_cli;

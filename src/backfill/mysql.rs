@@ -26,10 +26,10 @@ use crate::event::{ChangeEvent, Op, SourceInfo, TableSchema};
 use crate::filter::Filter;
 use crate::position::{MysqlPosition, Position};
 use crate::source::mysql::charset::Charset;
-use crate::source::mysql::sql::{quote, SqlConn};
+use crate::source::mysql::sql::{ident, quote, SqlConn};
 use crate::source::mysql::table::{load_schema, parse_members, ColumnMeta};
 use crate::source::mysql::types::{decode_text, Kind};
-use crate::source::mysql::{validate, MysqlError};
+use crate::source::mysql::validate;
 use crate::value::Value;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -79,11 +79,6 @@ impl TablePlan {
     pub fn qualified(&self) -> String {
         format!("{}.{}", self.db, self.name)
     }
-}
-
-/// Quotes an identifier with backticks.
-pub fn ident(s: &str) -> String {
-    format!("`{}`", s.replace('`', "``"))
 }
 
 fn hex(b: &[u8]) -> String {
@@ -355,19 +350,7 @@ fn chunk_sql(plan: &TablePlan, last: Option<&[String]>, limit: usize) -> Result<
 /// Opens the SQL connection (blocking): the source's credentials, TCP within the configured
 /// timeout, TLS, utf8mb4 and UTC for the text forms the decoder expects.
 pub fn connect(cfg: &MysqlSourceConfig) -> Result<SqlConn, BackfillError> {
-    let password = cfg
-        .password()
-        .map_err(setup_err("read the password"))?
-        .map(|s| s.expose().to_owned())
-        .unwrap_or_default();
-    let tls = crate::source::mysql::tls::MysqlTls::new(cfg)
-        .map_err(|e| setup_err("set up TLS")(MysqlError::from(e)))?;
-    let login = crate::source::mysql::connect::Login::source(cfg, &password);
-    let mut conn = SqlConn::connect(&login, &tls).map_err(setup_err("connect"))?;
-    for s in ["SET NAMES utf8mb4", "SET time_zone = '+00:00'"] {
-        conn.query(s).map_err(setup_err("set session options"))?;
-    }
-    Ok(conn)
+    SqlConn::open(cfg).map_err(setup_err("connect"))
 }
 
 /// The binlog position the stream will start from: the server's current end.

@@ -58,7 +58,6 @@ use crate::error::{Backoff, ErrorChain};
 use crate::event::{ChangeEvent, SourceInfo, TableSchema};
 use crate::filter::Filter;
 use crate::metrics::{OnDemandSnapshot, SourceObs};
-use crate::pipeline::PipelineError;
 use crate::position::{MysqlPosition, Position};
 use crate::source::Chunk;
 use serde::{Deserialize, Serialize};
@@ -581,7 +580,7 @@ impl OnDemand {
         &mut self,
         store: &CheckpointStore,
         obs: &SourceObs,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<(), CheckpointError> {
         let requested = obs.status.take_backfill_requests();
         if requested.is_empty() {
             return Ok(());
@@ -624,7 +623,7 @@ impl OnDemand {
         at: &Position,
         store: &CheckpointStore,
         obs: &SourceObs,
-    ) -> Result<Option<Chunk>, PipelineError> {
+    ) -> Result<Option<Chunk>, CheckpointError> {
         let Some(job) = self.jobs.jobs.first().cloned() else {
             return Ok(None);
         };

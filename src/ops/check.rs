@@ -686,7 +686,7 @@ pub fn check_mysql(
     stored: Option<&MysqlPosition>,
 ) -> Vec<Finding> {
     let mut r = Report::new(cfg.name.clone());
-    let mut conn = match super::mysql_connect(cfg) {
+    let mut conn = match crate::source::mysql::sql::SqlConn::open(cfg) {
         Ok(c) => c,
         Err(e) => {
             let (what, fix) = describe_mysql_connect_error(cfg, &e);

@@ -338,7 +338,7 @@ pub fn discover_mysql(cfg: &MysqlSourceConfig, filter: &Filter) -> SourceTables 
         query_columns: None,
         error: None,
     };
-    let mut conn = match super::mysql_connect(cfg) {
+    let mut conn = match SqlConn::open(cfg) {
         Ok(c) => c,
         Err(e) => {
             let (what, fix) = super::describe_mysql_connect_error(cfg, &e);

@@ -18,7 +18,6 @@ pub mod status;
 
 use crate::config::MysqlSourceConfig;
 use crate::error::ErrorChain;
-use crate::source::mysql::sql::SqlConn;
 use crate::source::mysql::MysqlError;
 use std::fmt;
 
@@ -171,21 +170,6 @@ pub(crate) fn describe_mysql_connect_error(
             "check the source's connection settings".into(),
         ),
     }
-}
-
-/// Opens a blocking SQL connection for inspection: the same connection phase as the
-/// binlog reader (TCP within `connect_timeout`, TLS per `ssl_mode`, authentication);
-/// utf8mb4 session.
-pub(crate) fn mysql_connect(cfg: &MysqlSourceConfig) -> Result<SqlConn, MysqlError> {
-    use crate::source::mysql::connect::Login;
-    let password = cfg
-        .password()?
-        .map(|s| s.expose().to_owned())
-        .unwrap_or_default();
-    let tls = crate::source::mysql::tls::MysqlTls::new(cfg)?;
-    let mut conn = SqlConn::connect(&Login::source(cfg, &password), &tls)?;
-    conn.query("SET NAMES utf8mb4")?;
-    Ok(conn)
 }
 
 /// `schema.table` for messages.

@@ -101,7 +101,7 @@ async fn pg_lag(cfg: &PostgresSourceConfig, stored: Option<&Position>) -> Result
 }
 
 fn mysql_lag(cfg: &MysqlSourceConfig, stored: Option<&MysqlPosition>) -> Result<String, String> {
-    let mut conn = super::mysql_connect(cfg).map_err(|e| {
+    let mut conn = crate::source::mysql::sql::SqlConn::open(cfg).map_err(|e| {
         let (what, fix) = super::describe_mysql_connect_error(cfg, &e);
         format!("{what} — {fix}")
     })?;

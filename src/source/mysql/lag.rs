@@ -105,7 +105,7 @@ pub async fn watch(
             let mut sql = match taken {
                 Some(s) => s,
                 None => {
-                    let s = crate::ops::mysql_connect(&c)
+                    let s = super::sql::SqlConn::open(&c)
                         .map_err(|e| format!("cannot connect: {}", crate::error::ErrorChain(&e)))?;
                     // A server that stops answering fails the check instead of holding it.
                     s.socket()

@@ -270,6 +270,24 @@ pub(crate) fn parse_err(packet: &[u8]) -> (u16, String) {
 }
 
 impl SqlConn {
+    /// The one SQL connection to a MySQL/MariaDB source, for every caller (backfill,
+    /// on-demand backfill, the lag check, the operator commands): the same connection phase
+    /// as the binlog reader (TCP within `connect_timeout`, TLS per `ssl_mode`,
+    /// authentication), then a `utf8mb4` session in UTC (`time_zone = '+00:00'`, so
+    /// TIMESTAMP values read as they are stored in the binlog).
+    pub fn open(cfg: &crate::config::MysqlSourceConfig) -> Result<SqlConn, MysqlError> {
+        let password = cfg
+            .password()?
+            .map(|s| s.expose().to_owned())
+            .unwrap_or_default();
+        let tls = MysqlTls::new(cfg)?;
+        let mut conn = SqlConn::connect(&Login::source(cfg, &password), &tls)?;
+        for s in ["SET NAMES utf8mb4", "SET time_zone = '+00:00'"] {
+            conn.query(s)?;
+        }
+        Ok(conn)
+    }
+
     /// Connects and authenticates `login`, with TLS per `tls` (see [`super::connect`]).
     /// Authentication failures name the user; with `ssl_mode = "disabled"` against a
     /// server that demands TLS the error says so ([`MysqlTls::explain`]).
@@ -467,6 +485,11 @@ fn parse_column(p: &[u8]) -> Option<ColumnDef> {
         flags: u16::from_le_bytes([f[7], f[8]]),
         decimals: f[9],
     })
+}
+
+/// Quotes an identifier with backticks.
+pub fn ident(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
 }
 
 /// Quotes a string literal for SQL (backslash and quote escaped).

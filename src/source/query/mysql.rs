@@ -39,12 +39,12 @@
 //! (`query_timeout` plus 10 s); `query_timeout` itself drops the statement before.
 
 use super::{CursorKind, FetchedRow, QueryError, Request, CURSOR_PH, SYNC_PH};
-use crate::backfill::mysql::ident;
 use crate::config::Lookback;
 use crate::config::MysqlSslMode;
 use crate::config::QuerySourceConfig;
 use crate::source::mysql::charset::Charset;
 use crate::source::mysql::connect::Login;
+use crate::source::mysql::sql::ident;
 use crate::source::mysql::sql::{ColumnDef, Interrupt, SqlConn};
 use crate::source::mysql::tls::MysqlTls;
 use crate::source::mysql::types::{decode_text, Kind};
