@@ -701,6 +701,89 @@ fn json_fixture_with_the_partial_update() {
     );
 }
 
+/// `mariadb-bin.000001` (MariaDB 10.5.15, served by the protocol test server as MariaDB:
+/// native password, `SHOW MASTER STATUS`, `@mariadb_slave_capability`): two transactions,
+/// each a MariaDB GTID, an ANNOTATE_ROWS with the statement, a table map with full
+/// metadata and a v1 WRITE_ROWS; the file's head is a GTID_LIST and a BINLOG_CHECKPOINT.
+///
+/// Expected rows from the statements and the table map: `toddy_test.outbox(id, topic,
+/// event_type ENUM('BLOB','JSON','PROTOBUF'), event BLOB, created TIMESTAMP)` (names,
+/// enum members, the key `id` and the character sets — utf8mb4 for topic, binary for event
+/// — are in the table map's metadata); each transaction runs `insert into outbox (topic,
+/// event_type, event) values ('foo', 'JSON', '{"foo":1}')`. `id` (AUTO_INCREMENT) is not in
+/// the statement: 62 and 63 as stored. `created` is the column default, the statement's
+/// time: the ANNOTATE_ROWS event's header timestamp. `event` is binary: base64.
+#[test]
+fn mariadb_105_fixture_end_to_end() {
+    let server = ProtoServer::builder(Flavour::Mariadb105, "mariadb-bin.000001").start();
+    let fx = server.fixture();
+    assert_eq!(fx.version, "10.5.15-MariaDB-1:10.5.15+maria~focal-log");
+    let (w, ev) = run_whole_file(&server, "toddy_test.*");
+    let l = logs(&w);
+    assert!(server.unknown().is_empty(), "{:?}", server.unknown());
+    assert!(
+        server
+            .queries()
+            .iter()
+            .any(|q| q == "SET @mariadb_slave_capability = 4"),
+        "{:?}",
+        server.queries()
+    );
+    assert_eq!(
+        server.dumps(),
+        [Dump::Position {
+            file: "binlog.000001".into(),
+            pos: 330
+        }],
+        "a first start dumps from the end SHOW MASTER STATUS gives, after the file's head"
+    );
+    let annotate: Vec<(String, u32)> = fx
+        .events
+        .iter()
+        .filter(|e| e.type_code == 160)
+        .map(|e| {
+            let raw = fx.raw(e);
+            let text = String::from_utf8_lossy(&raw[19..raw.len() - 4]).into_owned();
+            (text, u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]))
+        })
+        .collect();
+    assert_eq!(annotate.len(), 2);
+    // The header timestamps, 1650493084 and 1650493195 seconds since the epoch, in UTC.
+    let created = ["2022-04-20T22:18:04Z", "2022-04-20T22:19:55Z"];
+    assert_eq!(annotate[0].1, 1_650_493_084);
+    assert_eq!(annotate[1].1, 1_650_493_195);
+    assert_eq!(ev.len(), 2, "{l}");
+    for (i, e) in ev.iter().enumerate() {
+        assert_eq!(
+            annotate[i].0,
+            r#"insert into outbox (topic, event_type, event) values ('foo', 'JSON', '{"foo":1}')"#
+        );
+        let id = 62 + i;
+        assert_eq!(e["op"], "c", "{e}");
+        assert_eq!(
+            e["after"],
+            json!({
+                "id": id,
+                "topic": "foo",
+                "event_type": "JSON",
+                "event": "eyJmb28iOjF9",
+                "created": created[i],
+            }),
+            "{e}"
+        );
+        assert_eq!(e["key"], json!({"id": id}));
+        assert_eq!(e["source"]["db"], "toddy_test");
+        assert_eq!(e["source"]["table"], "outbox");
+        assert_eq!(
+            e["source"]["gtid"],
+            format!("0-1-{}", i + 1),
+            "domain-server-seq"
+        );
+        assert_eq!(e["source"]["pos"], [330, 702][i], "at the GTID event");
+        assert_eq!(e["source"]["file"], "binlog.000001");
+    }
+}
+
 /// docker/compose.yaml's MySQL 8.4 service and its init script set up the server the 8.4
 /// flavour script describes: the same binlog settings and the same grants.
 #[test]
