@@ -608,11 +608,22 @@ fn minimal_row_metadata_and_image() {
 /// `json.binlog.000001` (MySQL 8.0.22): `t(id INT PRIMARY KEY AUTO_INCREMENT, json_col
 /// JSON, name VARCHAR(100) AS (json_col->>'$.name'), age INT AS (json_col->'$.age'))`
 /// (virtual generated columns are in the row image); four inserts, a full update, then a
-/// PARTIAL_UPDATE_ROWS event (`binlog_row_value_options=PARTIAL_JSON`).
+/// PARTIAL_UPDATE_ROWS event (`binlog_row_value_options=PARTIAL_JSON`), decoded to the end.
+///
+/// The file logs no DML text (only `BEGIN`), so the expected rows are read from its bytes:
+/// the partial event (offset 3750) was written with `binlog_row_image=MINIMAL`: before
+/// images hold only `id` (columns bitmap 0x01), after images json_col, name and age
+/// (0x0e). Each after image starts with value_options 1 and partial bits 0x01, and
+/// json_col is the diff `REPLACE $.age` with an int16 (asserted below at its file offset)
+/// equal to the new `age`: the update set `$.age` to age + 1. The old document is not in
+/// the before image, so json_col cannot be rebuilt: absent from `after`, listed in
+/// `unchanged`, one warning naming the column and the setting.
 #[test]
-fn json_fixture_up_to_the_partial_update() {
+fn json_fixture_with_the_partial_update() {
     let server = ProtoServer::builder(Flavour::Mysql80, "json.binlog.000001")
         .variable("binlog_row_metadata", "MINIMAL")
+        .variable("binlog_row_image", "MINIMAL")
+        .variable("binlog_row_value_options", "PARTIAL_JSON")
         .table(
             "mysql",
             "t",
@@ -625,24 +636,18 @@ fn json_fixture_up_to_the_partial_update() {
             &["id"],
         )
         .start();
-    let w = workdir(&server, "mysql.*");
-    let mut child = spawn_run(&w, &[], &env());
-    let st = wait_exit(&mut child, WAIT);
-    assert_eq!(st.code(), Some(3), "{}", logs(&w));
+    let (w, ev) = run_whole_file(&server, "mysql.*");
     let l = logs(&w);
-    assert!(
-        l.contains("PARTIAL_UPDATE_ROWS_EVENT (type 39) at binlog.000001:3750"),
-        "{l}"
-    );
-    let ev = w.events();
-    assert_eq!(ev.len(), 12, "{l}");
+    assert!(server.unknown().is_empty(), "{:?}", server.unknown());
+    assert_eq!(ev.len(), 18, "{l}");
     let people = [
         ("Joe", 24, "xxxxxxxxxx"),
         ("Sue", 32, "yyyyyyyyyy"),
         ("Pete", 40, "zzzzzzzzzz"),
     ];
-    for (i, e) in ev.iter().enumerate() {
-        let (name, age, data) = people[i % 3];
+    for (i, e) in ev[..12].iter().enumerate() {
+        let (name, age) = (people[i % 3].0, people[i % 3].1);
+        let data = people[i % 3].2;
         let id = i % 6 + 1;
         let (op, age) = if i < 6 { ("c", age) } else { ("u", age + 1) };
         assert_eq!(e["op"], op, "{e}");
@@ -656,6 +661,126 @@ fn json_fixture_up_to_the_partial_update() {
         if op == "u" {
             assert_eq!(e["before"], ev[i - 6]["after"]);
         }
+    }
+    // The partial event's rows: `00 <id>` before, then `01 01 00 0b000000 00 05 "$.age"
+    // 03 05 <int16 age>` json_col, name, age. Each row's diff value, in the file itself:
+    let fx = server.fixture();
+    let partial = fx
+        .events
+        .iter()
+        .find(|e| e.type_code == 39)
+        .expect("the partial update event");
+    assert_eq!(partial.offset, 3750);
+    let mut at = partial.offset + 19 + 13;
+    for (i, e) in ev[12..].iter().enumerate() {
+        let (name, age) = (people[i % 3].0, people[i % 3].1 + 2);
+        let row = &fx.bytes[at..];
+        assert_eq!(&row[1..5], &(i as u32 + 1).to_le_bytes(), "id of row {i}");
+        assert_eq!(&row[5..8], &[1, 1, 0], "value_options, partial bits, nulls");
+        assert_eq!(&row[12..19], b"\x00\x05$.age", "REPLACE $.age");
+        assert_eq!(&row[19..22], &[3, 5, age as u8], "int16 {age}");
+        at += 22 + 1 + 2 + name.len() + 4;
+        assert_eq!(e["op"], "u", "{e}");
+        assert_eq!(e["before"], json!({"id": i + 1}));
+        assert_eq!(e["after"], json!({"name": name, "age": age}), "{e}");
+        assert_eq!(e["unchanged"], json!(["id", "json_col"]), "{e}");
+        assert_eq!(e["key"], json!({"id": i + 1}));
+        assert_eq!(e["source"]["pos"], 3527, "at the transaction's GTID event");
+    }
+    assert_eq!(at, 3980 - 4, "every row of the event read");
+    let warned: Vec<&str> = l
+        .lines()
+        .filter(|x| x.contains("partial JSON update without the old document"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{l}");
+    assert!(
+        warned[0].contains("mysql.t")
+            && warned[0].contains("json_col")
+            && warned[0].contains("binlog_row_image=FULL"),
+        "{l}"
+    );
+}
+
+/// `mariadb-bin.000001` (MariaDB 10.5.15, served by the protocol test server as MariaDB:
+/// native password, `SHOW MASTER STATUS`, `@mariadb_slave_capability`): two transactions,
+/// each a MariaDB GTID, an ANNOTATE_ROWS with the statement, a table map with full
+/// metadata and a v1 WRITE_ROWS; the file's head is a GTID_LIST and a BINLOG_CHECKPOINT.
+///
+/// Expected rows from the statements and the table map: `toddy_test.outbox(id, topic,
+/// event_type ENUM('BLOB','JSON','PROTOBUF'), event BLOB, created TIMESTAMP)` (names,
+/// enum members, the key `id` and the character sets — utf8mb4 for topic, binary for event
+/// — are in the table map's metadata); each transaction runs `insert into outbox (topic,
+/// event_type, event) values ('foo', 'JSON', '{"foo":1}')`. `id` (AUTO_INCREMENT) is not in
+/// the statement: 62 and 63 as stored. `created` is the column default, the statement's
+/// time: the ANNOTATE_ROWS event's header timestamp. `event` is binary: base64.
+#[test]
+fn mariadb_105_fixture_end_to_end() {
+    let server = ProtoServer::builder(Flavour::Mariadb105, "mariadb-bin.000001").start();
+    let fx = server.fixture();
+    assert_eq!(fx.version, "10.5.15-MariaDB-1:10.5.15+maria~focal-log");
+    let (w, ev) = run_whole_file(&server, "toddy_test.*");
+    let l = logs(&w);
+    assert!(server.unknown().is_empty(), "{:?}", server.unknown());
+    assert!(
+        server
+            .queries()
+            .iter()
+            .any(|q| q == "SET @mariadb_slave_capability = 4"),
+        "{:?}",
+        server.queries()
+    );
+    assert_eq!(
+        server.dumps(),
+        [Dump::Position {
+            file: "binlog.000001".into(),
+            pos: 330
+        }],
+        "a first start dumps from the end SHOW MASTER STATUS gives, after the file's head"
+    );
+    let annotate: Vec<(String, u32)> = fx
+        .events
+        .iter()
+        .filter(|e| e.type_code == 160)
+        .map(|e| {
+            let raw = fx.raw(e);
+            let text = String::from_utf8_lossy(&raw[19..raw.len() - 4]).into_owned();
+            (text, u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]))
+        })
+        .collect();
+    assert_eq!(annotate.len(), 2);
+    // The header timestamps, 1650493084 and 1650493195 seconds since the epoch, in UTC.
+    let created = ["2022-04-20T22:18:04Z", "2022-04-20T22:19:55Z"];
+    assert_eq!(annotate[0].1, 1_650_493_084);
+    assert_eq!(annotate[1].1, 1_650_493_195);
+    assert_eq!(ev.len(), 2, "{l}");
+    for (i, e) in ev.iter().enumerate() {
+        assert_eq!(
+            annotate[i].0,
+            r#"insert into outbox (topic, event_type, event) values ('foo', 'JSON', '{"foo":1}')"#
+        );
+        let id = 62 + i;
+        assert_eq!(e["op"], "c", "{e}");
+        assert_eq!(
+            e["after"],
+            json!({
+                "id": id,
+                "topic": "foo",
+                "event_type": "JSON",
+                "event": "eyJmb28iOjF9",
+                "created": created[i],
+            }),
+            "{e}"
+        );
+        assert_eq!(e["key"], json!({"id": id}));
+        assert_eq!(e["source"]["db"], "toddy_test");
+        assert_eq!(e["source"]["table"], "outbox");
+        assert_eq!(
+            e["source"]["gtid"],
+            format!("0-1-{}", i + 1),
+            "domain-server-seq"
+        );
+        assert_eq!(e["source"]["pos"], [330, 702][i], "at the GTID event");
+        assert_eq!(e["source"]["file"], "binlog.000001");
     }
 }
 

@@ -748,6 +748,12 @@ pub fn check_mysql(
             "SET GLOBAL binlog_row_image = 'FULL' (and in the server config) for complete before/after images",
         );
     }
+    if validate::partial_json_loses_documents(&vars) {
+        r.warn(
+            format!("binlog_row_value_options is {:?} with binlog_row_image {row_image:?}: a JSON column changed in place (JSON_SET, JSON_REPLACE, JSON_REMOVE) comes without its new document", var("binlog_row_value_options")),
+            "SET GLOBAL binlog_row_image = 'FULL' (or binlog_row_value_options = '') and in the server config, for whole JSON documents",
+        );
+    }
     let metadata = var("binlog_row_metadata");
     if metadata == "FULL" {
         r.ok("binlog_row_metadata = FULL");

@@ -9,6 +9,9 @@
 //! (DECIMAL, DATE, TIME, DATETIME, TIMESTAMP; other opaque types as MySQL prints them,
 //! `"base64:typeN:…"`).
 //!
+//! [`to_doc`] reads the same format into a tree ([`Doc`]) for partial updates
+//! (`json_diff.rs`); it prints exactly as [`to_json_text`] writes.
+//!
 //! The text is written the way MySQL's `SELECT` prints JSON (`{"a": 1, "b": [1, 2]}`), so
 //! both paths agree. Every read is checked: malformed input is an error, never a panic,
 //! and nesting is bounded.
@@ -77,12 +80,9 @@ fn write_value(out: &mut String, t: u8, data: &[u8], depth: usize) -> Result<(),
     if depth > MAX_DEPTH {
         return err("nesting too deep");
     }
-    match t {
-        SMALL_OBJECT => write_container(out, data, false, true, depth),
-        LARGE_OBJECT => write_container(out, data, true, true, depth),
-        SMALL_ARRAY => write_container(out, data, false, false, depth),
-        LARGE_ARRAY => write_container(out, data, true, false, depth),
-        _ => write_scalar(out, t, data, 0),
+    match container_form(t) {
+        Some((large, object)) => write_container(out, data, large, object, depth),
+        None => write_scalar(out, t, data, 0),
     }
 }
 
@@ -147,6 +147,116 @@ fn var_len(data: &[u8], at: usize) -> Result<(usize, usize), JsonbError> {
     err("variable length longer than 5 bytes")
 }
 
+/// One container (object or array) of a binary JSON document, its entries checked to fit.
+struct Container<'a> {
+    data: &'a [u8],
+    large: bool,
+    count: usize,
+    values_at: usize,
+}
+
+/// A member or element of a [`Container`].
+enum Item<'a> {
+    /// A scalar of type `t` at `data[at..]` (inlined in its entry, or at an offset).
+    Scalar { t: u8, data: &'a [u8], at: usize },
+    /// A nested container of type `t` starting at `data[0]`.
+    Nested { t: u8, data: &'a [u8] },
+}
+
+impl<'a> Container<'a> {
+    fn open(data: &'a [u8], large: bool, object: bool) -> Result<Self, JsonbError> {
+        let w = if large { 4 } else { 2 };
+        let count = le(data, 0, w)? as usize;
+        let size = le(data, w, w)? as usize;
+        if size > data.len() {
+            return err(format!(
+                "container size {size} exceeds the {} bytes present",
+                data.len()
+            ));
+        }
+        let data = &data[..size];
+        let header = 2 * w;
+        let overflow = || JsonbError("count overflows".into());
+        let values_at = if object {
+            header
+                .checked_add(count.checked_mul(w + 2).ok_or_else(overflow)?)
+                .ok_or_else(overflow)?
+        } else {
+            header
+        };
+        // Every entry must fit before anything is read.
+        get(data, values_at, count.saturating_mul(1 + w))?;
+        Ok(Container {
+            data,
+            large,
+            count,
+            values_at,
+        })
+    }
+
+    fn width(&self) -> usize {
+        if self.large {
+            4
+        } else {
+            2
+        }
+    }
+
+    /// The key of member `i` (objects only).
+    fn key(&self, i: usize) -> Result<&'a str, JsonbError> {
+        let w = self.width();
+        let e = 2 * w + i * (w + 2);
+        let off = le(self.data, e, w)? as usize;
+        let len = le(self.data, e + w, 2)? as usize;
+        std::str::from_utf8(get(self.data, off, len)?)
+            .map_err(|_| JsonbError("key is not utf8".into()))
+    }
+
+    fn item(&self, i: usize) -> Result<Item<'a>, JsonbError> {
+        let w = self.width();
+        let e = self.values_at + i * (1 + w);
+        let t = le(self.data, e, 1)? as u8;
+        let inlined = match t {
+            LITERAL | INT16 | UINT16 => true,
+            INT32 | UINT32 => self.large,
+            _ => false,
+        };
+        if inlined {
+            return Ok(Item::Scalar {
+                t,
+                data: self.data,
+                at: e + 1,
+            });
+        }
+        let off = le(self.data, e + 1, w)? as usize;
+        if off >= self.data.len() {
+            return err(format!("value offset {off} outside the container"));
+        }
+        Ok(match t {
+            SMALL_OBJECT | LARGE_OBJECT | SMALL_ARRAY | LARGE_ARRAY => Item::Nested {
+                t,
+                data: &self.data[off..],
+            },
+            _ => Item::Scalar {
+                t,
+                data: self.data,
+                at: off,
+            },
+        })
+    }
+}
+
+/// `(large, object)` of a container type.
+fn container_form(t: u8) -> Option<(bool, bool)> {
+    match t {
+        SMALL_OBJECT => Some((false, true)),
+        LARGE_OBJECT => Some((true, true)),
+        SMALL_ARRAY => Some((false, false)),
+        LARGE_ARRAY => Some((true, false)),
+        _ => None,
+    }
+}
+
 fn write_container(
     out: &mut String,
     data: &[u8],
@@ -154,71 +264,113 @@ fn write_container(
     object: bool,
     depth: usize,
 ) -> Result<(), JsonbError> {
-    let w = if large { 4 } else { 2 };
-    let count = le(data, 0, w)? as usize;
-    let size = le(data, w, w)? as usize;
-    if size > data.len() {
-        return err(format!(
-            "container size {size} exceeds the {} bytes present",
-            data.len()
-        ));
-    }
-    let data = &data[..size];
-    let header = 2 * w;
-    let key_entry = w + 2;
-    let value_entry = 1 + w;
-    let keys_at = header;
-    let values_at = if object {
-        keys_at
-            .checked_add(
-                count
-                    .checked_mul(key_entry)
-                    .ok_or_else(|| JsonbError("count overflows".into()))?,
-            )
-            .ok_or_else(|| JsonbError("count overflows".into()))?
-    } else {
-        header
-    };
-    // Every entry must fit before anything is printed.
-    get(data, values_at, count.saturating_mul(value_entry))?;
+    let c = Container::open(data, large, object)?;
     out.push(if object { '{' } else { '[' });
-    for i in 0..count {
+    for i in 0..c.count {
         if i > 0 {
             out.push_str(", ");
         }
         if object {
-            let e = keys_at + i * key_entry;
-            let off = le(data, e, w)? as usize;
-            let len = le(data, e + w, 2)? as usize;
-            let k = std::str::from_utf8(get(data, off, len)?)
-                .map_err(|_| JsonbError("key is not utf8".into()))?;
-            write_str(out, k);
+            write_str(out, c.key(i)?);
             out.push_str(": ");
         }
-        let e = values_at + i * value_entry;
-        let t = le(data, e, 1)? as u8;
-        let inlined = match t {
-            LITERAL | INT16 | UINT16 => true,
-            INT32 | UINT32 => large,
-            _ => false,
-        };
-        if inlined {
-            write_scalar(out, t, data, e + 1)?;
-        } else {
-            let off = le(data, e + 1, w)? as usize;
-            if off >= data.len() {
-                return err(format!("value offset {off} outside the container"));
-            }
-            match t {
-                SMALL_OBJECT | LARGE_OBJECT | SMALL_ARRAY | LARGE_ARRAY => {
-                    write_value(out, t, &data[off..], depth + 1)?
-                }
-                _ => write_scalar(out, t, data, off)?,
-            }
+        match c.item(i)? {
+            Item::Scalar { t, data, at } => write_scalar(out, t, data, at)?,
+            Item::Nested { t, data } => write_value(out, t, data, depth + 1)?,
         }
     }
     out.push(if object { '}' } else { ']' });
     Ok(())
+}
+
+/// A JSON document as a tree, for applying partial updates (`json_diff.rs`): members and
+/// elements in stored order, each scalar kept as the text MySQL prints for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Doc {
+    Object(Vec<(String, Doc)>),
+    Array(Vec<Doc>),
+    Scalar(String),
+}
+
+impl Doc {
+    /// The document as text, in the form [`to_json_text`] writes.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        self.write(&mut out);
+        out
+    }
+
+    fn write(&self, out: &mut String) {
+        match self {
+            Doc::Scalar(s) => out.push_str(s),
+            Doc::Array(items) => {
+                out.push('[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    v.write(out);
+                }
+                out.push(']');
+            }
+            Doc::Object(members) => {
+                out.push('{');
+                for (i, (k, v)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    write_str(out, k);
+                    out.push_str(": ");
+                    v.write(out);
+                }
+                out.push('}');
+            }
+        }
+    }
+}
+
+/// Decodes a binary JSON document into a [`Doc`] (an empty document is `null`, as in
+/// [`to_json_text`]).
+pub fn to_doc(doc: &[u8]) -> Result<Doc, JsonbError> {
+    match doc.split_first() {
+        None => Ok(Doc::Scalar("null".into())),
+        Some((&t, data)) => doc_value(t, data, 0),
+    }
+}
+
+fn doc_value(t: u8, data: &[u8], depth: usize) -> Result<Doc, JsonbError> {
+    if depth > MAX_DEPTH {
+        return err("nesting too deep");
+    }
+    let Some((large, object)) = container_form(t) else {
+        let mut s = String::new();
+        write_scalar(&mut s, t, data, 0)?;
+        return Ok(Doc::Scalar(s));
+    };
+    let c = Container::open(data, large, object)?;
+    let value = |i: usize| -> Result<Doc, JsonbError> {
+        match c.item(i)? {
+            Item::Scalar { t, data, at } => {
+                let mut s = String::new();
+                write_scalar(&mut s, t, data, at)?;
+                Ok(Doc::Scalar(s))
+            }
+            Item::Nested { t, data } => doc_value(t, data, depth + 1),
+        }
+    };
+    if object {
+        let mut members = Vec::with_capacity(c.count.min(1024));
+        for i in 0..c.count {
+            members.push((c.key(i)?.to_owned(), value(i)?));
+        }
+        Ok(Doc::Object(members))
+    } else {
+        let mut items = Vec::with_capacity(c.count.min(1024));
+        for i in 0..c.count {
+            items.push(value(i)?);
+        }
+        Ok(Doc::Array(items))
+    }
 }
 
 fn write_opaque(out: &mut String, data: &[u8], at: usize) -> Result<(), JsonbError> {
@@ -355,6 +507,24 @@ mod tests {
     }
 
     #[test]
+    fn tree_prints_as_the_text() {
+        let doc = to_doc(&sample()).expect("tree");
+        assert_eq!(doc.to_text(), to_json_text(&sample()).expect("text"));
+        match &doc {
+            Doc::Object(m) => {
+                assert_eq!(m[0], ("a".to_owned(), Doc::Scalar("1".into())));
+                assert!(matches!(&m[1].1, Doc::Array(a) if a.len() == 3));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(to_doc(&[]).expect("empty"), Doc::Scalar("null".into()));
+        assert_eq!(
+            to_doc(&[INT16, 2, 0]).expect("int"),
+            Doc::Scalar("2".into())
+        );
+    }
+
+    #[test]
     fn scalars() {
         assert_eq!(to_json_text(&[LITERAL, 2]).expect("f"), "false");
         assert_eq!(to_json_text(&[INT16, 0xFF, 0xFF]).expect("i"), "-1");
@@ -390,7 +560,9 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn random_bytes_never_panic(doc in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
-            let _ = to_json_text(&doc);
+            let text = to_json_text(&doc);
+            let tree = to_doc(&doc).map(|d| d.to_text());
+            proptest::prop_assert_eq!(text, tree);
         }
     }
 }

@@ -13,7 +13,7 @@
 //!   positions and boundaries, backpressure (`blocking_send` semantics) and shutdown.
 //! * `rows.rs`: rows events (v1 and v2) → row images; `types.rs`: one column [`types::Kind`]
 //!   decoded from the binlog or from `SELECT` text into the same [`crate::value::Value`];
-//!   `charset.rs`, `jsonb.rs` (MySQL binary JSON).
+//!   `charset.rs`, `jsonb.rs` (MySQL binary JSON), `json_diff.rs` (partial JSON updates).
 //! * `table.rs`: table maps + `information_schema` → names, key, projection.
 //! * `history.rs`: the schema as of the binlog position (DDL applied, stored with the
 //!   checkpoints), which `table.rs` uses instead of today's `information_schema`;
@@ -47,6 +47,7 @@ pub mod ddl;
 pub mod error;
 pub mod gtid_tagged;
 pub mod history;
+pub mod json_diff;
 pub mod jsonb;
 pub mod lag;
 pub mod payload;

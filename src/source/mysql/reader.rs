@@ -157,6 +157,8 @@ struct Reader {
     last_boundary: Option<MysqlPosition>,
     idle_boundary: Option<MysqlPosition>,
     empty_txs: u64,
+    /// `(table, column)` already warned about: partial JSON updates without a document.
+    warned_partial_json: std::collections::HashSet<(String, String)>,
 }
 
 /// A SQL connection for `cfg` (and the login and TLS settings that reconnect it): fails
@@ -295,6 +297,7 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
         last_boundary: None,
         idle_boundary: None,
         empty_txs: 0,
+        warned_partial_json: Default::default(),
     };
     // The schema as of the start: stored history up to the resume position, or (first
     // start, at the server's current end) information_schema, which is right there.
@@ -711,13 +714,8 @@ impl Reader {
                 }
                 .into());
             }
-            39 => {
-                return Err(self.unsupported(
-                    h,
-                    "PARTIAL_UPDATE_ROWS_EVENT",
-                    "binlog_row_value_options='' (no PARTIAL_JSON)",
-                ))
-            }
+            // PARTIAL_UPDATE_ROWS (binlog_row_value_options=PARTIAL_JSON).
+            39 => self.on_rows(h, body, RowsKind::PartialUpdate)?,
             40 => self.on_payload(h, body)?,
             165 => {
                 return Err(self.unsupported(h, "QUERY_COMPRESSED_EVENT", "log_bin_compress=OFF"))
@@ -1247,7 +1245,7 @@ impl Reader {
     }
 
     fn on_rows(&mut self, h: &Header, body: &[u8], kind: RowsKind) -> Result<(), Halt> {
-        let v2 = matches!(h.type_code, 30..=32);
+        let v2 = matches!(h.type_code, 30..=32 | 39);
         let rh = rows::header(body).map_err(|e| self.rows_err(h, None, e))?;
         if rh.table_id == 0x00FF_FFFF {
             return Ok(());
@@ -1271,7 +1269,7 @@ impl Reader {
         }
         let op = match kind {
             RowsKind::Write => Op::Create,
-            RowsKind::Update => Op::Update,
+            RowsKind::Update | RowsKind::PartialUpdate => Op::Update,
             RowsKind::Delete => Op::Delete,
         };
         let start = self.tx.start.unwrap_or(h.offset());
@@ -1286,7 +1284,8 @@ impl Reader {
         // Streamed through only while nothing can undo the rows before the group's end.
         let may_flush = !self.tx.xa && self.tx.savepoints.is_empty();
         let (out, handle, cancel) = (&self.tx_out, &self.handle, &self.cancel);
-        let result = rows::for_each_row(body, v2, kind, &t, |before, after| {
+        let mut notes = rows::RowsNotes::default();
+        let result = rows::for_each_row(body, v2, kind, &t, &mut notes, |before, after| {
             ordinal += 1;
             let position = MysqlPosition {
                 file: file.clone(),
@@ -1322,6 +1321,20 @@ impl Reader {
         });
         self.tx.emitted += emitted;
         self.tx.flushed |= flushed;
+        for i in notes.unbuilt_json {
+            let column = t
+                .names
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("#{}", i + 1));
+            let table = format!("{}.{}", t.db, t.name);
+            if self
+                .warned_partial_json
+                .insert((table.clone(), column.clone()))
+            {
+                tracing::warn!(file = %self.file, pos = h.offset(), table = %table, column = %column, "partial JSON update without the old document in the before image: the column's new value is not known and is left out of `after` (listed in `unchanged`); set binlog_row_image=FULL (or binlog_row_value_options='') on the server to get the whole document");
+            }
+        }
         match result {
             Ok(Ok(n)) => {
                 if t.selected.is_none() {

@@ -126,6 +126,9 @@ pub enum DecodeError {
     Truncated { need: usize, have: usize },
     #[error("{0}")]
     Invalid(String),
+    /// A PARTIAL_UPDATE_ROWS_EVENT's JSON diff that cannot be read or applied.
+    #[error("partial JSON update (binlog_row_value_options=PARTIAL_JSON): {0}")]
+    PartialJson(#[source] super::json_diff::DiffError),
 }
 
 fn invalid(msg: impl Into<String>) -> DecodeError {

@@ -33,7 +33,8 @@ pub fn read_settings(conn: &mut SqlConn) -> Result<HashMap<String, String>, Mysq
 }
 
 /// Every setting that stops logtide, in the order they are checked (empty: all fine).
-/// `binlog_row_image` and `binlog_row_metadata` are advisory and not included.
+/// `binlog_row_image`, `binlog_row_metadata` and `binlog_row_value_options` are advisory
+/// and not included (see [`partial_json_loses_documents`]).
 pub fn setting_problems(vars: &HashMap<String, String>) -> Vec<MysqlError> {
     let var = |k: &str| {
         vars.get(k)
@@ -65,15 +66,20 @@ pub fn setting_problems(vars: &HashMap<String, String>) -> Vec<MysqlError> {
             fix: "compressed binlog events are not decoded: run SET GLOBAL log_bin_compress = OFF (and in the server config), then FLUSH BINARY LOGS".into(),
         });
     }
-    if var("binlog_row_value_options").contains("PARTIAL_JSON") {
-        out.push(MysqlError::Setting {
-            setting: "binlog_row_value_options",
-            actual: var("binlog_row_value_options"),
-            wanted: "'' (empty)",
-            fix: "partial JSON updates are not decoded: run SET GLOBAL binlog_row_value_options = '' (and in the server config)".into(),
-        });
-    }
     out
+}
+
+/// `binlog_row_value_options=PARTIAL_JSON` with a row image other than FULL: a JSON column
+/// updated in place (JSON_SET, JSON_REPLACE, JSON_REMOVE) is logged as a diff against a
+/// document the before image does not carry, so its new value is not known (absent from
+/// `after`, listed in `unchanged`).
+pub fn partial_json_loses_documents(vars: &HashMap<String, String>) -> bool {
+    let var = |k: &str| {
+        vars.get(k)
+            .map(|v| v.to_ascii_uppercase())
+            .unwrap_or_default()
+    };
+    var("binlog_row_value_options").contains("PARTIAL_JSON") && var("binlog_row_image") != "FULL"
 }
 
 /// Checks settings and privileges. `user` is the configured user (for messages).
@@ -95,6 +101,13 @@ pub fn validate(conn: &mut SqlConn, user: &str) -> Result<ServerInfo, MysqlError
         tracing::warn!(
             binlog_row_image = %row_image,
             "binlog_row_image is not FULL: updates carry only changed columns (listed as absent/unchanged in events) and deletes only the key; set binlog_row_image=FULL for complete before/after images"
+        );
+    }
+    if partial_json_loses_documents(&vars) {
+        tracing::warn!(
+            binlog_row_image = %row_image,
+            binlog_row_value_options = %var("binlog_row_value_options"),
+            "partial JSON updates with a row image that is not FULL: a JSON column changed in place comes without its new document (left out of `after`, listed in `unchanged`); set binlog_row_image=FULL or binlog_row_value_options='' for whole documents"
         );
     }
     let metadata = var("binlog_row_metadata");
@@ -264,6 +277,34 @@ pub fn write_grants(lines: &[String]) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partial_json_is_accepted_and_flagged_only_without_full_images() {
+        let vars = |opts: &str, image: &str| -> HashMap<String, String> {
+            [
+                ("log_bin", "ON"),
+                ("binlog_format", "ROW"),
+                ("binlog_row_value_options", opts),
+                ("binlog_row_image", image),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+        };
+        for image in ["FULL", "MINIMAL", "NOBLOB"] {
+            assert!(setting_problems(&vars("PARTIAL_JSON", image)).is_empty());
+        }
+        assert!(!partial_json_loses_documents(&vars("PARTIAL_JSON", "FULL")));
+        assert!(partial_json_loses_documents(&vars(
+            "partial_json",
+            "MINIMAL"
+        )));
+        assert!(partial_json_loses_documents(&vars(
+            "PARTIAL_JSON",
+            "NOBLOB"
+        )));
+        assert!(!partial_json_loses_documents(&vars("", "MINIMAL")));
+    }
 
     #[test]
     fn grants_are_parsed() {

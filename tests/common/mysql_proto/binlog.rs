@@ -12,6 +12,9 @@ pub const GTID: u8 = 33;
 pub const ANONYMOUS_GTID: u8 = 34;
 pub const PREVIOUS_GTIDS: u8 = 35;
 pub const GTID_TAGGED: u8 = 42;
+pub const MARIADB_BINLOG_CHECKPOINT: u8 = 161;
+pub const MARIADB_GTID: u8 = 162;
+pub const MARIADB_GTID_LIST: u8 = 163;
 /// `LOG_EVENT_ARTIFICIAL_F`.
 const ARTIFICIAL: u16 = 0x20;
 
@@ -96,11 +99,21 @@ impl Fixture {
     }
 
     /// Where a server that wrote this file would say its binlog "ends" before the changes:
-    /// the first event after the FORMAT_DESCRIPTION / PREVIOUS_GTIDS head.
+    /// the first event after the head (FORMAT_DESCRIPTION, PREVIOUS_GTIDS; MariaDB's
+    /// GTID_LIST and BINLOG_CHECKPOINT).
     pub fn head_end(&self) -> u64 {
         self.events
             .iter()
-            .find(|e| !matches!(e.type_code, FORMAT_DESCRIPTION | PREVIOUS_GTIDS | ROTATE))
+            .find(|e| {
+                !matches!(
+                    e.type_code,
+                    FORMAT_DESCRIPTION
+                        | PREVIOUS_GTIDS
+                        | ROTATE
+                        | MARIADB_GTID_LIST
+                        | MARIADB_BINLOG_CHECKPOINT
+                )
+            })
             .map(|e| e.offset as u64)
             .unwrap_or(self.bytes.len() as u64)
     }

@@ -7,6 +7,10 @@
 //! The differences that matter: 8.4 removed `SHOW MASTER STATUS` (8.2 added `SHOW BINARY
 //! LOG STATUS`, 8.0 does not have it); `caching_sha2_password` is the default plugin from
 //! 8.0 on and `mysql_native_password` is disabled by default from 8.4 (gone in 9.0).
+//! MariaDB 10.5 (the version of `mariadb-bin.000001`): `mysql_native_password`, `SHOW
+//! MASTER STATUS`, the `BINLOG MONITOR` privilege, no MySQL-only variables, and the
+//! replica session variables of its dump (`@mariadb_slave_capability`,
+//! `@slave_connect_state` and the GTID strictness switches).
 
 use std::collections::BTreeMap;
 
@@ -16,6 +20,8 @@ pub enum Flavour {
     Mysql80,
     Mysql84,
     Mysql9,
+    /// MariaDB 10.5, as the server that wrote `mariadb-bin.000001`.
+    Mariadb105,
 }
 
 impl Flavour {
@@ -24,22 +30,32 @@ impl Flavour {
             Flavour::Mysql80 => "8.0.40",
             Flavour::Mysql84 => "8.4.3",
             Flavour::Mysql9 => "9.1.0",
+            Flavour::Mariadb105 => "10.5.15-MariaDB-1:10.5.15+maria~focal-log",
         }
+    }
+
+    pub fn mariadb(self) -> bool {
+        self == Flavour::Mariadb105
     }
 
     /// `SHOW MASTER STATUS` exists (removed in 8.4).
     pub fn has_show_master_status(self) -> bool {
-        self == Flavour::Mysql80
+        matches!(self, Flavour::Mysql80 | Flavour::Mariadb105)
     }
 
     /// `SHOW BINARY LOG STATUS` exists (added in 8.2).
     pub fn has_show_binary_log_status(self) -> bool {
-        self != Flavour::Mysql80
+        matches!(self, Flavour::Mysql84 | Flavour::Mysql9)
     }
 
     /// The grants of the replication user, as docker/init/mysql.sql creates it (checked by
     /// `mysql8::compose_matches_the_flavour_script`).
     pub fn grants(self, user: &str) -> Vec<String> {
+        if self.mariadb() {
+            return vec![format!(
+                "GRANT SELECT, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO `{user}`@`%` IDENTIFIED BY PASSWORD '*0000000000000000000000000000000000000000'"
+            )];
+        }
         vec![format!(
             "GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO `{user}`@`%`"
         )]
@@ -48,6 +64,21 @@ impl Flavour {
     /// The global variables of a server set up for logtide (README: MySQL quick start).
     pub fn variables(self) -> BTreeMap<String, String> {
         let mut v = BTreeMap::new();
+        if self.mariadb() {
+            for (k, val) in [
+                ("version", self.version()),
+                ("log_bin", "ON"),
+                ("binlog_format", "ROW"),
+                ("binlog_row_image", "FULL"),
+                ("binlog_row_metadata", "FULL"),
+                ("binlog_checksum", "CRC32"),
+                ("log_bin_compress", "OFF"),
+                ("server_id", "1"),
+            ] {
+                v.insert(k.to_owned(), val.to_owned());
+            }
+            return v;
+        }
         for (k, val) in [
             ("version", self.version()),
             ("log_bin", "ON"),
@@ -186,6 +217,18 @@ pub fn answer(sql: &str, st: &Status<'_>) -> Option<Answer> {
         || up.starts_with("SET TIME_ZONE")
     {
         Answer::Ok
+    } else if up.starts_with("SET @MARIADB_SLAVE_CAPABILITY")
+        || up.starts_with("SET @SLAVE_CONNECT_STATE")
+        || up.starts_with("SET @SLAVE_GTID_STRICT_MODE")
+        || up.starts_with("SET @SLAVE_GTID_IGNORE_DUPLICATES")
+    {
+        if st.flavour.mariadb() {
+            Answer::Ok
+        } else {
+            // MySQL has no such variables; a user variable is set without complaint, but
+            // logtide must not send these to MySQL: recorded as unknown.
+            return None;
+        }
     } else if up == "SELECT @MASTER_BINLOG_CHECKSUM" {
         Answer::Rows(vec!["@master_binlog_checksum"], vec![vec![st.checksum.map(str::to_owned)]])
     } else if up.starts_with("SELECT TABLE_SCHEMA, TABLE_NAME FROM INFORMATION_SCHEMA.TABLES") {

@@ -1,4 +1,5 @@
-//! A MySQL protocol test server: enough of the wire protocol of MySQL 8.0 / 8.4 / 9.x for
+//! A MySQL protocol test server: enough of the wire protocol of MySQL 8.0 / 8.4 / 9.x (and
+//! MariaDB 10.5, for its fixture) for
 //! logtide to run against it unchanged, with the events of a binary log file written by a
 //! real server (`../shared/fixtures/mysql-binlogs`).
 //!
@@ -145,7 +146,12 @@ impl Builder {
                     plugin: self.account_plugin,
                 },
                 self.default_plugin,
-                self.flavour.version().into(),
+                if self.flavour.mariadb() {
+                    // MariaDB 10+ prefixes its handshake version for old clients.
+                    format!("5.5.5-{}", self.flavour.version())
+                } else {
+                    self.flavour.version().into()
+                },
             ),
             fixture: self.fixture,
             variables: Mutex::new(variables),
@@ -198,11 +204,17 @@ pub struct ProtoServer {
 
 impl ProtoServer {
     pub fn builder(flavour: Flavour, fixture: &str) -> Builder {
+        // MariaDB's default (and the fixture's server's) plugin is mysql_native_password.
+        let plugin = if flavour.mariadb() {
+            auth::NATIVE
+        } else {
+            auth::CACHING_SHA2
+        };
         Builder {
             flavour,
             fixture: Fixture::load(fixture),
-            account_plugin: auth::CACHING_SHA2,
-            default_plugin: auth::CACHING_SHA2,
+            account_plugin: plugin,
+            default_plugin: plugin,
             variables: flavour.variables(),
             drop_at: None,
             end: None,
