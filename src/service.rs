@@ -404,6 +404,65 @@ impl SourcePair {
         }
     }
 
+    /// A pipeline for this source's sinks (taken from `self` until it is done).
+    fn pipeline(
+        &mut self,
+        rx: mpsc::Receiver<source::SourceMessage>,
+        checkpointed: watch::Sender<Option<crate::position::Position>>,
+        bounds: Bounds,
+        ondemand: Option<OnDemand>,
+    ) -> Pipeline {
+        Pipeline {
+            source: self.cfg.name().to_owned(),
+            rx,
+            sinks: std::mem::take(&mut self.sinks),
+            store: self.store.clone(),
+            checkpointed,
+            bounds,
+            max_batch_events: self.max_batch_events,
+            retry: RetryPolicy::default(),
+            cancel: self.cancel.clone(),
+            obs: self.obs.clone(),
+            ondemand,
+        }
+    }
+
+    /// Takes in how a pipeline ended. A delivery failure is final (the sink named in the
+    /// error needs fixing); otherwise its counters join `total`, and `--max-events` counts
+    /// across pipelines (backfill, then each reconnect): the next one delivers the rest.
+    /// Returns whether a bound ended the run.
+    fn tally(
+        &mut self,
+        outcome: Result<(Finish, Stats), PipelineError>,
+        total: &mut Stats,
+    ) -> Result<bool, PipelineError> {
+        let (finish, stats) = match outcome {
+            Ok(r) => r,
+            Err(e) => {
+                let name = self.cfg.name();
+                self.obs.metrics.error(name, "pipeline");
+                self.obs.status.set_error(ErrorChain(&e).to_string(), false);
+                tracing::error!(source = %name, error = %ErrorChain(&e), "delivery failed permanently: fix the sink named here and restart logtide");
+                return Err(e);
+            }
+        };
+        total.events += stats.events;
+        total.batches += stats.batches;
+        total.checkpoints += stats.checkpoints;
+        if stats.last_checkpoint.is_some() {
+            total.last_checkpoint = stats.last_checkpoint;
+        }
+        let mut over = finish == Finish::BoundReached;
+        if let Some(m) = self.bounds.max_events.as_mut() {
+            *m = m.saturating_sub(stats.events);
+            over |= *m == 0;
+        }
+        if over {
+            self.bound_reached = true;
+        }
+        Ok(over)
+    }
+
     async fn run_inner(&mut self, total: &mut Stats) -> Result<(), ServiceError> {
         let name = self.cfg.name().to_owned();
         let info = Arc::new(SourceInfo {
@@ -429,22 +488,11 @@ impl SourcePair {
             // started): the same delivery, retries, bounds and pause as the stream.
             let (tx, rx) = mpsc::channel(2);
             let read_cancel = self.cancel.child_token();
-            let mut pipeline = Pipeline {
-                source: name.clone(),
-                rx,
-                sinks: std::mem::take(&mut self.sinks),
-                store: self.store.clone(),
-                checkpointed: watch::channel(None).0,
-                bounds: Bounds {
-                    until: None,
-                    max_events: self.bounds.max_events,
-                },
-                max_batch_events: self.max_batch_events,
-                retry: RetryPolicy::default(),
-                cancel: self.cancel.clone(),
-                obs: self.obs.clone(),
-                ondemand: None,
+            let bounds = Bounds {
+                until: None,
+                max_events: self.bounds.max_events,
             };
+            let mut pipeline = self.pipeline(rx, watch::channel(None).0, bounds, None);
             let read = crate::backfill::run_initial(
                 &self.cfg,
                 &info,
@@ -463,22 +511,11 @@ impl SourcePair {
             let (read, outcome) = tokio::join!(read, deliver);
             self.sinks = std::mem::take(&mut pipeline.sinks);
             drop(pipeline);
-            let (finish, stats) = match outcome {
-                Ok(r) => r,
-                Err(source) => {
-                    metrics.error(&name, "pipeline");
-                    status.set_error(ErrorChain(&source).to_string(), false);
-                    tracing::error!(source = %name, error = %ErrorChain(&source), "delivery failed permanently: fix the sink named here and restart logtide");
-                    return Err(ServiceError::Pipeline { name, source });
-                }
-            };
-            total.events += stats.events;
-            total.batches += stats.batches;
-            if let Some(m) = self.bounds.max_events.as_mut() {
-                *m = m.saturating_sub(stats.events);
-            }
-            if finish == Finish::BoundReached {
-                self.bound_reached = true;
+            let over = self.tally(outcome, total);
+            if over.map_err(|source| ServiceError::Pipeline {
+                name: name.clone(),
+                source,
+            })? {
                 return Ok(());
             }
             if self.cancel.is_cancelled() {
@@ -544,19 +581,7 @@ impl SourcePair {
                 store: Some(self.store.clone()),
             };
             status.set_state(SourceState::Connecting);
-            let mut pipeline = Pipeline {
-                source: name.clone(),
-                rx,
-                sinks: std::mem::take(&mut self.sinks),
-                store: self.store.clone(),
-                checkpointed: wtx,
-                bounds: self.bounds.clone(),
-                max_batch_events: self.max_batch_events,
-                retry: RetryPolicy::default(),
-                cancel: self.cancel.clone(),
-                obs: self.obs.clone(),
-                ondemand: ondemand.take(),
-            };
+            let mut pipeline = self.pipeline(rx, wtx, self.bounds.clone(), ondemand.take());
             let started = Instant::now();
             let mut src_task = JoinSet::new();
             let cfg = self.cfg.clone();
@@ -569,32 +594,12 @@ impl SourcePair {
             let ended = self
                 .collect_source(&mut src_task, &src_cancel, &outcome)
                 .await;
-            let (finish, stats) = match outcome {
-                Ok(r) => r,
-                Err(source) => {
-                    metrics.error(&name, "pipeline");
-                    status.set_error(ErrorChain(&source).to_string(), false);
-                    tracing::error!(source = %name, error = %ErrorChain(&source), "delivery failed permanently: fix the sink named here and restart logtide");
-                    return Err(ServiceError::Pipeline { name, source });
-                }
-            };
-            total.events += stats.events;
-            total.batches += stats.batches;
-            total.checkpoints += stats.checkpoints;
-            if stats.last_checkpoint.is_some() {
-                total.last_checkpoint = stats.last_checkpoint;
-            }
-            if finish == Finish::BoundReached {
-                self.bound_reached = true;
+            let over = self.tally(outcome, total);
+            if over.map_err(|source| ServiceError::Pipeline {
+                name: name.clone(),
+                source,
+            })? {
                 return Ok(());
-            }
-            // `--max-events` counts over reconnects: the next pipeline delivers the rest.
-            if let Some(m) = self.bounds.max_events.as_mut() {
-                *m = m.saturating_sub(stats.events);
-                if *m == 0 {
-                    self.bound_reached = true;
-                    return Ok(());
-                }
             }
             let e = match ended {
                 Ok(Ended::Stopped) => return Ok(()),
