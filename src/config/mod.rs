@@ -76,6 +76,10 @@ pub(super) fn default_connect_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
+/// For a file that is valid TOML but not a valid config: the error with the full key path
+/// (`sources[1].connect_timeout: invalid type: ...`). serde cannot track keys inside the
+/// internally tagged `[[sources]]` and `[[sinks]]` tables, so each entry is deserialized
+/// again as the struct its `kind` names. `None` when the text is not TOML at all (toml's own
 /// message, with line and column, is the better one then).
 fn keyed_error(text: &str) -> Option<String> {
     fn entry<T: serde::de::DeserializeOwned>(v: &toml::Value, at: &str) -> Result<(), String> {
@@ -234,7 +238,7 @@ impl Config {
                 ));
             }
             if let Some(ssh) = s.ssh() {
-                if s.endpoint().0.starts_with('/') {
+                if s.endpoint().host.starts_with('/') {
                     return Err(invalid(
                         format!("sources.{n}.ssh"),
                         "cannot forward to a unix socket: set host to the database's address as seen from the SSH server",

@@ -41,10 +41,6 @@ pub(super) fn read_secret(var: Option<&str>, source: &str) -> Result<Option<Secr
     }
 }
 
-/// For a file that is valid TOML but not a valid config: the error with the full key path
-/// (`sources[1].connect_timeout: invalid type: ...`). serde cannot track keys inside the
-/// internally tagged `[[sources]]` and `[[sinks]]` tables, so each entry is deserialized
-
 #[cfg(test)]
 mod tests {
     use super::*;

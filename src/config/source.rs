@@ -8,6 +8,7 @@
 use super::duration::{de_duration, parse_duration};
 use super::secret::{read_secret, Secret};
 use super::{default_connect_timeout, yes, ConfigError};
+use crate::endpoint::Endpoint;
 use crate::filter::{ColumnFilterConfig, Filter, TableFilterConfig};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -59,32 +60,13 @@ impl SourceConfig {
         }
     }
 
-    /// The database `host` and `port` (what a tunnel forwards to).
-    pub fn endpoint(&self) -> (&str, u16) {
+    /// The database's `host` and `port` as configured (what a tunnel forwards to; without
+    /// a tunnel, where the source connects).
+    pub fn endpoint(&self) -> Endpoint {
         match self {
-            SourceConfig::Postgres(c) => (&c.host, c.port),
-            SourceConfig::Mysql(c) => (&c.host, c.port),
-            SourceConfig::Query(c) => (&c.host, c.port()),
-        }
-    }
-
-    /// Points the source at `127.0.0.1:<local_port>` (a tunnel's local end); TLS keeps
-    /// verifying the original host name.
-    pub fn redirect_to_local(&mut self, local_port: u16) {
-        let local = "127.0.0.1".to_owned();
-        match self {
-            SourceConfig::Postgres(c) => {
-                c.tls_server_name = Some(std::mem::replace(&mut c.host, local));
-                c.port = local_port;
-            }
-            SourceConfig::Mysql(c) => {
-                c.tls_server_name = Some(std::mem::replace(&mut c.host, local));
-                c.port = local_port;
-            }
-            SourceConfig::Query(c) => {
-                c.tls_server_name = Some(std::mem::replace(&mut c.host, local));
-                c.port_setting = Some(local_port);
-            }
+            SourceConfig::Postgres(c) => c.endpoint(),
+            SourceConfig::Mysql(c) => c.endpoint(),
+            SourceConfig::Query(c) => c.endpoint(),
         }
     }
 
@@ -169,10 +151,6 @@ pub struct PostgresSourceConfig {
     /// running `logtide run`. Default false.
     #[serde(default)]
     pub paused: bool,
-    /// The name the server certificate must carry when `host` was rewritten to a tunnel's
-    /// local end (set by [`crate::tunnel`], never read from the file).
-    #[serde(skip)]
-    pub tls_server_name: Option<String>,
     #[serde(default)]
     pub tables: TableFilterConfig,
     #[serde(default)]
@@ -193,10 +171,9 @@ impl PostgresSourceConfig {
     pub fn password(&self) -> Result<Option<Secret>, ConfigError> {
         read_secret(self.password_env.as_deref(), &self.name)
     }
-    /// The host name TLS verifies and sends as SNI: `host`, or the real database host when
-    /// `host` points at an SSH tunnel.
-    pub fn tls_host(&self) -> &str {
-        self.tls_server_name.as_deref().unwrap_or(&self.host)
+    /// `host:port` as configured; see [`SourceConfig::endpoint`].
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::direct(&self.host, self.port)
     }
 }
 
@@ -248,10 +225,6 @@ pub struct MysqlSourceConfig {
     /// running `logtide run`. Default false.
     #[serde(default)]
     pub paused: bool,
-    /// The name the server certificate must carry when `host` was rewritten to a tunnel's
-    /// local end (set by [`crate::tunnel`], never read from the file).
-    #[serde(skip)]
-    pub tls_server_name: Option<String>,
     #[serde(default)]
     pub tables: TableFilterConfig,
     #[serde(default)]
@@ -293,6 +266,10 @@ impl MysqlSslMode {
 }
 
 impl MysqlSourceConfig {
+    /// `host:port` as configured; see [`SourceConfig::endpoint`].
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::direct(&self.host, self.port)
+    }
     pub fn password(&self) -> Result<Option<Secret>, ConfigError> {
         read_secret(self.password_env.as_deref(), &self.name)
     }
@@ -397,10 +374,6 @@ pub struct QuerySourceConfig {
     /// running `logtide run`. Default false.
     #[serde(default)]
     pub paused: bool,
-    /// The name the server certificate must carry when `host` was rewritten to a tunnel's
-    /// local end (set by [`crate::tunnel`], never read from the file).
-    #[serde(skip)]
-    pub tls_server_name: Option<String>,
 }
 
 /// `lookback` of a query source.
@@ -460,9 +433,9 @@ impl QuerySourceConfig {
     pub fn password(&self) -> Result<Option<Secret>, ConfigError> {
         read_secret(self.password_env.as_deref(), &self.name)
     }
-    /// As [`PostgresSourceConfig::tls_host`].
-    pub fn tls_host(&self) -> &str {
-        self.tls_server_name.as_deref().unwrap_or(&self.host)
+    /// `host:port` as configured; see [`SourceConfig::endpoint`].
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::direct(&self.host, self.port())
     }
     /// The configured port, else the protocol's default (5432 / 3306).
     pub fn port(&self) -> u16 {
@@ -683,23 +656,22 @@ mod tests {
     }
 
     #[test]
-    fn ssh_and_paused_parse_and_redirect() {
+    fn ssh_and_paused_parse() {
         let text = GOOD.replace(
             "status_interval = \"2s\"",
             "status_interval = \"2s\"\npaused = true\nhost = \"db.internal\"\n\
              ssh = { host = \"bastion\", user = \"tunnel\", private_key = \"/k\", known_hosts = \"/kh\" }",
         );
         let c = parse(&text).expect("parses");
-        let mut s = c.sources.first().expect("source").clone();
+        let s = c.sources.first().expect("source");
         assert!(s.paused());
-        let ssh = s.ssh().expect("ssh").clone();
+        let ssh = s.ssh().expect("ssh");
         assert_eq!((ssh.port, ssh.connect_timeout.as_secs()), (22, 10));
-        s.redirect_to_local(40000);
-        assert_eq!(s.endpoint(), ("127.0.0.1", 40000));
-        match &s {
-            SourceConfig::Postgres(p) => assert_eq!(p.tls_host(), "db.internal"),
-            _ => panic!("postgres"),
-        }
+        // The config keeps the database's address (what the tunnel forwards to).
+        assert_eq!(
+            s.endpoint(),
+            crate::endpoint::Endpoint::direct("db.internal", 5432)
+        );
         let bad = text.replace("host = \"db.internal\"", "host = \"/run/pg\"");
         let err = parse(&bad)
             .expect_err("unix socket through ssh")
