@@ -22,6 +22,7 @@ pub mod admin;
 pub mod backfill;
 pub mod checkpoint;
 pub mod config;
+pub mod endpoint;
 pub mod error;
 pub mod event;
 pub mod filter;

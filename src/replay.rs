@@ -16,6 +16,7 @@
 
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::config::{Config, MysqlSourceConfig, PostgresSourceConfig, SourceConfig};
+use crate::endpoint::Endpoint;
 use crate::position::{Lsn, MysqlPosition, PgPosition, Position, PositionParseError};
 
 /// Why a replay cannot be set up.
@@ -53,9 +54,10 @@ pub struct Replay {
     pub from: Position,
 }
 
-/// Checks `from` against the server and stores it as `source`'s position.
+/// Checks `from` against the server (at `at`) and stores it as `source`'s position.
 pub async fn prepare(
     cfg: &Config,
+    at: &Endpoint,
     store: &CheckpointStore,
     source: &str,
     from: &str,
@@ -65,12 +67,12 @@ pub async fn prepare(
         .ok_or_else(|| ReplayError::UnknownSource(source.to_owned()))?;
     let previous = store.load(source)?;
     let pos = match scfg {
-        SourceConfig::Postgres(p) => Position::Postgres(postgres_position(p, from).await?),
+        SourceConfig::Postgres(p) => Position::Postgres(postgres_position(p, at, from).await?),
         SourceConfig::Mysql(m) => {
-            let m = m.clone();
+            let (m, at) = (m.clone(), at.clone());
             let from = from.to_owned();
             let prev = previous.clone();
-            tokio::task::spawn_blocking(move || mysql_position(&m, &from, prev.as_ref()))
+            tokio::task::spawn_blocking(move || mysql_position(&m, &at, &from, prev.as_ref()))
                 .await
                 .map_err(|e| ReplayError::Server(e.to_string()))??
         }
@@ -106,10 +108,11 @@ fn parse_mysql_cursor(s: &str) -> Option<(u64, u64, u64)> {
 
 fn mysql_position(
     cfg: &MysqlSourceConfig,
+    at: &Endpoint,
     from: &str,
     _stored: Option<&Position>,
 ) -> Result<Position, ReplayError> {
-    let files = crate::source::mysql::binary_logs(cfg)
+    let files = crate::source::mysql::binary_logs(cfg, at)
         .map_err(|e| ReplayError::Server(crate::error::ErrorChain(&e).to_string()))?;
     let pos = if let Some((seq, pos, ord)) = parse_mysql_cursor(from) {
         let file = files
@@ -152,6 +155,7 @@ fn mysql_position(
 
 async fn postgres_position(
     cfg: &PostgresSourceConfig,
+    at: &Endpoint,
     from: &str,
 ) -> Result<PgPosition, ReplayError> {
     let pos = if from.contains('/') {
@@ -163,7 +167,7 @@ async fn postgres_position(
             ordinal: before_event(p.ordinal),
         }
     };
-    let (client, conn) = crate::source::postgres::tls::connect_sql(cfg)
+    let (client, conn) = crate::source::postgres::tls::connect_sql(cfg, at)
         .await
         .map_err(|e| ReplayError::Server(crate::error::ErrorChain(&e).to_string()))?;
     let driver = tokio::spawn(conn);

@@ -54,6 +54,7 @@
 use crate::backfill::ondemand::OnDemand;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::config::{Config, OnSourceFailure, SourceConfig};
+use crate::endpoint::Endpoint;
 use crate::error::{Backoff, ErrorChain};
 use crate::event::{Connector, SourceInfo};
 use crate::metrics::{Metrics, Reporter, SourceObs, SourceState};
@@ -172,13 +173,16 @@ pub async fn run_with_store(
     // Sources behind an SSH tunnel connect to its local end (ports picked now, ssh started
     // by each source before it connects).
     let mut keepers = std::collections::HashMap::new();
-    let mut selected = selected;
-    for s in &mut selected {
+    for s in &selected {
         if let Some(k) = crate::tunnel::Keeper::for_source(s)? {
-            s.redirect_to_local(k.local_port());
             keepers.insert(s.name().to_owned(), k);
         }
     }
+    let endpoint = |s: &SourceConfig| {
+        keepers
+            .get(s.name())
+            .map_or_else(|| s.endpoint(), crate::tunnel::Keeper::endpoint)
+    };
     let metrics = Metrics::new(selected.iter().map(|s| {
         let kind = match s {
             SourceConfig::Postgres(_) => "postgres",
@@ -219,6 +223,7 @@ pub async fn run_with_store(
         if let (SourceConfig::Postgres(pg), Some(status)) = (scfg, metrics.source(scfg.name())) {
             aux.spawn(crate::source::postgres::retention::watch(
                 pg.clone(),
+                endpoint(scfg),
                 cfg.admin.wal_check_interval,
                 cfg.admin.wal_retention_warn_mb,
                 status.clone(),
@@ -228,6 +233,7 @@ pub async fn run_with_store(
         if let (SourceConfig::Mysql(my), Some(status)) = (scfg, metrics.source(scfg.name())) {
             aux.spawn(crate::source::mysql::lag::watch(
                 my.clone(),
+                endpoint(scfg),
                 cfg.admin.wal_check_interval,
                 status.clone(),
                 aux_cancel.clone(),
@@ -270,8 +276,12 @@ async fn run_sources(
             }
         }
         let name = scfg.name().to_owned();
+        let tunnel = keepers.remove(scfg.name());
         let pair = SourcePair {
-            tunnel: keepers.remove(scfg.name()),
+            at: tunnel
+                .as_ref()
+                .map_or_else(|| scfg.endpoint(), crate::tunnel::Keeper::endpoint),
+            tunnel,
             cfg: scfg,
             sinks,
             store: store.clone(),
@@ -365,7 +375,9 @@ struct SourcePair {
     /// failure stops the process).
     cancel: CancellationToken,
     obs: SourceObs,
-    /// The source's SSH tunnel (its `cfg` already points at the local end).
+    /// Where the source connects: `cfg`'s `host:port`, or its tunnel's local end.
+    at: Endpoint,
+    /// The source's SSH tunnel, if it has one.
     tunnel: Option<crate::tunnel::Keeper>,
     backoff: Backoff,
     /// A bound (`--until`, `--max-events`) was reached.
@@ -495,6 +507,7 @@ impl SourcePair {
             let mut pipeline = self.pipeline(rx, watch::channel(None).0, bounds, None);
             let read = crate::backfill::run_initial(
                 &self.cfg,
+                &self.at,
                 &info,
                 &filter,
                 &self.store,
@@ -558,7 +571,7 @@ impl SourcePair {
         if self.cancel.is_cancelled() {
             return Ok(());
         }
-        let mut ondemand = OnDemand::load(&self.store, &self.cfg, &info, &filter)?;
+        let mut ondemand = OnDemand::load(&self.store, &self.cfg, &self.at, &info, &filter)?;
         loop {
             if !self.tunnel_up().await? {
                 return Ok(());
@@ -585,8 +598,9 @@ impl SourcePair {
             let started = Instant::now();
             let mut src_task = JoinSet::new();
             let cfg = self.cfg.clone();
+            let at = self.at.clone();
             let info2 = info.clone();
-            src_task.spawn(async move { source::run(&cfg, info2, ctx).await });
+            src_task.spawn(async move { source::run(&cfg, &at, info2, ctx).await });
             let outcome = pipeline.run().await;
             self.sinks = std::mem::take(&mut pipeline.sinks);
             ondemand = pipeline.ondemand.take();

@@ -1,9 +1,10 @@
 //! SSH tunnels to sources behind a bastion host (`ssh = { ... }` of a source).
 //!
 //! Owns the `ssh` child processes and nothing else: a source behind a tunnel is connected
-//! to `127.0.0.1:<local port>` instead of its `host:port` (its config copy is rewritten by
-//! [`SourceConfig::redirect_to_local`]); PostgreSQL TLS keeps verifying the real host name.
-//! The protocols know nothing of the tunnel.
+//! to `127.0.0.1:<local port>` instead of its `host:port`, given to its connect functions
+//! as an [`Endpoint`] ([`Keeper::endpoint`], [`Tunnels::endpoint`]); TLS keeps verifying
+//! the real host name. The config is not changed, and the protocols know nothing of the
+//! tunnel.
 //!
 //! The tunnel is the system OpenSSH client, which brings the SSH protocol, key formats and
 //! known_hosts matching that operators already trust:
@@ -32,6 +33,7 @@
 //!   a dropped tunnel is just a transient source failure retried with backoff.
 
 use crate::config::{Config, SourceConfig, SshTunnelConfig};
+use crate::endpoint::Endpoint;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -380,11 +382,11 @@ impl Keeper {
         let Some(ssh) = scfg.ssh() else {
             return Ok(None);
         };
-        let (host, port) = scfg.endpoint();
+        let target = scfg.endpoint();
         Ok(Some(Keeper {
             source_name: scfg.name().to_owned(),
             ssh: ssh.clone(),
-            target: (host.to_owned(), port),
+            target: (target.host, target.port),
             local_port: free_local_port(scfg.name())?,
             tunnel: None,
         }))
@@ -392,6 +394,11 @@ impl Keeper {
 
     pub fn local_port(&self) -> u16 {
         self.local_port
+    }
+
+    /// Where the source connects: the tunnel's local end, TLS verifying the database host.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::tunnel(self.local_port, &self.target.0)
     }
 
     /// Makes sure ssh runs (starting or restarting it); returns once the port accepts.
@@ -415,25 +422,39 @@ impl Keeper {
     }
 }
 
-/// Opens the tunnels of the sources of `cfg` (only `only` when given) and returns a copy
-/// of `cfg` whose tunneled sources point at their tunnel, and the tunnels to keep alive
-/// while the copy is used. For the one-shot commands (check, discover, preview, status,
-/// replay); `logtide run` uses [`Keeper`]s.
-pub async fn open(cfg: &Config, only: Option<&str>) -> Result<(Config, Vec<Keeper>), TunnelError> {
-    let mut out = cfg.clone();
+/// The tunnels a one-shot command opened, kept alive while it uses them.
+#[derive(Default)]
+pub struct Tunnels {
+    keepers: Vec<Keeper>,
+}
+
+impl Tunnels {
+    /// Where `scfg` connects: its tunnel's local end when one was opened for it, else the
+    /// configured `host:port`.
+    pub fn endpoint(&self, scfg: &SourceConfig) -> Endpoint {
+        self.keepers
+            .iter()
+            .find(|k| k.source_name == scfg.name())
+            .map_or_else(|| scfg.endpoint(), Keeper::endpoint)
+    }
+}
+
+/// Opens the tunnels of the sources of `cfg` (only `only` when given); each source then
+/// connects to [`Tunnels::endpoint`] while the [`Tunnels`] are kept. For the one-shot
+/// commands (check, discover, preview, status, replay); `logtide run` uses [`Keeper`]s.
+pub async fn open(cfg: &Config, only: Option<&str>) -> Result<Tunnels, TunnelError> {
     let mut keepers = Vec::new();
-    for s in out
+    for s in cfg
         .sources
-        .iter_mut()
+        .iter()
         .filter(|s| only.is_none_or(|n| n == s.name()))
     {
         if let Some(mut k) = Keeper::for_source(s)? {
             k.ensure().await?;
-            s.redirect_to_local(k.local_port());
             keepers.push(k);
         }
     }
-    Ok((out, keepers))
+    Ok(Tunnels { keepers })
 }
 
 #[cfg(test)]

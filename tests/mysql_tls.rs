@@ -113,7 +113,7 @@ fn source_and_backfill_connections_are_encrypted() {
         };
         let cfg = source_config(server, &db, &extra);
         // The backfill's SQL connection: the server sees a TLS session.
-        let mut conn = logtide::backfill::mysql::connect(&cfg)
+        let mut conn = logtide::backfill::mysql::connect(&cfg, &cfg.endpoint())
             .unwrap_or_else(|e| panic!("{mode}: {e:?}\n{}", server.log()));
         let rs = conn
             .query("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
@@ -223,12 +223,9 @@ fn required_against_a_server_without_tls_is_refused() {
     }
     // preferred goes on in plain text.
     server.sql(&db, "CREATE TABLE t (id INT PRIMARY KEY)");
-    let mut conn = logtide::backfill::mysql::connect(&source_config(
-        server,
-        &db,
-        "ssl_mode = \"preferred\"\n",
-    ))
-    .expect("preferred connects without TLS");
+    let cfg = source_config(server, &db, "ssl_mode = \"preferred\"\n");
+    let mut conn = logtide::backfill::mysql::connect(&cfg, &cfg.endpoint())
+        .expect("preferred connects without TLS");
     let rs = conn
         .query("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
         .expect("status");

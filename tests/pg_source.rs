@@ -64,7 +64,7 @@ fn start(source: &SourceConfig, pg: PostgresSourceConfig, name: &str, capacity: 
         connector: Connector::Postgres,
         name: name.into(),
     });
-    let handle = tokio::spawn(async move { run(&pg, info, ctx).await });
+    let handle = tokio::spawn(async move { run(&pg, &pg.endpoint(), info, ctx).await });
     Running {
         rx,
         ck_tx,
@@ -294,24 +294,32 @@ async fn replication_connection_authenticates_with_scram_md5_and_clear_text() {
         ("lt_md5", "secret2"),
         ("lt_clear", "secret3"),
     ] {
-        let mut c = ReplConnection::connect(&cfg(user), Some(&Secret::new(pw.into())))
-            .await
-            .unwrap_or_else(|e| panic!("{user}: {e}"));
+        let mut c = ReplConnection::connect(
+            &cfg(user),
+            &cfg(user).endpoint(),
+            Some(&Secret::new(pw.into())),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{user}: {e}"));
         assert!(c.server_version >= 100000);
         let id = c.identify_system().await.expect("identify");
         assert_eq!(id.dbname.as_deref(), Some("postgres"));
     }
-    let wrong = ReplConnection::connect(&cfg("lt_scram"), Some(&Secret::new("nope".into())))
-        .await
-        .err()
-        .expect("wrong password fails");
+    let wrong = ReplConnection::connect(
+        &cfg("lt_scram"),
+        &cfg("lt_scram").endpoint(),
+        Some(&Secret::new("nope".into())),
+    )
+    .await
+    .err()
+    .expect("wrong password fails");
     let msg = wrong.to_string();
     assert!(
         msg.contains("28P01") && msg.contains("password_env") && !msg.contains("nope"),
         "{msg}"
     );
     assert_eq!(PgError::Conn(wrong).class(), ErrorClass::Permanent);
-    let missing = ReplConnection::connect(&cfg("lt_md5"), None)
+    let missing = ReplConnection::connect(&cfg("lt_md5"), &cfg("lt_md5").endpoint(), None)
         .await
         .err()
         .expect("needs a password");

@@ -5,6 +5,7 @@
 
 use crate::common::pg::{self, PgServer};
 use logtide::config::{PostgresSourceConfig, SslMode};
+use logtide::endpoint::Endpoint;
 use logtide::source::postgres::conn::ReplConnection;
 use logtide::source::postgres::tls;
 use std::path::{Path, PathBuf};
@@ -141,10 +142,15 @@ fn source(server: &PgServer, host: &str, mode: &str, root: Option<&Path>) -> Pos
     toml::from_str(&t).expect("valid source config")
 }
 
-/// Connects with `connect_sql`, drives the connection, and reports whether the session is
-/// encrypted (pg_stat_ssl).
+/// Connects with `connect_sql` to the configured host, drives the connection, and reports
+/// whether the session is encrypted (pg_stat_ssl).
 async fn sql_ssl(cfg: &PostgresSourceConfig) -> Result<bool, tls::TlsError> {
-    let (client, conn) = tls::connect_sql(cfg).await?;
+    sql_ssl_at(cfg, &cfg.endpoint()).await
+}
+
+/// [`sql_ssl`] connecting to `at`.
+async fn sql_ssl_at(cfg: &PostgresSourceConfig, at: &Endpoint) -> Result<bool, tls::TlsError> {
+    let (client, conn) = tls::connect_sql(cfg, at).await?;
     let task = tokio::spawn(conn);
     let row = client
         .query_one(
@@ -237,7 +243,7 @@ async fn replication_connection_is_encrypted_with_require_and_prefer() {
     let password = logtide::config::Secret::new(pg::PASSWORD.into());
     for mode in ["require", "prefer"] {
         let cfg = source(&s.server, "127.0.0.1", mode, None);
-        let mut conn = ReplConnection::connect(&cfg, Some(&password))
+        let mut conn = ReplConnection::connect(&cfg, &cfg.endpoint(), Some(&password))
             .await
             .unwrap_or_else(|e| panic!("{mode}: {e}"));
         conn.identify_system().await.expect("identify over tls");
@@ -330,19 +336,17 @@ async fn scram_plus_channel_binding_is_accepted_by_the_server() {
 #[tokio::test]
 async fn verify_full_checks_the_database_name_behind_an_ssh_tunnel() {
     let s = setup();
-    // A tunnel points the source at 127.0.0.1 (not in the certificate) and keeps the
-    // database's host name for TLS.
+    // A tunnel's endpoint points the source at 127.0.0.1 (not in the certificate) and
+    // keeps the database's host name for TLS; the config is not changed.
     let cfg = source(&s.server, "localhost", "verify-full", Some(&s.certs.ca));
-    let mut sc = logtide::config::SourceConfig::Postgres(cfg.clone());
-    sc.redirect_to_local(s.server.port());
-    let logtide::config::SourceConfig::Postgres(tunneled) = sc else {
-        panic!("postgres source");
-    };
+    let tunneled = Endpoint::tunnel(s.server.port(), &cfg.host);
     assert_eq!(tunneled.host, "127.0.0.1");
     assert_eq!(tunneled.tls_host(), "localhost");
-    assert!(sql_ssl(&tunneled).await.expect("verified as localhost"));
+    assert!(sql_ssl_at(&cfg, &tunneled)
+        .await
+        .expect("verified as localhost"));
+    assert_eq!(cfg.host, "localhost");
     // The same address without the kept name fails verification.
-    let mut plain = cfg;
-    plain.host = "127.0.0.1".into();
-    assert!(sql_ssl(&plain).await.is_err());
+    let plain = Endpoint::direct("127.0.0.1", s.server.port());
+    assert!(sql_ssl_at(&cfg, &plain).await.is_err());
 }

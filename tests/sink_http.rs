@@ -5,7 +5,8 @@ use crate::common::receiver::{free_port, wait_for, Receiver, Reply, Request, Scr
 use crate::sink_util::{cursors, dedup, events, insert, json_cursors, table};
 use hmac::{Hmac, KeyInit, Mac};
 use logtide::config::HttpSinkConfig;
-use logtide::sink::dead_letter::{read_dead_letters, resend};
+use logtide::ops::dead_letters::resend;
+use logtide::sink::dead_letter::read_dead_letters;
 use logtide::sink::http::HttpSink;
 use logtide::sink::Sink;
 use sha2::Sha256;

@@ -374,11 +374,14 @@ pub fn load_progress(
 }
 
 /// Runs (or resumes) the initial backfill of a source if it has not completed yet: reads
-/// every table and sends the chunks to the source's pipeline on `tx` (which delivers them
-/// and stores each one's progress). Returns [`Read::Nothing`] when the source already
-/// streamed before (a stored position and no unfinished run) or backfill is off.
+/// every table (connecting to `at`) and sends the chunks to the source's pipeline on `tx`
+/// (which delivers them and stores each one's progress). Returns [`Read::Nothing`] when the
+/// source already streamed before (a stored position and no unfinished run) or backfill is
+/// off.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_initial(
     cfg: &crate::config::SourceConfig,
+    at: &crate::endpoint::Endpoint,
     info: &std::sync::Arc<crate::event::SourceInfo>,
     filter: &crate::filter::Filter,
     store: &CheckpointStore,
@@ -416,6 +419,7 @@ pub async fn run_initial(
         crate::config::SourceConfig::Postgres(pg) => {
             run_postgres(
                 pg,
+                at,
                 info,
                 filter,
                 &settings,
@@ -431,6 +435,7 @@ pub async fn run_initial(
         crate::config::SourceConfig::Mysql(my) => {
             mysql::run_mysql(
                 my,
+                at,
                 info,
                 filter,
                 &settings,
@@ -448,6 +453,7 @@ pub async fn run_initial(
 #[allow(clippy::too_many_arguments)]
 async fn run_postgres(
     cfg: &crate::config::PostgresSourceConfig,
+    at: &crate::endpoint::Endpoint,
     info: &std::sync::Arc<crate::event::SourceInfo>,
     filter: &crate::filter::Filter,
     settings: &crate::config::BackfillSettings,
@@ -459,7 +465,8 @@ async fn run_postgres(
 ) -> Result<Read, BackfillError> {
     let name = cfg.name.as_str();
     let limit = cfg.read_timeout;
-    let (client, mut driver) = postgres::bounded(limit, "connect", postgres::connect(cfg)).await?;
+    let (client, mut driver) =
+        postgres::bounded(limit, "connect", postgres::connect(cfg, at)).await?;
     // The same checks as the stream, so a bad setting is reported the same way.
     postgres::bounded(limit, "validate the server", async {
         crate::source::postgres::setup::validate(&client, cfg)

@@ -22,6 +22,7 @@ use super::{
 };
 use crate::checkpoint::CheckpointStore;
 use crate::config::{BackfillMode, BackfillSettings, MysqlSourceConfig};
+use crate::endpoint::Endpoint;
 use crate::event::{ChangeEvent, Op, SourceInfo, TableSchema};
 use crate::filter::Filter;
 use crate::position::{MysqlPosition, Position};
@@ -347,10 +348,10 @@ fn chunk_sql(plan: &TablePlan, last: Option<&[String]>, limit: usize) -> Result<
     Ok(sql)
 }
 
-/// Opens the SQL connection (blocking): the source's credentials, TCP within the configured
-/// timeout, TLS, utf8mb4 and UTC for the text forms the decoder expects.
-pub fn connect(cfg: &MysqlSourceConfig) -> Result<SqlConn, BackfillError> {
-    SqlConn::open(cfg).map_err(setup_err("connect"))
+/// Opens the SQL connection to `at` (blocking): the source's credentials, TCP within the
+/// configured timeout, TLS, utf8mb4 and UTC for the text forms the decoder expects.
+pub fn connect(cfg: &MysqlSourceConfig, at: &Endpoint) -> Result<SqlConn, BackfillError> {
+    SqlConn::open(cfg, at).map_err(setup_err("connect"))
 }
 
 /// The binlog position the stream will start from: the server's current end.
@@ -660,6 +661,7 @@ fn joined<T>(
 #[allow(clippy::too_many_arguments)]
 pub async fn run_mysql(
     cfg: &MysqlSourceConfig,
+    at: &Endpoint,
     info: &Arc<SourceInfo>,
     filter: &Filter,
     settings: &BackfillSettings,
@@ -671,10 +673,11 @@ pub async fn run_mysql(
 ) -> Result<super::Read, BackfillError> {
     let name = cfg.name.as_str();
     let (c, f, s) = (cfg.clone(), filter.clone(), settings.clone());
+    let at = at.clone();
     // 1. Fix the stream's start before reading any row (the plan reads metadata only).
     let (mut conn, current, plans) = joined(
         tokio::task::spawn_blocking(move || {
-            let mut conn = connect(&c)?;
+            let mut conn = connect(&c, &at)?;
             // The same checks as the stream, so a bad setting is reported the same way.
             validate::validate(&mut conn, &c.user).map_err(setup_err("validate the server"))?;
             validate::check_filter(&mut conn, &f).map_err(setup_err("check the table filter"))?;

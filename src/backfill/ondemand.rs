@@ -54,6 +54,7 @@ use super::postgres as pgb;
 use super::{BackfillError, TableProgress};
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::config::{BackfillMode, BackfillSettings, SourceConfig};
+use crate::endpoint::Endpoint;
 use crate::error::{Backoff, ErrorChain};
 use crate::event::{ChangeEvent, SourceInfo, TableSchema};
 use crate::filter::Filter;
@@ -200,10 +201,10 @@ fn every_table(cfg: &SourceConfig) -> BackfillSettings {
 }
 
 impl Reader {
-    async fn connect(cfg: &SourceConfig) -> Result<Reader, BackfillError> {
+    async fn connect(cfg: &SourceConfig, at: &Endpoint) -> Result<Reader, BackfillError> {
         match cfg {
             SourceConfig::Postgres(pg) => {
-                let (client, driver) = pgb::connect(pg).await?;
+                let (client, driver) = pgb::connect(pg, at).await?;
                 Ok(Reader::Postgres(Box::new(PgReader {
                     client,
                     driver,
@@ -212,9 +213,9 @@ impl Reader {
                 })))
             }
             SourceConfig::Mysql(my) => {
-                let my = my.clone();
+                let (my, at) = (my.clone(), at.clone());
                 let conn = tokio::task::spawn_blocking(move || {
-                    let mut conn = super::mysql::connect(&my)?;
+                    let mut conn = super::mysql::connect(&my, &at)?;
                     conn.query("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                         .map_err(|e| BackfillError::Setup {
                             what: "set the isolation level",
@@ -495,6 +496,8 @@ fn mysql_chunk(
 pub struct OnDemand {
     source: String,
     cfg: SourceConfig,
+    /// Where the chunk reader connects.
+    at: Endpoint,
     info: Arc<SourceInfo>,
     filter: Arc<Filter>,
     jobs: Jobs,
@@ -510,10 +513,12 @@ pub struct OnDemand {
 }
 
 impl OnDemand {
-    /// Loads the stored jobs of a log-based source (`None` for query sources).
+    /// Loads the stored jobs of a log-based source (`None` for query sources); its chunks
+    /// are read over a connection to `at`.
     pub fn load(
         store: &CheckpointStore,
         cfg: &SourceConfig,
+        at: &Endpoint,
         info: &Arc<SourceInfo>,
         filter: &Arc<Filter>,
     ) -> Result<Option<OnDemand>, crate::checkpoint::CheckpointError> {
@@ -539,6 +544,7 @@ impl OnDemand {
         Ok(Some(OnDemand {
             source: cfg.name().to_owned(),
             cfg: cfg.clone(),
+            at: at.clone(),
             info: info.clone(),
             filter: filter.clone(),
             jobs,
@@ -712,7 +718,7 @@ impl OnDemand {
             _ => Duration::MAX,
         };
         if self.reader.is_none() {
-            let connect = Reader::connect(&self.cfg);
+            let connect = Reader::connect(&self.cfg, &self.at);
             self.reader = Some(pgb::bounded(limit, "connect", connect).await?);
         }
         let Some(reader) = self.reader.as_mut() else {
@@ -733,8 +739,12 @@ impl OnDemand {
 }
 
 /// Checks that `table` of `cfg` can be backfilled on demand (captured, with a key that can
-/// be paginated) by planning it on a fresh connection; returns its qualified name.
-pub async fn validate(cfg: &SourceConfig, table: &str) -> Result<String, BackfillError> {
+/// be paginated) by planning it on a fresh connection to `at`; returns its qualified name.
+pub async fn validate(
+    cfg: &SourceConfig,
+    at: &Endpoint,
+    table: &str,
+) -> Result<String, BackfillError> {
     let table = qualify(cfg, table);
     let info = Arc::new(SourceInfo {
         connector: match cfg {
@@ -744,7 +754,7 @@ pub async fn validate(cfg: &SourceConfig, table: &str) -> Result<String, Backfil
         },
         name: cfg.name().to_owned(),
     });
-    let mut reader = Reader::connect(cfg).await?;
+    let mut reader = Reader::connect(cfg, at).await?;
     reader.prepare(cfg, &info, &cfg.filter(), &table).await?;
     Ok(table)
 }

@@ -6,6 +6,7 @@
 
 use super::{BackfillError, Chunk, RowNamer, TableProgress};
 use crate::config::{BackfillMode, BackfillSettings, PostgresSourceConfig};
+use crate::endpoint::Endpoint;
 use crate::event::{ChangeEvent, Op, SourceInfo, TableSchema};
 use crate::filter::Filter;
 use crate::position::{Lsn, PgPosition, Position};
@@ -72,11 +73,12 @@ impl TablePlan {
     }
 }
 
-/// Opens the SQL connection; its driver runs on a task owned by the returned handle.
+/// Opens the SQL connection to `at`; its driver runs on a task owned by the returned handle.
 pub async fn connect(
     cfg: &PostgresSourceConfig,
+    at: &Endpoint,
 ) -> Result<(Client, tokio::task::JoinHandle<()>), BackfillError> {
-    let (client, conn) = connect_sql(cfg).await.map_err(setup_err("connect"))?;
+    let (client, conn) = connect_sql(cfg, at).await.map_err(setup_err("connect"))?;
     let driver = tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %crate::error::ErrorChain(&e), "backfill sql connection ended");

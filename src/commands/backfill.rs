@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 pub async fn backfill(config: PathBuf, source: String, table: String, wait: bool) -> ExitCode {
     // The table is checked on the database, through the source's tunnel if any.
-    let (cfg, _tunnels) = match load_tunneled(&config, Some(&source)).await {
+    let (cfg, tunnels) = match load_tunneled(&config, Some(&source)).await {
         Ok(t) => t,
         Err(code) => return code,
     };
@@ -20,7 +20,8 @@ pub async fn backfill(config: PathBuf, source: String, table: String, wait: bool
         return ExitCode::from(2);
     }
     use logtide::ops::backfill::Outcome;
-    match logtide::ops::backfill::request(&cfg, &scfg, &table, wait).await {
+    match logtide::ops::backfill::request(&cfg, &scfg, &tunnels.endpoint(&scfg), &table, wait).await
+    {
         Ok(Outcome::Requested { table, admin }) => {
             outln!("backfill of {table} requested from the running service ({admin}); follow it on /sources/{source} or with --wait");
             ExitCode::SUCCESS

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub async fn check(config: PathBuf, source: Option<String>) -> ExitCode {
-    let (cfg, _tunnels) = match load_tunneled(&config, source.as_deref()).await {
+    let (cfg, tunnels) = match load_tunneled(&config, source.as_deref()).await {
         Ok(t) => t,
         Err(code) => return code,
     };
@@ -40,7 +40,7 @@ pub async fn check(config: PathBuf, source: Option<String>) -> ExitCode {
         let stored = store
             .as_ref()
             .and_then(|st| st.load(s.name()).ok().flatten());
-        for f in logtide::ops::check::check_source(s, stored.as_ref()).await {
+        for f in logtide::ops::check::check_source(s, &tunnels.endpoint(s), stored.as_ref()).await {
             source_failed |= f.level == logtide::ops::Level::Fail;
             outln!("{f}");
         }

@@ -5,7 +5,7 @@ use logtide::config::Config;
 use std::process::ExitCode;
 
 pub async fn dead_letters(action: DeadLettersAction) -> ExitCode {
-    use logtide::sink::dead_letter as dl;
+    use logtide::ops::dead_letters as dl;
     let fail_cmd = |e: dl::DeadLetterCmdError| fail(if e.is_usage() { 2 } else { 1 }, &e);
     let config = match &action {
         DeadLettersAction::List { config, .. } | DeadLettersAction::Resend { config, .. } => config,

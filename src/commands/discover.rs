@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub async fn discover(config: PathBuf, source: Option<String>, format: DiscoverFormat) -> ExitCode {
-    let (cfg, _tunnels) = match load_tunneled(&config, source.as_deref()).await {
+    let (cfg, tunnels) = match load_tunneled(&config, source.as_deref()).await {
         Ok(t) => t,
         Err(code) => return code,
     };
@@ -16,7 +16,7 @@ pub async fn discover(config: PathBuf, source: Option<String>, format: DiscoverF
         .iter()
         .filter(|s| source.as_deref().is_none_or(|n| n == s.name()))
     {
-        let st = logtide::ops::discover::discover(s).await;
+        let st = logtide::ops::discover::discover(s, &tunnels.endpoint(s)).await;
         if format == DiscoverFormat::Text {
             out!("{}", logtide::ops::discover::render_text(&st));
         }

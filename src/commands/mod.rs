@@ -14,6 +14,7 @@ pub mod status;
 use crate::fail;
 use logtide::checkpoint::CheckpointStore;
 use logtide::config::Config;
+use logtide::tunnel::Tunnels;
 use std::process::ExitCode;
 
 /// Loads the config and checks that `source` (if given) is defined; the error exit code.
@@ -36,24 +37,24 @@ pub(crate) fn load_to_run(path: &std::path::Path) -> Result<Config, ExitCode> {
     Ok(cfg)
 }
 
-/// Opens the SSH tunnels of the sources a command uses (`only`, else all): a copy of `cfg`
-/// pointing at them, and the tunnels to keep while it is used; exit code 3 when one fails.
-pub(crate) async fn tunneled(
-    cfg: &Config,
-    only: Option<&str>,
-) -> Result<(Config, Vec<logtide::tunnel::Keeper>), ExitCode> {
+/// Opens the SSH tunnels of the sources a command uses (`only`, else all), to keep while
+/// the command runs; each source connects to [`Tunnels::endpoint`]. Exit code 3 when one
+/// fails.
+pub(crate) async fn tunneled(cfg: &Config, only: Option<&str>) -> Result<Tunnels, ExitCode> {
     logtide::tunnel::open(cfg, only)
         .await
         .map_err(|e| fail(3, &e))
 }
 
 /// [`load_for`] then [`tunneled`]: the config of a command that reaches the databases of
-/// `source` (else every source), pointing at their tunnels, and the tunnels to keep.
+/// `source` (else every source), and their tunnels.
 pub(crate) async fn load_tunneled(
     path: &std::path::Path,
     source: Option<&str>,
-) -> Result<(Config, Vec<logtide::tunnel::Keeper>), ExitCode> {
-    tunneled(&load_for(path, source)?, source).await
+) -> Result<(Config, Tunnels), ExitCode> {
+    let cfg = load_for(path, source)?;
+    let tunnels = tunneled(&cfg, source).await?;
+    Ok((cfg, tunnels))
 }
 
 /// Opens the checkpoint store of `cfg`; exit code 1 when it cannot be opened. `command` names

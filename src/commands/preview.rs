@@ -11,13 +11,16 @@ pub async fn preview(
     limit: usize,
     timeout: std::time::Duration,
 ) -> ExitCode {
-    let (cfg, _tunnels) = match load_tunneled(&config, Some(&source)).await {
+    let (cfg, tunnels) = match load_tunneled(&config, Some(&source)).await {
         Ok(t) => t,
         Err(code) => return code,
     };
+    let Some(at) = cfg.source(&source).map(|s| tunnels.endpoint(s)) else {
+        return ExitCode::from(2);
+    };
     let opts = logtide::ops::preview::PreviewOptions { limit, timeout };
     let mut out = Out(std::io::stdout());
-    match logtide::ops::preview::preview(&cfg, &source, opts, &mut out).await {
+    match logtide::ops::preview::preview(&cfg, &source, &at, opts, &mut out).await {
         Ok(o) => {
             if o.timed_out {
                 eprintln!(

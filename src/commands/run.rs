@@ -38,11 +38,14 @@ pub async fn replay(
         Ok(s) => s,
         Err(code) => return code,
     };
-    let (tcfg, tunnels) = match tunneled(&cfg, Some(&source)).await {
+    let tunnels = match tunneled(&cfg, Some(&source)).await {
         Ok(t) => t,
         Err(code) => return code,
     };
-    let prepared = logtide::replay::prepare(&tcfg, &store, &source, &from).await;
+    let Some(at) = cfg.source(&source).map(|s| tunnels.endpoint(s)) else {
+        return fail(2, &logtide::replay::ReplayError::UnknownSource(source));
+    };
+    let prepared = logtide::replay::prepare(&cfg, &at, &store, &source, &from).await;
     drop(tunnels);
     match prepared {
         Ok(r) => tracing::info!(

@@ -66,15 +66,14 @@ pub(crate) async fn status_lag(
     stored: &[Option<logtide::position::Position>],
 ) -> ExitCode {
     for (s, p) in cfg.sources.iter().zip(stored) {
-        let (tcfg, _tunnels) = match logtide::tunnel::open(cfg, Some(s.name())).await {
+        let tunnels = match logtide::tunnel::open(cfg, Some(s.name())).await {
             Ok(t) => t,
             Err(e) => {
                 outln!("{}\tunreachable: {}", s.name(), ErrorChain(&e));
                 continue;
             }
         };
-        let s = tcfg.source(s.name()).unwrap_or(s);
-        match logtide::ops::status::lag(s, p.as_ref()).await {
+        match logtide::ops::status::lag(s, &tunnels.endpoint(s), p.as_ref()).await {
             Ok(line) => outln!("{}\tlag {line}", s.name()),
             Err(why) => outln!("{}\tunreachable: {why}", s.name()),
         }

@@ -90,14 +90,16 @@ pub async fn store_request(
     Ok(true)
 }
 
-/// Validates and hands over (or stores) the request; with `wait`, follows it to the end.
+/// Validates the table on the database at `at` and hands over (or stores) the request;
+/// with `wait`, follows it to the end.
 pub async fn request(
     cfg: &Config,
     source: &SourceConfig,
+    at: &crate::endpoint::Endpoint,
     table: &str,
     wait: bool,
 ) -> Result<Outcome, RequestError> {
-    let table = ondemand::validate(source, table)
+    let table = ondemand::validate(source, at, table)
         .await
         .map_err(|e| RequestError::Table {
             table: table.to_owned(),

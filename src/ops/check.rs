@@ -11,6 +11,7 @@ use crate::config::{
     BackfillMode, MysqlSourceConfig, PostgresSourceConfig, QuerySourceConfig, SinkConfig,
     SourceConfig,
 };
+use crate::endpoint::Endpoint;
 use crate::error::ErrorChain;
 use crate::filter::Filter;
 use crate::position::{MysqlPosition, Position};
@@ -19,9 +20,13 @@ use crate::source::postgres::conn::{quote_ident, ReplConnection};
 use crate::source::postgres::setup;
 use std::time::Duration;
 
-/// Checks one source. `stored` is its stored checkpoint, if known (MySQL: its binlog file
-/// must still be on the server).
-pub async fn check_source(cfg: &SourceConfig, stored: Option<&Position>) -> Vec<Finding> {
+/// Checks one source, connecting to `at`. `stored` is its stored checkpoint, if known
+/// (MySQL: its binlog file must still be on the server).
+pub async fn check_source(
+    cfg: &SourceConfig,
+    at: &Endpoint,
+    stored: Option<&Position>,
+) -> Vec<Finding> {
     let filter = cfg.filter();
     match cfg {
         SourceConfig::Postgres(c) => {
@@ -29,10 +34,10 @@ pub async fn check_source(cfg: &SourceConfig, stored: Option<&Position>) -> Vec<
                 Some(Position::Postgres(p)) => Some(Position::Postgres(*p)),
                 _ => None,
             };
-            check_postgres(c, &filter, stored.as_ref()).await
+            check_postgres(c, at, &filter, stored.as_ref()).await
         }
         SourceConfig::Mysql(c) => {
-            let c = c.clone();
+            let (c, at) = (c.clone(), at.clone());
             let name = c.name.clone();
             let backfill = cfg.backfill();
             let stored = match stored {
@@ -40,7 +45,7 @@ pub async fn check_source(cfg: &SourceConfig, stored: Option<&Position>) -> Vec<
                 _ => None,
             };
             match tokio::task::spawn_blocking(move || {
-                check_mysql(&c, &filter, &backfill, stored.as_ref())
+                check_mysql(&c, &at, &filter, &backfill, stored.as_ref())
             })
             .await
             {
@@ -52,7 +57,7 @@ pub async fn check_source(cfg: &SourceConfig, stored: Option<&Position>) -> Vec<
                 }
             }
         }
-        SourceConfig::Query(c) => check_query(c).await,
+        SourceConfig::Query(c) => check_query(c, at).await,
     }
 }
 
@@ -201,12 +206,13 @@ async fn pg_facts(client: &tokio_postgres::Client) -> Result<PgServerFacts, toki
 /// SELECT) and write access.
 pub async fn check_postgres(
     cfg: &PostgresSourceConfig,
+    at: &Endpoint,
     filter: &Filter,
     stored: Option<&Position>,
 ) -> Vec<Finding> {
     let mut r = Report::new(cfg.name.clone());
     let user = &cfg.user;
-    let (client, conn) = match crate::source::postgres::tls::connect_sql(cfg).await {
+    let (client, conn) = match crate::source::postgres::tls::connect_sql(cfg, at).await {
         Ok(c) => c,
         Err(e) => {
             let (what, fix) = describe_pg_connect_error(user, cfg.password_env.as_deref(), &e);
@@ -315,7 +321,7 @@ pub async fn check_postgres(
         Err(e) => r.fail(format!("replication slot {slot:?} is unusable"), ErrorChain(&e).to_string()),
     }
     if facts.replication || facts.superuser {
-        check_pg_replication_connection(cfg, &mut r).await;
+        check_pg_replication_connection(cfg, at, &mut r).await;
     }
     let version = crate::source::postgres::conn::parse_server_version(&facts.version).unwrap_or(0);
     if version != 0 && version < setup::MIN_SERVER_VERSION {
@@ -425,7 +431,11 @@ async fn pg_tls_state(client: &tokio_postgres::Client, cfg: &PostgresSourceConfi
 }
 
 /// Opens a replication connection and runs IDENTIFY_SYSTEM (pg_hba must allow it).
-async fn check_pg_replication_connection(cfg: &PostgresSourceConfig, r: &mut Report) {
+async fn check_pg_replication_connection(
+    cfg: &PostgresSourceConfig,
+    at: &Endpoint,
+    r: &mut Report,
+) {
     let password = match cfg.password() {
         Ok(p) => p,
         Err(e) => {
@@ -434,7 +444,7 @@ async fn check_pg_replication_connection(cfg: &PostgresSourceConfig, r: &mut Rep
         }
     };
     let attempt = async {
-        let mut repl = ReplConnection::connect(cfg, password.as_ref()).await?;
+        let mut repl = ReplConnection::connect(cfg, at, password.as_ref()).await?;
         let id = repl.identify_system().await?;
         let _ = repl.shutdown().await;
         Ok::<_, crate::source::postgres::conn::ConnError>(id)
@@ -681,12 +691,13 @@ fn tls_state(
 /// the stored position's binlog file, write grants.
 pub fn check_mysql(
     cfg: &MysqlSourceConfig,
+    at: &Endpoint,
     filter: &Filter,
     backfill: &crate::config::BackfillSettings,
     stored: Option<&MysqlPosition>,
 ) -> Vec<Finding> {
     let mut r = Report::new(cfg.name.clone());
-    let mut conn = match crate::source::mysql::sql::SqlConn::open(cfg) {
+    let mut conn = match crate::source::mysql::sql::SqlConn::open(cfg, at) {
         Ok(c) => c,
         Err(e) => {
             let (what, fix) = describe_mysql_connect_error(cfg, &e);
@@ -870,9 +881,9 @@ pub fn check_mysql(
 
 /// Query mode: connect and prepare the query (its columns must include the cursor and key
 /// columns).
-pub async fn check_query(cfg: &QuerySourceConfig) -> Vec<Finding> {
+pub async fn check_query(cfg: &QuerySourceConfig, at: &Endpoint) -> Vec<Finding> {
     let mut r = Report::new(cfg.name.clone());
-    match crate::source::query::result_columns(cfg).await {
+    match crate::source::query::result_columns(cfg, at).await {
         Ok(cols) => r.ok(format!(
             "query prepared: {} columns ({})",
             cols.len(),

@@ -7,6 +7,7 @@
 
 use super::qualified;
 use crate::config::{MysqlSourceConfig, QuerySourceConfig};
+use crate::endpoint::Endpoint;
 use crate::filter::Filter;
 use crate::source::mysql::sql::SqlConn;
 use crate::source::mysql::MysqlError;
@@ -260,9 +261,10 @@ pub struct SourceTables {
     pub error: Option<String>,
 }
 
-/// Inspects a PostgreSQL source.
+/// Inspects a PostgreSQL source at `at`.
 pub async fn discover_postgres(
     cfg: &crate::config::PostgresSourceConfig,
+    at: &Endpoint,
     filter: &Filter,
 ) -> SourceTables {
     let mut st = SourceTables {
@@ -272,7 +274,7 @@ pub async fn discover_postgres(
         query_columns: None,
         error: None,
     };
-    let (client, conn) = match crate::source::postgres::tls::connect_sql(cfg).await {
+    let (client, conn) = match crate::source::postgres::tls::connect_sql(cfg, at).await {
         Ok(c) => c,
         Err(e) => {
             let (what, fix) =
@@ -330,7 +332,7 @@ pub(crate) async fn publication_tables(
 }
 
 /// Inspects a MySQL/MariaDB source (blocking; run it on a blocking thread).
-pub fn discover_mysql(cfg: &MysqlSourceConfig, filter: &Filter) -> SourceTables {
+pub fn discover_mysql(cfg: &MysqlSourceConfig, at: &Endpoint, filter: &Filter) -> SourceTables {
     let mut st = SourceTables {
         source: cfg.name.clone(),
         kind: "mysql",
@@ -338,7 +340,7 @@ pub fn discover_mysql(cfg: &MysqlSourceConfig, filter: &Filter) -> SourceTables 
         query_columns: None,
         error: None,
     };
-    let mut conn = match SqlConn::open(cfg) {
+    let mut conn = match SqlConn::open(cfg, at) {
         Ok(c) => c,
         Err(e) => {
             let (what, fix) = super::describe_mysql_connect_error(cfg, &e);
@@ -357,7 +359,7 @@ pub fn discover_mysql(cfg: &MysqlSourceConfig, filter: &Filter) -> SourceTables 
 }
 
 /// Query mode: the result columns of the configured query (prepared, not run).
-pub async fn discover_query(cfg: &QuerySourceConfig) -> SourceTables {
+pub async fn discover_query(cfg: &QuerySourceConfig, at: &Endpoint) -> SourceTables {
     let mut st = SourceTables {
         source: cfg.name.clone(),
         kind: "query",
@@ -365,7 +367,7 @@ pub async fn discover_query(cfg: &QuerySourceConfig) -> SourceTables {
         query_columns: None,
         error: None,
     };
-    match crate::source::query::result_columns(cfg).await {
+    match crate::source::query::result_columns(cfg, at).await {
         Ok(cols) => {
             st.query_columns = Some(
                 cols.into_iter()
@@ -389,16 +391,16 @@ pub async fn discover_query(cfg: &QuerySourceConfig) -> SourceTables {
     st
 }
 
-/// Inspects any source.
-pub async fn discover(cfg: &crate::config::SourceConfig) -> SourceTables {
+/// Inspects any source, connecting to `at`.
+pub async fn discover(cfg: &crate::config::SourceConfig, at: &Endpoint) -> SourceTables {
     use crate::config::SourceConfig as S;
     let filter = cfg.filter();
     match cfg {
-        S::Postgres(c) => discover_postgres(c, &filter).await,
+        S::Postgres(c) => discover_postgres(c, at, &filter).await,
         S::Mysql(c) => {
-            let c = c.clone();
+            let (c, at) = (c.clone(), at.clone());
             let name = c.name.clone();
-            match tokio::task::spawn_blocking(move || discover_mysql(&c, &filter)).await {
+            match tokio::task::spawn_blocking(move || discover_mysql(&c, &at, &filter)).await {
                 Ok(st) => st,
                 Err(e) => SourceTables {
                     source: name,
@@ -409,7 +411,7 @@ pub async fn discover(cfg: &crate::config::SourceConfig) -> SourceTables {
                 },
             }
         }
-        S::Query(c) => discover_query(c).await,
+        S::Query(c) => discover_query(c, at).await,
     }
 }
 

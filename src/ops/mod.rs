@@ -1,17 +1,21 @@
-//! Operator commands: `check`, `discover`, `preview` and the lag part of `status`.
+//! Operator commands: `check`, `discover`, `preview`, `backfill`, `dead-letters` and the lag
+//! part of `status`.
 //!
 //! Owns: talking to a source's server for inspection only — validation queries, catalog
-//! reads, slot and binlog positions — and formatting the answers for people. Does not own
-//! streaming (`preview` drives the ordinary [`crate::source::run`] through a
-//! [`crate::source::SourceContext`], like the service does, but delivers to no sink,
-//! stores no checkpoint and confirms nothing to the server), the filter rules
-//! ([`crate::filter`], shared with `run` so the capture marks match), or the CLI (main.rs).
+//! reads, slot and binlog positions —, listing and re-sending a sink's dead letters, and
+//! formatting the answers for people. Does not own streaming (`preview` drives the
+//! ordinary [`crate::source::run`] through a [`crate::source::SourceContext`], like the
+//! service does, but delivers to no sink, stores no checkpoint and confirms nothing to the
+//! server), the dead-letter file format ([`crate::sink::dead_letter`]), the filter rules
+//! ([`crate::filter`], shared with `run` so the capture marks match), or the CLI
+//! (`src/commands/`).
 //!
 //! Nothing here prints a password: connection errors are reduced to what failed and for
 //! which user.
 
 pub mod backfill;
 pub mod check;
+pub mod dead_letters;
 pub mod discover;
 pub mod preview;
 pub mod status;

@@ -62,10 +62,12 @@ pub struct PreviewOutcome {
     pub timed_out: bool,
 }
 
-/// Streams up to `opts.limit` events of source `name` into `out`, one JSON line each.
+/// Streams up to `opts.limit` events of source `name`, connecting to `at`, into `out`,
+/// one JSON line each.
 pub async fn preview(
     cfg: &Config,
     name: &str,
+    at: &crate::endpoint::Endpoint,
     opts: PreviewOptions,
     out: &mut (dyn Write + Send),
 ) -> Result<PreviewOutcome, PreviewError> {
@@ -110,8 +112,8 @@ pub async fn preview(
         store: None,
     };
     let mut tasks = JoinSet::new();
-    let run_cfg = scfg.clone();
-    tasks.spawn(async move { source::run(&run_cfg, info, ctx).await });
+    let (run_cfg, at) = (scfg.clone(), at.clone());
+    tasks.spawn(async move { source::run(&run_cfg, &at, info, ctx).await });
 
     let deadline = tokio::time::sleep(opts.timeout);
     tokio::pin!(deadline);

@@ -9,21 +9,26 @@
 //! position's file is still there, and the bytes between it and the current end.
 
 use crate::config::{MysqlSourceConfig, PostgresSourceConfig, SourceConfig};
+use crate::endpoint::Endpoint;
 use crate::error::ErrorChain;
 use crate::position::{MysqlPosition, Position};
 
 /// One line (without the source name) describing the source's lag; an `Err` says why it
-/// could not be read (the server is unreachable, ...).
-pub async fn lag(cfg: &SourceConfig, stored: Option<&Position>) -> Result<String, String> {
+/// could not be read (the server at `at` is unreachable, ...).
+pub async fn lag(
+    cfg: &SourceConfig,
+    at: &Endpoint,
+    stored: Option<&Position>,
+) -> Result<String, String> {
     match cfg {
-        SourceConfig::Postgres(c) => pg_lag(c, stored).await,
+        SourceConfig::Postgres(c) => pg_lag(c, at, stored).await,
         SourceConfig::Mysql(c) => {
-            let c = c.clone();
+            let (c, at) = (c.clone(), at.clone());
             let stored = match stored {
                 Some(Position::Mysql(m)) => Some(m.clone()),
                 _ => None,
             };
-            tokio::task::spawn_blocking(move || mysql_lag(&c, stored.as_ref()))
+            tokio::task::spawn_blocking(move || mysql_lag(&c, &at, stored.as_ref()))
                 .await
                 .map_err(|e| format!("inspection thread failed: {e}"))?
         }
@@ -31,8 +36,12 @@ pub async fn lag(cfg: &SourceConfig, stored: Option<&Position>) -> Result<String
     }
 }
 
-async fn pg_lag(cfg: &PostgresSourceConfig, stored: Option<&Position>) -> Result<String, String> {
-    let (client, conn) = crate::source::postgres::tls::connect_sql(cfg)
+async fn pg_lag(
+    cfg: &PostgresSourceConfig,
+    at: &Endpoint,
+    stored: Option<&Position>,
+) -> Result<String, String> {
+    let (client, conn) = crate::source::postgres::tls::connect_sql(cfg, at)
         .await
         .map_err(|e| {
             let (what, fix) =
@@ -100,8 +109,12 @@ async fn pg_lag(cfg: &PostgresSourceConfig, stored: Option<&Position>) -> Result
     ))
 }
 
-fn mysql_lag(cfg: &MysqlSourceConfig, stored: Option<&MysqlPosition>) -> Result<String, String> {
-    let mut conn = crate::source::mysql::sql::SqlConn::open(cfg).map_err(|e| {
+fn mysql_lag(
+    cfg: &MysqlSourceConfig,
+    at: &Endpoint,
+    stored: Option<&MysqlPosition>,
+) -> Result<String, String> {
+    let mut conn = crate::source::mysql::sql::SqlConn::open(cfg, at).map_err(|e| {
         let (what, fix) = super::describe_mysql_connect_error(cfg, &e);
         format!("{what} — {fix}")
     })?;

@@ -394,7 +394,7 @@ impl HttpSink {
         self.dead.path()
     }
 
-    /// Re-sends dead letters (their stored event JSON), see [`super::dead_letter::resend`].
+    /// Re-sends dead letters (their stored event JSON), see [`crate::ops::dead_letters::resend`].
     pub async fn resend(&mut self, letters: &[DeadLetter]) -> Result<ResendReport, SinkError> {
         self.delivery.resend = true;
         let mut records = Records::default();

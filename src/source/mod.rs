@@ -122,16 +122,17 @@ impl SourceError {
     }
 }
 
-/// Runs the configured source until it fails or `ctx.cancel` fires.
+/// Runs the configured source, connecting to `at`, until it fails or `ctx.cancel` fires.
 pub async fn run(
     cfg: &crate::config::SourceConfig,
+    at: &crate::endpoint::Endpoint,
     info: Arc<crate::event::SourceInfo>,
     ctx: SourceContext,
 ) -> Result<(), SourceError> {
     match cfg {
-        crate::config::SourceConfig::Postgres(c) => Ok(postgres::run(c, info, ctx).await?),
-        crate::config::SourceConfig::Mysql(c) => Ok(mysql::run(c, info, ctx).await?),
-        crate::config::SourceConfig::Query(c) => Ok(query::run(c, info, ctx).await?),
+        crate::config::SourceConfig::Postgres(c) => Ok(postgres::run(c, at, info, ctx).await?),
+        crate::config::SourceConfig::Mysql(c) => Ok(mysql::run(c, at, info, ctx).await?),
+        crate::config::SourceConfig::Query(c) => Ok(query::run(c, at, info, ctx).await?),
     }
 }
 

@@ -699,7 +699,10 @@ impl Stream {
             connector: logtide::event::Connector::Mysql,
             name: cfg.name.clone(),
         });
-        let task = rt.spawn(async move { logtide::source::mysql::run(&cfg, info, ctx).await });
+        let task = rt.spawn(async move {
+            let at = cfg.endpoint();
+            logtide::source::mysql::run(&cfg, &at, info, ctx).await
+        });
         Stream {
             rt,
             rx,

@@ -19,6 +19,7 @@ use super::socket::Socket;
 use super::tls::{MysqlTls, TlsError};
 use super::wire::{self, Framed, Handshake, CACHING_SHA2, NATIVE_PASSWORD};
 use crate::config::MysqlSourceConfig;
+use crate::endpoint::Endpoint;
 use std::io::{self, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -54,12 +55,12 @@ impl std::fmt::Debug for Login {
 }
 
 impl Login {
-    /// A MySQL source's connections: reads time out a heartbeat plus 10 s after the last
-    /// packet unless the caller bounds them otherwise.
-    pub fn source(cfg: &MysqlSourceConfig, password: &str) -> Login {
+    /// A MySQL source's connections to `at`: reads time out a heartbeat plus 10 s after the
+    /// last packet unless the caller bounds them otherwise.
+    pub fn source(cfg: &MysqlSourceConfig, at: &Endpoint, password: &str) -> Login {
         Login {
-            host: cfg.host.clone(),
-            port: cfg.port,
+            host: at.host.clone(),
+            port: at.port,
             user: cfg.user.clone(),
             password: password.to_owned(),
             database: cfg.database.clone(),

@@ -12,6 +12,7 @@
 
 use super::sql::SqlConn;
 use crate::config::MysqlSourceConfig;
+use crate::endpoint::Endpoint;
 use crate::metrics::SourceStatus;
 use crate::position::{binlog_file_seq, MysqlPosition, Position};
 use std::sync::Arc;
@@ -87,6 +88,7 @@ pub fn behind(
 /// between checks) and sets the source's lag in bytes from its stored checkpoint.
 pub async fn watch(
     cfg: MysqlSourceConfig,
+    at: Endpoint,
     interval: Duration,
     status: Arc<SourceStatus>,
     cancel: CancellationToken,
@@ -100,12 +102,13 @@ pub async fn watch(
             _ = ticker.tick() => {}
         }
         let c = cfg.clone();
+        let at = at.clone();
         let taken = conn.take();
         let job = tokio::task::spawn_blocking(move || {
             let mut sql = match taken {
                 Some(s) => s,
                 None => {
-                    let s = super::sql::SqlConn::open(&c)
+                    let s = super::sql::SqlConn::open(&c, &at)
                         .map_err(|e| format!("cannot connect: {}", crate::error::ErrorChain(&e)))?;
                     // A server that stops answering fails the check instead of holding it.
                     s.socket()

@@ -66,6 +66,7 @@ mod wire;
 pub use error::{CdcError, MysqlError};
 
 use crate::config::MysqlSourceConfig;
+use crate::endpoint::Endpoint;
 use crate::event::SourceInfo;
 use crate::position::{MysqlPosition, Position, PositionParseError};
 use crate::source::SourceContext;
@@ -79,6 +80,7 @@ const STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 /// error (connection loss) means: call again, resuming from the last checkpoint.
 pub async fn run(
     cfg: &MysqlSourceConfig,
+    at: &Endpoint,
     info: Arc<SourceInfo>,
     ctx: SourceContext,
 ) -> Result<(), MysqlError> {
@@ -92,6 +94,7 @@ pub async fn run(
     let cancel = ctx.cancel.clone();
     let args = reader::Args {
         cfg: cfg.clone(),
+        at: at.clone(),
         password,
         info,
         ctx,
@@ -140,13 +143,13 @@ pub async fn run(
     result.unwrap_or(Err(MysqlError::ThreadLost))
 }
 
-/// The binlog files on the server, oldest first (`SHOW BINARY LOGS`). Blocking.
-pub fn binary_logs(cfg: &MysqlSourceConfig) -> Result<Vec<String>, MysqlError> {
+/// The binlog files on the server at `at`, oldest first (`SHOW BINARY LOGS`). Blocking.
+pub fn binary_logs(cfg: &MysqlSourceConfig, at: &Endpoint) -> Result<Vec<String>, MysqlError> {
     let password = cfg
         .password()?
         .map(|s| s.expose().to_owned())
         .unwrap_or_default();
-    let (_, _, mut sql) = reader::sql_connect(cfg, &password)?;
+    let (_, _, mut sql) = reader::sql_connect(cfg, at, &password)?;
     let rs = sql.query("SHOW BINARY LOGS")?;
     Ok((0..rs.rows.len()).filter_map(|i| rs.text(i, 0)).collect())
 }

@@ -32,6 +32,7 @@ use super::tls::MysqlTls;
 use super::txhold::Hold;
 use super::validate;
 use crate::config::MysqlSourceConfig;
+use crate::endpoint::Endpoint;
 use crate::event::{ChangeEvent, Op, SourceInfo};
 use crate::filter::Filter;
 use crate::position::{MysqlPosition, Position};
@@ -56,6 +57,8 @@ const EMPTY_TX_BOUNDARY: u64 = 1000;
 
 pub(super) struct Args {
     pub cfg: MysqlSourceConfig,
+    /// Where the SQL and binlog connections go.
+    pub at: Endpoint,
     pub password: String,
     pub info: Arc<SourceInfo>,
     pub ctx: SourceContext,
@@ -161,15 +164,16 @@ struct Reader {
     warned_partial_json: std::collections::HashSet<(String, String)>,
 }
 
-/// A SQL connection for `cfg` (and the login and TLS settings that reconnect it): fails
+/// A SQL connection for `cfg` at `at` (and the login and TLS settings that reconnect it): fails
 /// within `connect_timeout` when the server is unreachable, names the user when
 /// authentication fails.
 pub(super) fn sql_connect(
     cfg: &MysqlSourceConfig,
+    at: &Endpoint,
     password: &str,
 ) -> Result<(Login, MysqlTls, SqlConn), MysqlError> {
-    let tls = MysqlTls::new(cfg)?;
-    let login = Login::source(cfg, password);
+    let tls = MysqlTls::new(cfg, at)?;
+    let login = Login::source(cfg, at, password);
     let sql = SqlConn::connect(&login, &tls)?;
     Ok((login, tls, sql))
 }
@@ -177,6 +181,7 @@ pub(super) fn sql_connect(
 pub(super) fn run(a: Args) -> Result<(), MysqlError> {
     let Args {
         cfg,
+        at,
         password,
         info,
         ctx,
@@ -184,7 +189,7 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
         stop_socket,
         handle,
     } = a;
-    let (login, tls, mut sql) = sql_connect(&cfg, &password)?;
+    let (login, tls, mut sql) = sql_connect(&cfg, &at, &password)?;
     // Metadata queries while streaming must not hang on a dead server either.
     sql.socket().bound_reads(METADATA_TIMEOUT);
     let server = validate::validate(&mut sql, &cfg.user)?;

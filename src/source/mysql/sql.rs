@@ -274,14 +274,17 @@ impl SqlConn {
     /// on-demand backfill, the lag check, the operator commands): the same connection phase
     /// as the binlog reader (TCP within `connect_timeout`, TLS per `ssl_mode`,
     /// authentication), then a `utf8mb4` session in UTC (`time_zone = '+00:00'`, so
-    /// TIMESTAMP values read as they are stored in the binlog).
-    pub fn open(cfg: &crate::config::MysqlSourceConfig) -> Result<SqlConn, MysqlError> {
+    /// TIMESTAMP values read as they are stored in the binlog). Connects to `at`.
+    pub fn open(
+        cfg: &crate::config::MysqlSourceConfig,
+        at: &crate::endpoint::Endpoint,
+    ) -> Result<SqlConn, MysqlError> {
         let password = cfg
             .password()?
             .map(|s| s.expose().to_owned())
             .unwrap_or_default();
-        let tls = MysqlTls::new(cfg)?;
-        let mut conn = SqlConn::connect(&Login::source(cfg, &password), &tls)?;
+        let tls = MysqlTls::new(cfg, at)?;
+        let mut conn = SqlConn::connect(&Login::source(cfg, at, &password), &tls)?;
         for s in ["SET NAMES utf8mb4", "SET time_zone = '+00:00'"] {
             conn.query(s)?;
         }

@@ -7,8 +7,8 @@
 //!   at info for the first connection of a source start, debug after).
 //! - `required`, `verify_ca`, `verify_identity`: TLS, or [`TlsError::NotOffered`] before any
 //!   credential is sent; nothing is downgraded silently. Certificates are checked per mode
-//!   (`crate::tls::Verify`), the name against `tls_server_name` when the host is an SSH
-//!   tunnel's local end.
+//!   (`crate::tls::Verify`), the name against the endpoint's `tls_server_name` when the
+//!   host is an SSH tunnel's local end.
 //!
 //! A server that demands TLS (`require_secure_transport`) while `ssl_mode = "disabled"` is
 //! reported as [`TlsError::ServerRequiresTls`] ([`MysqlTls::explain`]).
@@ -17,6 +17,7 @@
 use super::connect::Login;
 use super::MysqlError;
 use crate::config::{MysqlSourceConfig, MysqlSslMode};
+use crate::endpoint::Endpoint;
 use crate::source::ErrorClass;
 use crate::tls::{TlsConfigError, Verify};
 use rustls::ClientConfig;
@@ -86,10 +87,8 @@ pub struct MysqlTls {
     mode: MysqlSslMode,
     /// `None` for `disabled`.
     config: Option<Arc<ClientConfig>>,
-    host: String,
-    port: u16,
-    /// The name to verify and send as SNI when `host` is a tunnel's local end.
-    server_name: Option<String>,
+    /// Where connections go, and the name verified and sent as SNI.
+    at: Endpoint,
     /// `preferred` found the server without TLS once (later connections log at debug).
     plain: Arc<AtomicBool>,
 }
@@ -98,25 +97,25 @@ impl std::fmt::Debug for MysqlTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MysqlTls")
             .field("mode", &self.mode)
-            .field("host", &self.host)
-            .field("port", &self.port)
+            .field("at", &self.at)
             .finish_non_exhaustive()
     }
 }
 
 impl MysqlTls {
-    /// Builds the rustls configuration for the source's `ssl_mode` (reading `ssl_ca`).
-    pub fn new(cfg: &MysqlSourceConfig) -> Result<MysqlTls, TlsError> {
-        let tls = MysqlTls::with(cfg.ssl_mode, cfg.ssl_ca.as_deref(), &cfg.host, cfg.port)?;
-        Ok(tls.verifying(cfg.tls_server_name.clone()))
+    /// Builds the rustls configuration for the source's `ssl_mode` (reading `ssl_ca`), for
+    /// connections to `at`.
+    pub fn new(cfg: &MysqlSourceConfig, at: &Endpoint) -> Result<MysqlTls, TlsError> {
+        MysqlTls::with(cfg.ssl_mode, cfg.ssl_ca.as_deref(), at)
     }
 
-    /// The same for any MySQL connection (query mode maps its `sslmode` here).
+    /// The same for any MySQL connection (query mode maps its `sslmode` here). Through an
+    /// SSH tunnel (`at.host` is its local end) the real host's name is verified and sent as
+    /// SNI.
     pub fn with(
         mode: MysqlSslMode,
         ca: Option<&Path>,
-        host: &str,
-        port: u16,
+        at: &Endpoint,
     ) -> Result<MysqlTls, TlsError> {
         let config = match mode {
             MysqlSslMode::Disabled => None,
@@ -125,18 +124,9 @@ impl MysqlTls {
         Ok(MysqlTls {
             mode,
             config,
-            host: host.to_owned(),
-            port,
-            server_name: None,
+            at: at.clone(),
             plain: Arc::default(),
         })
-    }
-
-    /// Through an SSH tunnel (`host` is its local end): the real host's name, verified and
-    /// sent as SNI instead of `host`.
-    pub fn verifying(mut self, server_name: Option<String>) -> MysqlTls {
-        self.server_name = server_name;
-        self
     }
 
     pub fn mode(&self) -> MysqlSslMode {
@@ -144,7 +134,7 @@ impl MysqlTls {
     }
 
     pub(super) fn addr(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        self.at.addr()
     }
 
     /// Whether to upgrade a connection whose server does (`offered`) or does not offer
@@ -180,15 +170,14 @@ impl MysqlTls {
         };
         // Without verification the name is only the SNI; a host that is no valid name
         // (rare) then sends none rather than failing a connection that worked before.
-        let name = match crate::tls::server_name(self.server_name.as_deref().unwrap_or(&self.host))
-        {
+        let name = match crate::tls::server_name(self.at.tls_host()) {
             Ok(n) => n,
             Err(_) if !self.mode.requires_tls() || self.mode == MysqlSslMode::Required => {
                 rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into())
             }
             Err(source) => {
                 return Err(MysqlError::Tls(TlsError::ServerName {
-                    host: self.host.clone(),
+                    host: self.at.tls_host().to_owned(),
                     mode: self.mode.name(),
                     source,
                 }))
@@ -276,7 +265,7 @@ mod tests {
     use super::*;
 
     fn tls(mode: MysqlSslMode) -> MysqlTls {
-        MysqlTls::with(mode, None, "db.example.com", 3306).expect("config")
+        MysqlTls::with(mode, None, &Endpoint::direct("db.example.com", 3306)).expect("config")
     }
 
     #[test]
@@ -306,7 +295,8 @@ mod tests {
         assert!(tls(MysqlSslMode::VerifyIdentity).session().is_ok());
         assert!(tls(MysqlSslMode::Disabled).session().is_err());
         // An invalid name is only refused where the name is verified.
-        let bad = |mode| MysqlTls::with(mode, None, "bad name", 3306).expect("config");
+        let bad =
+            |mode| MysqlTls::with(mode, None, &Endpoint::direct("bad name", 3306)).expect("config");
         assert!(bad(MysqlSslMode::Required).session().is_ok());
         assert!(matches!(
             bad(MysqlSslMode::VerifyIdentity).session(),

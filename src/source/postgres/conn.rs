@@ -19,6 +19,7 @@ use super::frame::{log_notice, parse_data_row, parse_error_fields, read_cstr, re
 pub use super::frame::{parse_copy_frame, CopyMessage, FrameReader, FrameWriter, ServerError};
 use super::tls;
 use crate::config::{PostgresSourceConfig, Secret, SslMode};
+use crate::endpoint::Endpoint;
 use crate::position::Lsn;
 use bytes::BytesMut;
 use postgres_protocol::authentication::{md5_hash, sasl};
@@ -220,15 +221,16 @@ pub struct ReplConnection {
 }
 
 impl ReplConnection {
-    /// Connects, negotiates TLS per `sslmode`, starts a `replication=database` session and
-    /// authenticates.
+    /// Connects to `at`, negotiates TLS per `sslmode`, starts a `replication=database`
+    /// session and authenticates.
     pub async fn connect(
         cfg: &PostgresSourceConfig,
+        at: &Endpoint,
         password: Option<&Secret>,
     ) -> Result<Self, ConnError> {
-        let addr = format!("{}:{}", cfg.host, cfg.port);
-        let io: Box<dyn Io> = if cfg.host.starts_with('/') {
-            let path = format!("{}/.s.PGSQL.{}", cfg.host, cfg.port);
+        let addr = at.addr();
+        let io: Box<dyn Io> = if at.host.starts_with('/') {
+            let path = format!("{}/.s.PGSQL.{}", at.host, at.port);
             let s =
                 tokio::time::timeout(cfg.connect_timeout, tokio::net::UnixStream::connect(&path))
                     .await
@@ -244,7 +246,7 @@ impl ReplConnection {
         } else {
             let tcp = tokio::time::timeout(
                 cfg.connect_timeout,
-                TcpStream::connect((cfg.host.as_str(), cfg.port)),
+                TcpStream::connect((at.host.as_str(), at.port)),
             )
             .await
             .map_err(|_| ConnError::Timeout {
@@ -257,7 +259,7 @@ impl ReplConnection {
             })?;
             tcp.set_nodelay(true).map_err(ConnError::Io)?;
             tcp_keepalive(&tcp);
-            let fut = negotiate_tls(tcp, cfg, &addr);
+            let fut = negotiate_tls(tcp, cfg, at.tls_host(), &addr);
             tokio::time::timeout(cfg.connect_timeout, fut)
                 .await
                 .map_err(|_| ConnError::Timeout {
@@ -534,6 +536,7 @@ impl ReplConnection {
 async fn negotiate_tls(
     mut tcp: TcpStream,
     cfg: &PostgresSourceConfig,
+    tls_host: &str,
     addr: &str,
 ) -> Result<Box<dyn Io>, ConnError> {
     if cfg.sslmode == SslMode::Disable {
@@ -545,7 +548,7 @@ async fn negotiate_tls(
     let answer = tcp.read_u8().await.map_err(ConnError::Io)?;
     match answer {
         b'S' => {
-            let tls = tls::connect(tcp, cfg.tls_host(), cfg.sslmode, cfg.sslrootcert.as_deref())
+            let tls = tls::connect(tcp, tls_host, cfg.sslmode, cfg.sslrootcert.as_deref())
                 .await
                 .map_err(|source| ConnError::Tls {
                     addr: addr.to_owned(),

@@ -68,6 +68,7 @@ pub mod tuple;
 pub mod types;
 
 use crate::config::{ConfigError, PostgresSourceConfig};
+use crate::endpoint::Endpoint;
 use crate::event::SourceInfo;
 use crate::filter::KeyColumnExcluded;
 use crate::position::{Lsn, PgPosition, Position};
@@ -202,6 +203,7 @@ impl From<SpillError> for PgError {
 /// at the slot's confirmed position) and skips every event `<=` that checkpoint.
 pub async fn run(
     cfg: &PostgresSourceConfig,
+    at: &Endpoint,
     info: Arc<SourceInfo>,
     ctx: SourceContext,
 ) -> Result<(), PgError> {
@@ -212,7 +214,7 @@ pub async fn run(
     let started = tokio::select! {
         biased;
         _ = cancel.cancelled() => Ok(None),
-        r = Box::pin(start(cfg, &info, &ctx, &mut tasks)) => r.map(Some),
+        r = Box::pin(start(cfg, at, &info, &ctx, &mut tasks)) => r.map(Some),
     };
     let result = match started {
         Ok(Some((repl, client, resume))) => {
@@ -233,6 +235,7 @@ pub async fn run(
 /// Validates the server, creates what is missing and starts replication.
 async fn start(
     cfg: &PostgresSourceConfig,
+    at: &Endpoint,
     info: &SourceInfo,
     ctx: &SourceContext,
     tasks: &mut JoinSet<()>,
@@ -244,7 +247,9 @@ async fn start(
         Some(other) => return Err(PgError::WrongPosition(other.clone())),
     };
 
-    let (client, connection) = tls::connect_sql(cfg).await.map_err(SetupError::Connect)?;
+    let (client, connection) = tls::connect_sql(cfg, at)
+        .await
+        .map_err(SetupError::Connect)?;
     tasks.spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!(error = %crate::error::ErrorChain(&error), "postgres sql connection ended");
@@ -292,7 +297,7 @@ async fn start(
         }
     }
 
-    let mut repl = ReplConnection::connect(cfg, password.as_ref()).await?;
+    let mut repl = ReplConnection::connect(cfg, at, password.as_ref()).await?;
     let system = repl.identify_system().await?;
     tracing::info!(
         source = %info.name,

@@ -19,6 +19,7 @@
 //! See <https://www.postgresql.org/docs/current/view-pg-replication-slots.html>.
 
 use crate::config::PostgresSourceConfig;
+use crate::endpoint::Endpoint;
 use crate::metrics::SourceStatus;
 use crate::position::{Lsn, Position};
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub struct SlotUsage {
 /// Checks every `interval` until `cancel`.
 pub async fn watch(
     cfg: PostgresSourceConfig,
+    at: Endpoint,
     interval: Duration,
     warn_mb: u64,
     status: Arc<SourceStatus>,
@@ -58,7 +60,7 @@ pub async fn watch(
             conn = None;
             let connect = tokio::time::timeout(
                 cfg.connect_timeout + interval,
-                crate::source::postgres::tls::connect_sql(&cfg),
+                crate::source::postgres::tls::connect_sql(&cfg, &at),
             );
             let connected = tokio::select! {
                 _ = cancel.cancelled() => return,

@@ -30,6 +30,7 @@
 //! report no binding and authenticate with plain SCRAM-SHA-256.
 
 use crate::config::{ConfigError, PostgresSourceConfig, SslMode};
+use crate::endpoint::Endpoint;
 use crate::tls::Verify;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::ClientConfig;
@@ -168,8 +169,9 @@ pub fn make_tls_connect(
 pub type SqlConnection =
     tokio_postgres::Connection<tokio_postgres::Socket, RustlsStream<tokio_postgres::Socket>>;
 
-/// Opens the SQL connection (tokio-postgres) for a PostgreSQL source: host (a leading `/`
-/// means a unix socket directory), port, user, database, the password from the environment
+/// Opens the SQL connection (tokio-postgres) for a PostgreSQL source to `at`: host (a
+/// leading `/` means a unix socket directory) and port, TLS verifying `at`'s server name;
+/// the source's user, database, the password from the environment
 /// variable the config names, `connect_timeout`, `application_name = logtide`, and TLS per
 /// `sslmode` (`verify-full` is `require` for tokio-postgres plus our verifying config).
 ///
@@ -177,10 +179,11 @@ pub type SqlConnection =
 /// (typically `join_set.spawn(conn)`), else the client never gets an answer.
 pub async fn connect_sql(
     cfg: &PostgresSourceConfig,
+    at: &Endpoint,
 ) -> Result<(tokio_postgres::Client, SqlConnection), TlsError> {
     let mut pg = tokio_postgres::Config::new();
-    pg.host(&cfg.host)
-        .port(cfg.port)
+    pg.host(&at.host)
+        .port(at.port)
         .user(&cfg.user)
         .dbname(&cfg.database)
         .application_name("logtide")
@@ -203,11 +206,11 @@ pub async fn connect_sql(
         pg.password(pw.expose());
     }
     let tls = make_tls_connect(cfg.sslmode, cfg.sslrootcert.as_deref())?
-        .with_server_name(cfg.tls_server_name.clone());
-    tracing::debug!(host = %cfg.host, port = cfg.port, user = %cfg.user, sslmode = mode_name(cfg.sslmode), "connecting to postgres (sql)");
+        .with_server_name(at.tls_server_name.clone());
+    tracing::debug!(host = %at.host, port = at.port, user = %cfg.user, sslmode = mode_name(cfg.sslmode), "connecting to postgres (sql)");
     pg.connect(tls).await.map_err(|source| TlsError::Connect {
-        host: cfg.host.clone(),
-        port: cfg.port,
+        host: at.host.clone(),
+        port: at.port,
         user: cfg.user.clone(),
         mode: mode_name(cfg.sslmode),
         source,

@@ -61,6 +61,7 @@ pub mod mysql;
 pub mod postgres;
 
 use crate::config::{Lookback, QueryProtocol, QuerySourceConfig};
+use crate::endpoint::Endpoint;
 use crate::event::{ChangeEvent, Op, Row, SourceInfo, TableSchema};
 use crate::identity::RowIdentity;
 use crate::position::{Position, PositionParseError, QueryPosition, RowPosition};
@@ -226,15 +227,15 @@ async fn bounded<T>(
 }
 
 impl Backend {
-    async fn connect(cfg: &QuerySourceConfig) -> Result<Backend, QueryError> {
+    async fn connect(cfg: &QuerySourceConfig, at: &Endpoint) -> Result<Backend, QueryError> {
         // The handshake has its own `connect_timeout`; the probe's statements count too.
         let limit = cfg.query_timeout;
         let engine = bounded(limit + cfg.connect_timeout, "connecting", async {
             Ok(match cfg.protocol {
                 QueryProtocol::Postgres => {
-                    Engine::Postgres(postgres::PgBackend::connect(cfg).await?)
+                    Engine::Postgres(postgres::PgBackend::connect(cfg, at).await?)
                 }
-                QueryProtocol::Mysql => Engine::Mysql(mysql::MyBackend::connect(cfg).await?),
+                QueryProtocol::Mysql => Engine::Mysql(mysql::MyBackend::connect(cfg, at).await?),
             })
         })
         .await?;
@@ -286,10 +287,13 @@ impl Backend {
 /// The result columns of the configured query as (name, type name), for
 /// `logtide discover` and `logtide check`: the query is prepared (PostgreSQL) or run with
 /// `LIMIT 0` (MySQL); no row is read.
-pub async fn result_columns(cfg: &QuerySourceConfig) -> Result<Vec<(String, String)>, QueryError> {
+pub async fn result_columns(
+    cfg: &QuerySourceConfig,
+    at: &Endpoint,
+) -> Result<Vec<(String, String)>, QueryError> {
     match cfg.protocol {
-        QueryProtocol::Postgres => postgres::result_columns(cfg).await,
-        QueryProtocol::Mysql => mysql::result_columns(cfg).await,
+        QueryProtocol::Postgres => postgres::result_columns(cfg, at).await,
+        QueryProtocol::Mysql => mysql::result_columns(cfg, at).await,
     }
 }
 
@@ -571,13 +575,14 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Runs the query source until cancelled or failed.
+/// Runs the query source, connecting to `at`, until cancelled or failed.
 pub async fn run(
     cfg: &QuerySourceConfig,
+    at: &Endpoint,
     info: Arc<SourceInfo>,
     ctx: SourceContext,
 ) -> Result<(), QueryError> {
-    match run_inner(cfg, info, &ctx).await {
+    match run_inner(cfg, at, info, &ctx).await {
         // A connection error caused by the stop (an interrupted query) is the stop; a
         // permanent error keeps its error (the supervision rule in `crate::service`).
         Err(e) if ctx.cancel.is_cancelled() && e.class() == ErrorClass::Transient => Ok(()),
@@ -597,6 +602,7 @@ struct Runner<'a> {
 
 async fn run_inner(
     cfg: &QuerySourceConfig,
+    at: &Endpoint,
     info: Arc<SourceInfo>,
     ctx: &SourceContext,
 ) -> Result<(), QueryError> {
@@ -613,7 +619,7 @@ async fn run_inner(
         .ok_or_else(|| QueryError::Config(format!("table {:?} must be schema.name", cfg.table)))?;
     let mut backend = tokio::select! {
         _ = ctx.cancel.cancelled() => return Ok(()),
-        r = Backend::connect(cfg) => r?,
+        r = Backend::connect(cfg, at) => r?,
     };
     let lookback = effective_lookback(
         cfg.lookback.as_ref(),

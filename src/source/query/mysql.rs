@@ -42,6 +42,7 @@ use super::{CursorKind, FetchedRow, QueryError, Request, CURSOR_PH, SYNC_PH};
 use crate::config::Lookback;
 use crate::config::MysqlSslMode;
 use crate::config::QuerySourceConfig;
+use crate::endpoint::Endpoint;
 use crate::source::mysql::charset::Charset;
 use crate::source::mysql::connect::Login;
 use crate::source::mysql::sql::ident;
@@ -303,10 +304,10 @@ fn lower_sql(bind: &Bind, mark: &str, lookback: &Lookback) -> Result<String, Que
 /// The login of query mode: reads time out `query_timeout` plus 10 s after the last packet
 /// (beyond `query_timeout`, which drops the statement first), so the blocking thread ends
 /// even where no interrupt reaches it.
-fn login(cfg: &QuerySourceConfig, password: String) -> Login {
+fn login(cfg: &QuerySourceConfig, at: &Endpoint, password: String) -> Login {
     Login {
-        host: cfg.host.clone(),
-        port: cfg.port(),
+        host: at.host.clone(),
+        port: at.port,
         user: cfg.user.clone(),
         password,
         database: Some(cfg.database.clone()),
@@ -318,7 +319,11 @@ fn login(cfg: &QuerySourceConfig, password: String) -> Login {
 
 /// Connects (blocking): TCP within `connect_timeout`, TLS, authentication, then utf8mb4
 /// and UTC for the text forms the decoder expects.
-fn connect(cfg: &QuerySourceConfig, password: String) -> Result<SqlConn, QueryError> {
+fn connect(
+    cfg: &QuerySourceConfig,
+    at: &Endpoint,
+    password: String,
+) -> Result<SqlConn, QueryError> {
     // libpq's names for the MySQL modes; verify-full checks chain and host name against
     // `sslrootcert` (default: the Mozilla roots).
     let mode = match cfg.sslmode {
@@ -327,10 +332,9 @@ fn connect(cfg: &QuerySourceConfig, password: String) -> Result<SqlConn, QueryEr
         crate::config::SslMode::Require => MysqlSslMode::Required,
         crate::config::SslMode::VerifyFull => MysqlSslMode::VerifyIdentity,
     };
-    let tls = MysqlTls::with(mode, cfg.sslrootcert.as_deref(), &cfg.host, cfg.port())
-        .map_err(|e| my("setting up TLS")(MysqlError::from(e)))?
-        .verifying(cfg.tls_server_name.clone());
-    let mut conn = SqlConn::connect(&login(cfg, password), &tls).map_err(my("connecting"))?;
+    let tls = MysqlTls::with(mode, cfg.sslrootcert.as_deref(), at)
+        .map_err(|e| my("setting up TLS")(MysqlError::from(e)))?;
+    let mut conn = SqlConn::connect(&login(cfg, at, password), &tls).map_err(my("connecting"))?;
     for s in ["SET NAMES utf8mb4", "SET time_zone = '+00:00'"] {
         conn.query(s).map_err(my("setting the session options"))?;
     }
@@ -467,11 +471,13 @@ fn password(cfg: &QuerySourceConfig) -> Result<String, QueryError> {
 /// The result columns as (name, type name), for `logtide discover` / `check`.
 pub(super) async fn result_columns(
     cfg: &QuerySourceConfig,
+    at: &Endpoint,
 ) -> Result<Vec<(String, String)>, QueryError> {
     let pw = password(cfg)?;
     let c = cfg.clone();
+    let at = at.clone();
     let plan = tokio::task::spawn_blocking(move || {
-        let mut conn = connect(&c, pw)?;
+        let mut conn = connect(&c, &at, pw)?;
         probe(&mut conn, &c)
     })
     .await
@@ -510,11 +516,15 @@ pub(crate) struct MyBackend {
 }
 
 impl MyBackend {
-    pub(super) async fn connect(cfg: &QuerySourceConfig) -> Result<MyBackend, QueryError> {
+    pub(super) async fn connect(
+        cfg: &QuerySourceConfig,
+        at: &Endpoint,
+    ) -> Result<MyBackend, QueryError> {
         let pw = password(cfg)?;
         let c = cfg.clone();
+        let at = at.clone();
         let (conn, plan) = tokio::task::spawn_blocking(move || {
-            let mut conn = connect(&c, pw)?;
+            let mut conn = connect(&c, &at, pw)?;
             let plan = probe(&mut conn, &c)?;
             Ok::<_, QueryError>((conn, plan))
         })

@@ -8,6 +8,7 @@
 
 use super::{CursorKind, FetchedRow, QueryError, Request, CURSOR_PH, SYNC_PH};
 use crate::config::{Lookback, QuerySourceConfig, SslMode};
+use crate::endpoint::Endpoint;
 use crate::event::Row;
 use crate::source::postgres::tls::{make_tls_connect, TlsError};
 use crate::source::postgres::types::{decode_text, PgType, TypeCache};
@@ -217,6 +218,7 @@ async fn plan(
 
 async fn connect(
     cfg: &QuerySourceConfig,
+    at: &Endpoint,
 ) -> Result<
     (
         tokio_postgres::Client,
@@ -225,8 +227,8 @@ async fn connect(
     QueryError,
 > {
     let mut pg = tokio_postgres::Config::new();
-    pg.host(&cfg.host)
-        .port(cfg.port())
+    pg.host(&at.host)
+        .port(at.port)
         .user(&cfg.user)
         .dbname(&cfg.database)
         .application_name("logtide")
@@ -244,11 +246,11 @@ async fn connect(
     }
     let tls = make_tls_connect(cfg.sslmode, cfg.sslrootcert.as_deref())
         .map_err(QueryError::Connect)?
-        .with_server_name(cfg.tls_server_name.clone());
+        .with_server_name(at.tls_server_name.clone());
     pg.connect(tls).await.map_err(|source| {
         QueryError::Connect(TlsError::Connect {
-            host: cfg.host.clone(),
-            port: cfg.port(),
+            host: at.host.clone(),
+            port: at.port,
             user: cfg.user.clone(),
             mode: crate::source::postgres::tls::mode_name(cfg.sslmode),
             source,
@@ -260,8 +262,9 @@ async fn connect(
 /// `logtide discover`: prepares the query (nothing is executed).
 pub(super) async fn result_columns(
     cfg: &QuerySourceConfig,
+    at: &Endpoint,
 ) -> Result<Vec<(String, String)>, QueryError> {
-    let (client, conn) = connect(cfg).await?;
+    let (client, conn) = connect(cfg, at).await?;
     let driver = tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %crate::error::ErrorChain(&e), "query source connection ended");
@@ -300,8 +303,11 @@ pub(super) struct PgBackend {
 }
 
 impl PgBackend {
-    pub(super) async fn connect(cfg: &QuerySourceConfig) -> Result<PgBackend, QueryError> {
-        let (client, conn) = connect(cfg).await?;
+    pub(super) async fn connect(
+        cfg: &QuerySourceConfig,
+        at: &Endpoint,
+    ) -> Result<PgBackend, QueryError> {
+        let (client, conn) = connect(cfg, at).await?;
         let driver = tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %crate::error::ErrorChain(&e), "query source connection ended");
