@@ -10,8 +10,9 @@
 //! * The checkpoint is stored (flushed) before it is published to the source on the `watch`
 //!   channel; the source confirms nothing newer upstream.
 //! * Pause (the admin endpoint's switch in [`SourceStatus`](crate::metrics::SourceStatus)):
-//!   between batches, a paused pipeline stores its pending checkpoint and stops taking
-//!   messages from the channel. The channel fills and the source stops reading — the same
+//!   between batches, a paused pipeline stores its pending checkpoint (first taking the
+//!   boundary of the transaction it delivered last, if the source already sent it; the
+//!   same at shutdown) and stops taking messages from the channel. The channel fills and the source stops reading — the same
 //!   backpressure as a slow sink, so PostgreSQL keeps getting status updates (see
 //!   [`crate::source::postgres`]) and the stored checkpoint stays valid.
 //! * Rows read outside the log travel the same way: the initial backfill's reader sends
@@ -145,8 +146,13 @@ impl Pipeline {
         let mut at: Option<Position> = self.checkpointed.borrow().clone();
         let mut in_tx = false;
         let mut chunk_last = false;
+        // A message taken from the channel while looking for a boundary, not yet handled.
+        let mut held: Option<SourceMessage> = None;
         loop {
             if self.obs.status.is_paused() {
+                if in_tx && self.bounds.until.is_none() {
+                    in_tx = !self.take_boundary(&mut held, &mut at, &mut pending);
+                }
                 self.store_pending(&mut pending, &mut stats).await?;
                 match self.wait_resumed().await {
                     Some(true) => {}
@@ -179,9 +185,17 @@ impl Pipeline {
             // latest, whether messages keep coming or not.
             let store_at = pending.as_ref().map(|_| last_save + CHECKPOINT_EVERY);
             msgs.clear();
+            // A message taken to look for a boundary (pause) goes first.
+            if let Some(m) = held.take() {
+                msgs.push(m);
+            }
             let wake = tokio::select! {
                 biased;
+                _ = std::future::ready(()), if !msgs.is_empty() => Wake::Messages(msgs.len()),
                 _ = self.cancel.cancelled() => {
+                    if in_tx && self.bounds.until.is_none() {
+                        self.take_boundary(&mut held, &mut at, &mut pending);
+                    }
                     self.store_pending(&mut pending, &mut stats).await?;
                     return Ok((Finish::Cancelled, stats));
                 }
@@ -292,6 +306,34 @@ impl Pipeline {
             if bound_hit || max_hit {
                 return Ok((Finish::BoundReached, stats));
             }
+        }
+    }
+
+    /// Before a pause or a shutdown inside a transaction whose events were all delivered:
+    /// if the source already sent its boundary, takes it, so the checkpoint covers what was
+    /// delivered (otherwise a restart would deliver the transaction again). Looks only at
+    /// what is in the channel; the first message that is not a boundary is kept in `held`
+    /// for the next batch. Returns whether a boundary was taken.
+    fn take_boundary(
+        &mut self,
+        held: &mut Option<SourceMessage>,
+        at: &mut Option<Position>,
+        pending: &mut Option<Position>,
+    ) -> bool {
+        if held.is_some() {
+            return false;
+        }
+        match self.rx.try_recv() {
+            Ok(SourceMessage::Boundary(p)) => {
+                *at = Some(p.clone());
+                *pending = Some(p);
+                true
+            }
+            Ok(m) => {
+                *held = Some(m);
+                false
+            }
+            Err(_) => false,
         }
     }
 
@@ -670,5 +712,26 @@ mod tests {
         // The first chunk is accepted whole; the second only in part: read again next time.
         let rec: Option<serde_json::Value> = store.load_backfill("s", "t").expect("load");
         assert_eq!(rec, Some(serde_json::json!({ "last": 1 })));
+    }
+
+    #[tokio::test]
+    async fn a_boundary_already_sent_is_taken_before_a_pause_and_nothing_else() {
+        let (mut p, tx, _wrx, _dir) = setup(Bounds::default()).await;
+        let (mut held, mut at, mut pending) = (None, None, None);
+        // The transaction's boundary waits in the channel: taken.
+        tx.send(ck(0x20)).await.expect("send");
+        tx.send(ev(0x30, 1)).await.expect("send");
+        assert!(p.take_boundary(&mut held, &mut at, &mut pending));
+        let want = Some(Position::Postgres(PgPosition::checkpoint(Lsn(0x20))));
+        assert_eq!((&at, &pending), (&want, &want));
+        assert!(held.is_none());
+        // A change comes next: kept for the next batch, not skipped, no boundary taken.
+        tx.send(ck(0x40)).await.expect("send");
+        assert!(!p.take_boundary(&mut held, &mut at, &mut pending));
+        assert!(matches!(held, Some(SourceMessage::Change(_))));
+        // With a message held, nothing more is taken (it would jump over the held one).
+        assert!(!p.take_boundary(&mut held, &mut at, &mut pending));
+        assert_eq!(pending, want);
+        assert_eq!(p.rx.len(), 1);
     }
 }
