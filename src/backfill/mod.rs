@@ -41,6 +41,19 @@
 //! that de-duplicates on the cursor sees those rows twice; applied in order they leave the
 //! same table).
 
+//!
+//! # Where the code lives
+//!
+//! This module is the engine-neutral orchestration (run state, progress records, row
+//! cursors, the hand-over to the pipeline); `postgres` and `mysql` are each engine's
+//! snapshot reader, built on that engine's own connection and type decoding in
+//! [`crate::source`] (`source::postgres::tls::connect_sql`, `source::mysql::sql::SqlConn::open`).
+//! Dependencies go one way, `backfill -> source`: a source never reaches into the backfill,
+//! and the pipeline delivers the chunks ([`crate::source::Chunk`]) without knowing what
+//! they are. Keeping the readers here rather than under `source/<engine>/` keeps that
+//! direction without moving the neutral types into `source`; `tests/architecture.rs`
+//! fails on any import cycle between the top-level modules.
+
 pub mod mysql;
 pub mod ondemand;
 pub mod postgres;
