@@ -19,8 +19,11 @@
 # LOGTIDE_BIN=path skips the release build.
 # BENCH_SHAPE=narrow (default) or realistic: (id BIGINT PK, user_id BIGINT, kind VARCHAR,
 # amount DECIMAL(12,2), payload JSON, created_at DATETIME(6)), ~210 bytes as text.
+# Besides its table line, each workload prints two RESULT lines (scripts/bench_lib.sh) for
+# scripts/bench.sh's summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench_lib.sh
 ROWS=${ROWS:-1000000}
 SINGLE=${SINGLE:-100000}
 RUNS=${RUNS:-3}
@@ -67,6 +70,7 @@ mariadbd --no-defaults --datadir="$ROOT/data" --tmpdir="$ROOT/tmp" --port="$PORT
   --binlog-row-metadata=FULL --max-allowed-packet=256M --max-binlog-size=1G \
   --innodb-buffer-pool-size=512M --innodb-log-file-size=512M --innodb-flush-log-at-trx-commit=2 \
   --sync-binlog=0 --character-set-server=utf8mb4 >/dev/null 2>&1 &
+disown # killed by cleanup: no "Killed" report from the shell
 for _ in $(seq 1 300); do
   mariadb --no-defaults --socket="$SOCK" -uroot -e 'SELECT 1' >/dev/null 2>&1 && break
   sleep 0.1
@@ -126,10 +130,11 @@ workload() { # $1 = name
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
-# /usr/bin/time -v output -> "seconds kb"
+# /usr/bin/time -v output -> "seconds kb cpu_seconds"
 timing() {
   awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,p,":"); s=(n==3)?p[1]*3600+p[2]*60+p[3]:p[1]*60+p[2]}
-              /Maximum resident set size/ {kb=$2} END {print s, kb}' "$1"
+              /User time \(seconds\)|System time \(seconds\)/ {cpu+=$2}
+              /Maximum resident set size/ {kb=$2} END {print s, kb, cpu}' "$1"
 }
 
 printf '%-8s %10s %14s %10s %14s %10s %7s\n' workload events "logtide ev/s" "RSS MB" "binlog ev/s" "RSS MB" ratio
@@ -144,7 +149,7 @@ for w in $WORKLOADS; do
   EXPECTED=$(workload "$w")
   read -r _ END < <(binlog_pos)
   sql -e 'FLUSH BINARY LOGS'
-  LT=() LR=() MT=() MR=()
+  LT=() LR=() LC=() MT=() MR=() MC=()
   for r in $(seq 1 "$RUNS"); do
     D=$ROOT/run-$w-$r
     mkdir -p "$D"
@@ -153,8 +158,8 @@ for w in $WORKLOADS; do
     /usr/bin/time -v "$BIN" run --config "$D/logtide.toml" --until "$FILE:$END" >"$D/log" 2>"$D/time"
     GOT=$(wc -l <"$D/out.jsonl")
     if [ "$GOT" = "$EXPECTED" ]; then
-      read -r s kb < <(timing "$D/time")
-      LT+=("$s") LR+=("$kb")
+      read -r s kb cpu < <(timing "$D/time")
+      LT+=("$s") LR+=("$kb") LC+=("$cpu")
     else
       echo "logtide run $w/$r: $GOT events, expected $EXPECTED (rejected); log: $(tail -3 "$D/log")" >&2
     fi
@@ -164,8 +169,8 @@ for w in $WORKLOADS; do
       --start-position="$START" --stop-position="$END" "$FILE" >"$D/binlog.txt" 2>"$D/time2"
     GOT=$(grep -cE '^### (INSERT INTO|UPDATE|DELETE FROM)' "$D/binlog.txt" || true)
     if [ "$GOT" = "$EXPECTED" ]; then
-      read -r s kb < <(timing "$D/time2")
-      MT+=("$s") MR+=("$kb")
+      read -r s kb cpu < <(timing "$D/time2")
+      MT+=("$s") MR+=("$kb") MC+=("$cpu")
     else
       echo "mariadb-binlog run $w/$r: $GOT events, expected $EXPECTED (rejected)" >&2
     fi
@@ -178,4 +183,11 @@ for w in $WORKLOADS; do
   awk -v w="$w" -v n="$EXPECTED" -v lt="$lt" -v mt="$mt" -v lr="$lr" -v mr="$mr" 'BEGIN {
     le = (lt > 0) ? n / lt : 0; me = (mt > 0) ? n / mt : 0;
     printf "%-8s %10d %14.0f %10.1f %14.0f %10.1f %7.2f\n", w, n, le, lr / 1024, me, mr / 1024, (me > 0) ? le / me : 0 }'
+  case $w in
+    bulk) what="$EXPECTED inserts, 1k/tx" ;;
+    update) what="1 tx updating $EXPECTED" ;;
+    single) what="$EXPECTED single-row txs" ;;
+  esac
+  bench_result "MariaDB $SHAPE, $what" logtide "$EXPECTED" "${LT[@]}" -- "${LR[@]}" -- "${LC[@]}"
+  bench_result "MariaDB $SHAPE, $what" "mariadb-binlog -v" "$EXPECTED" "${MT[@]}" -- "${MR[@]}" -- "${MC[@]}"
 done
