@@ -7,6 +7,10 @@
 //! and for http the receiver) and, for the private nats-server, of the server: on a small
 //! machine the NATS figure is bounded by their sum.
 //!
+//! Ends with `RESULT|...` lines (see scripts/bench_lib.sh) for scripts/bench.sh's summary:
+//! each network sink against the file sink as its reference, one run each, so min, median
+//! and max are the same figure; no RSS (one process runs every sink).
+//!
 //! `cargo bench --bench sink_throughput -- [events] [nats-url]`
 //! (without a URL a private nats-server is started on a free port; `BENCH_BATCH` sets the
 //! batch size, default 4096).
@@ -36,6 +40,21 @@ fn batch_size() -> usize {
         .unwrap_or(4096)
 }
 
+/// One sink's figures: events/s, and CPU µs per event of this process when known.
+struct Figures {
+    rate: f64,
+    cpu_us: Option<f64>,
+}
+
+impl Figures {
+    /// A `RESULT|...` line: `workload`, `tool`, the rate as min, median and max.
+    fn result(&self, workload: &str, tool: &str) -> String {
+        let cpu = self.cpu_us.map_or("-".into(), |c| format!("{c:.2}"));
+        let r = format!("{:.0}", self.rate);
+        format!("RESULT|{workload}|{tool}|{r}|{r}|{r}|-|{cpu}")
+    }
+}
+
 /// CPU seconds (user + system) used so far by process `pid` ("self" for this one).
 fn cpu_secs(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -58,7 +77,7 @@ async fn run(
     cfg: &SinkConfig,
     total: usize,
     server_pid: Option<u32>,
-) -> Result<f64, Box<dyn std::error::Error>> {
+) -> Result<Figures, Box<dyn std::error::Error>> {
     let mut sink = AnySink::build(cfg).await?;
     let t = sink_util::table("users");
     let size = batch_size();
@@ -75,15 +94,17 @@ async fn run(
     let secs = t0.elapsed().as_secs_f64();
     let rate = total as f64 / secs;
     let per_event = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) => format!("{:>5.2}", (b - a) * 1e6 / total as f64),
-        _ => "    -".into(),
+        (Some(a), Some(b)) => Some((b - a) * 1e6 / total as f64),
+        _ => None,
     };
+    let show = |v: Option<f64>| v.map_or("    -".into(), |v| format!("{v:>5.2}"));
+    let cpu_us = per_event(cpu0.0, cpu_secs("self"));
     println!(
         "{label:<34} {total} events in {secs:>7.2}s = {rate:>10.0} events/s   cpu us/event: this process {}, nats-server {}",
-        per_event(cpu0.0, cpu_secs("self")),
-        per_event(cpu0.1, server.as_deref().and_then(cpu_secs)),
+        show(cpu_us),
+        show(per_event(cpu0.1, server.as_deref().and_then(cpu_secs))),
     );
-    Ok(rate)
+    Ok(Figures { rate, cpu_us })
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -142,9 +163,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ))?;
         let mem = run("nats jetstream (memory storage)", &mem_cfg, total, pid).await?;
 
-        println!("ratio http/file = {:.2}", http / file);
-        println!("ratio nats/file = {:.2}", nats / file);
-        println!("ratio nats(memory)/file = {:.2}", mem / file);
+        println!("ratio http/file = {:.2}", http.rate / file.rate);
+        println!("ratio nats/file = {:.2}", nats.rate / file.rate);
+        println!("ratio nats(memory)/file = {:.2}", mem.rate / file.rate);
+        for (what, f) in [
+            ("http (NDJSON, counting receiver)", &http),
+            ("nats JetStream (file storage)", &nats),
+            ("nats JetStream (memory storage)", &mem),
+        ] {
+            let workload = format!("Sink {what} vs file sink, {total} generated events");
+            println!("{}", f.result(&workload, "logtide"));
+            println!("{}", file.result(&workload, "file sink"));
+        }
         Ok::<(), Box<dyn std::error::Error>>(())
     })
 }

@@ -12,8 +12,11 @@
 #        ROWS=200000 RUNS=1 ENGINES=postgres scripts/bench_backfill.sh
 # LOGTIDE_BIN=path skips the release build; PERF=/tmp/prof records a perf profile of the
 # logtide runs (timings then include perf's overhead). Needs root (runs initdb as user postgres).
+# Besides its table line, each engine prints two RESULT lines (scripts/bench_lib.sh) for
+# scripts/bench.sh's summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench_lib.sh
 ROWS=${ROWS:-1000000}
 RUNS=${RUNS:-3}
 ENGINES=${ENGINES:-"postgres mysql"}
@@ -38,14 +41,14 @@ cleanup() {
 trap cleanup EXIT
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else print a[int((NR+1)/2)]}'; }
-# timed <out> <cmd...>: runs cmd with stdout to <out>, prints "seconds rss_kb"
+# timed <out> <cmd...>: runs cmd with stdout to <out>, prints "seconds rss_kb cpu_seconds"
 timed() {
   local out=$1; shift
   local t0 t1
   t0=$(date +%s.%N)
-  /usr/bin/time -f "%M" -o "$ROOT/rss" "$@" >"$out"
+  /usr/bin/time -f "%M %U %S" -o "$ROOT/rss" "$@" >"$out"
   t1=$(date +%s.%N)
-  echo "$(echo "$t1 - $t0" | bc -l) $(tail -1 "$ROOT/rss")"
+  echo "$(echo "$t1 - $t0" | bc -l) $(tail -1 "$ROOT/rss" | awk '{print $1, $2 + $3}')"
 }
 
 start_postgres() {
@@ -79,6 +82,7 @@ start_mariadb() {
     --server-id=1 --user=root --bind-address=127.0.0.1 --skip-name-resolve --binlog-format=ROW \
     --binlog-row-image=FULL --binlog-row-metadata=FULL --innodb-buffer-pool-size=1G \
     --innodb-flush-log-at-trx-commit=2 --sync-binlog=0 --character-set-server=utf8mb4 >/dev/null 2>&1 &
+    disown # killed by cleanup: no "Killed" report from the shell
   for _ in $(seq 1 300); do
     mariadb --no-defaults --socket="$MYSOCK" -uroot -e 'SELECT 1' >/dev/null 2>&1 && break
     sleep 0.1
@@ -136,7 +140,7 @@ EOF
 printf '%-9s %8s %13s %8s %13s %8s %6s\n' engine rows "logtide r/s" "RSS MB" "ref r/s" "RSS MB" ratio
 for engine in $ENGINES; do
   if [ "$engine" = postgres ]; then start_postgres; else start_mariadb; fi
-  LT=() LR=() RT=() RR=()
+  LT=() LR=() LC=() RT=() RR=() RC=()
   for r in $(seq 1 "$RUNS"); do
     D=$ROOT/$engine-$r
     mkdir -p "$D"
@@ -144,21 +148,21 @@ for engine in $ENGINES; do
     logtide_config "$engine" "$D"
     WRAP=()
     [ -n "${PERF:-}" ] && WRAP=(perf record -g -o "${PERF}.$engine" --)
-    read -r s kb < <(timed /dev/null "${WRAP[@]}" "$BIN" --log-level warn run --config "$D/logtide.toml" --max-events "$ROWS")
+    read -r s kb cpu < <(timed /dev/null "${WRAP[@]}" "$BIN" --log-level warn run --config "$D/logtide.toml" --max-events "$ROWS")
     got=$(wc -l <"$D/out.jsonl")
-    if [ "$got" = "$ROWS" ]; then LT+=("$s") LR+=("$kb"); else echo "logtide $engine run $r: $got rows (rejected)" >&2; fi
+    if [ "$got" = "$ROWS" ]; then LT+=("$s") LR+=("$kb") LC+=("$cpu"); else echo "logtide $engine run $r: $got rows (rejected)" >&2; fi
     rm -f "$D/out.jsonl"
     if [ "$engine" = postgres ]; then
       psql -X -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d bench \
         -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active" >/dev/null
-      read -r s kb < <(timed "$D/ref.txt" psql -X -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d bench \
+      read -r s kb cpu < <(timed "$D/ref.txt" psql -X -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d bench \
         -c "COPY (SELECT * FROM t) TO STDOUT")
     else
-      read -r s kb < <(timed "$D/ref.txt" mariadb --no-defaults --host=127.0.0.1 --port="$MYPORT" \
+      read -r s kb cpu < <(timed "$D/ref.txt" mariadb --no-defaults --host=127.0.0.1 --port="$MYPORT" \
         -ulogtide -p"$LOGTIDE_BENCH_PW" --quick --batch --skip-column-names -e "SELECT * FROM bench.t")
     fi
     got=$(wc -l <"$D/ref.txt")
-    if [ "$got" = "$ROWS" ]; then RT+=("$s") RR+=("$kb"); else echo "reference $engine run $r: $got rows (rejected)" >&2; fi
+    if [ "$got" = "$ROWS" ]; then RT+=("$s") RR+=("$kb") RC+=("$cpu"); else echo "reference $engine run $r: $got rows (rejected)" >&2; fi
     rm -f "$D/ref.txt"
   done
   lt=$(printf '%s\n' "${LT[@]:-}" | grep . | median)
@@ -168,4 +172,11 @@ for engine in $ENGINES; do
   awk -v e="$engine" -v n="$ROWS" -v lt="$lt" -v rt="$rt" -v lr="$lr" -v rr="$rr" 'BEGIN {
     l = (lt > 0) ? n / lt : 0; f = (rt > 0) ? n / rt : 0;
     printf "%-9s %8d %13.0f %8.1f %13.0f %8.1f %6.2f\n", e, n, l, lr / 1024, f, rr / 1024, (f > 0) ? l / f : 0 }'
+  if [ "$engine" = postgres ]; then
+    bench_result "Backfill, PostgreSQL $ROWS rows → JSONL" logtide "$ROWS" "${LT[@]}" -- "${LR[@]}" -- "${LC[@]}"
+    bench_result "Backfill, PostgreSQL $ROWS rows → JSONL" "COPY … TO STDOUT" "$ROWS" "${RT[@]}" -- "${RR[@]}" -- "${RC[@]}"
+  else
+    bench_result "Backfill, MariaDB $ROWS rows → JSONL" logtide "$ROWS" "${LT[@]}" -- "${LR[@]}" -- "${LC[@]}"
+    bench_result "Backfill, MariaDB $ROWS rows → JSONL" "mariadb --quick" "$ROWS" "${RT[@]}" -- "${RR[@]}" -- "${RC[@]}"
+  fi
 done

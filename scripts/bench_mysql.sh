@@ -12,15 +12,19 @@
 # (a copy of a template state dir) with `--until file:end`, mariadb-binlog with
 # --start-position/--stop-position. A run counts only if it produced exactly the expected
 # number of row changes. Runs are interleaved (A B A B ...); medians are reported, with the
-# peak RSS from /usr/bin/time -v.
+# peak RSS and CPU time from /usr/bin/time -v (wall time from date, to the nanosecond:
+# time -v's is in hundredths).
 #
 # Usage: scripts/bench_mysql.sh            (ROWS=1000000 SINGLE=100000 RUNS=3)
 #        ROWS=200000 SINGLE=20000 RUNS=1 scripts/bench_mysql.sh
 # LOGTIDE_BIN=path skips the release build.
 # BENCH_SHAPE=narrow (default) or realistic: (id BIGINT PK, user_id BIGINT, kind VARCHAR,
 # amount DECIMAL(12,2), payload JSON, created_at DATETIME(6)), ~210 bytes as text.
+# Besides its table line, each workload prints two RESULT lines (scripts/bench_lib.sh) for
+# scripts/bench.sh's summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench_lib.sh
 ROWS=${ROWS:-1000000}
 SINGLE=${SINGLE:-100000}
 RUNS=${RUNS:-3}
@@ -67,6 +71,7 @@ mariadbd --no-defaults --datadir="$ROOT/data" --tmpdir="$ROOT/tmp" --port="$PORT
   --binlog-row-metadata=FULL --max-allowed-packet=256M --max-binlog-size=1G \
   --innodb-buffer-pool-size=512M --innodb-log-file-size=512M --innodb-flush-log-at-trx-commit=2 \
   --sync-binlog=0 --character-set-server=utf8mb4 >/dev/null 2>&1 &
+disown # killed by cleanup: no "Killed" report from the shell
 for _ in $(seq 1 300); do
   mariadb --no-defaults --socket="$SOCK" -uroot -e 'SELECT 1' >/dev/null 2>&1 && break
   sleep 0.1
@@ -126,10 +131,11 @@ workload() { # $1 = name
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
-# /usr/bin/time -v output -> "seconds kb"
+# /usr/bin/time -v output -> "seconds kb cpu_seconds"
 timing() {
   awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,p,":"); s=(n==3)?p[1]*3600+p[2]*60+p[3]:p[1]*60+p[2]}
-              /Maximum resident set size/ {kb=$2} END {print s, kb}' "$1"
+              /User time \(seconds\)|System time \(seconds\)/ {cpu+=$2}
+              /Maximum resident set size/ {kb=$2} END {print s, kb, cpu}' "$1"
 }
 
 printf '%-8s %10s %14s %10s %14s %10s %7s\n' workload events "logtide ev/s" "RSS MB" "binlog ev/s" "RSS MB" ratio
@@ -144,28 +150,34 @@ for w in $WORKLOADS; do
   EXPECTED=$(workload "$w")
   read -r _ END < <(binlog_pos)
   sql -e 'FLUSH BINARY LOGS'
-  LT=() LR=() MT=() MR=()
+  LT=() LR=() LC=() MT=() MR=() MC=()
   for r in $(seq 1 "$RUNS"); do
     D=$ROOT/run-$w-$r
     mkdir -p "$D"
     config "$D"
     cp -r "$TPL/state" "$D/state"
+    t0=$(date +%s.%N)
     /usr/bin/time -v "$BIN" run --config "$D/logtide.toml" --until "$FILE:$END" >"$D/log" 2>"$D/time"
+    t1=$(date +%s.%N)
     GOT=$(wc -l <"$D/out.jsonl")
     if [ "$GOT" = "$EXPECTED" ]; then
-      read -r s kb < <(timing "$D/time")
-      LT+=("$s") LR+=("$kb")
+      read -r _ kb cpu < <(timing "$D/time")
+      s=$(echo "$t1 - $t0" | bc -l)
+      LT+=("$s") LR+=("$kb") LC+=("$cpu")
     else
       echo "logtide run $w/$r: $GOT events, expected $EXPECTED (rejected); log: $(tail -3 "$D/log")" >&2
     fi
     rm -f "$D/out.jsonl"
+    t0=$(date +%s.%N)
     /usr/bin/time -v mariadb-binlog --no-defaults --read-from-remote-server --host=127.0.0.1 --port="$PORT" \
       --user=logtide --password="$LOGTIDE_BENCH_PW" --base64-output=decode-rows -v \
       --start-position="$START" --stop-position="$END" "$FILE" >"$D/binlog.txt" 2>"$D/time2"
+    t1=$(date +%s.%N)
     GOT=$(grep -cE '^### (INSERT INTO|UPDATE|DELETE FROM)' "$D/binlog.txt" || true)
     if [ "$GOT" = "$EXPECTED" ]; then
-      read -r s kb < <(timing "$D/time2")
-      MT+=("$s") MR+=("$kb")
+      read -r _ kb cpu < <(timing "$D/time2")
+      s=$(echo "$t1 - $t0" | bc -l)
+      MT+=("$s") MR+=("$kb") MC+=("$cpu")
     else
       echo "mariadb-binlog run $w/$r: $GOT events, expected $EXPECTED (rejected)" >&2
     fi
@@ -178,4 +190,11 @@ for w in $WORKLOADS; do
   awk -v w="$w" -v n="$EXPECTED" -v lt="$lt" -v mt="$mt" -v lr="$lr" -v mr="$mr" 'BEGIN {
     le = (lt > 0) ? n / lt : 0; me = (mt > 0) ? n / mt : 0;
     printf "%-8s %10d %14.0f %10.1f %14.0f %10.1f %7.2f\n", w, n, le, lr / 1024, me, mr / 1024, (me > 0) ? le / me : 0 }'
+  case $w in
+    bulk) what="$EXPECTED inserts, 1k/tx" ;;
+    update) what="1 tx updating $EXPECTED" ;;
+    single) what="$EXPECTED single-row txs" ;;
+  esac
+  bench_result "MariaDB $SHAPE, $what" logtide "$EXPECTED" "${LT[@]}" -- "${LR[@]}" -- "${LC[@]}"
+  bench_result "MariaDB $SHAPE, $what" "mariadb-binlog -v" "$EXPECTED" "${MT[@]}" -- "${MR[@]}" -- "${MC[@]}"
 done

@@ -11,8 +11,11 @@
 # BENCH_SHAPE=realistic: rows shaped like an application table, ~210 bytes as text:
 # (id bigint PK, user_id bigint, kind text, amount numeric(12,2), payload jsonb, created_at
 # timestamptz).
+# Besides its table line, each workload prints two RESULT lines (scripts/bench_lib.sh) for
+# scripts/bench.sh's summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench_lib.sh
 ROWS=${1:-1000000}
 SINGLE=${2:-100000}
 RUNS=${3:-3}
@@ -60,7 +63,7 @@ SQL
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-# run_tool <tool> <slot> <endlsn> <out> -> prints "seconds rss_kb"
+# run_tool <tool> <slot> <endlsn> <out> -> prints "seconds rss_kb cpu_seconds"
 run_tool() {
   local tool=$1 slot=$2 end=$3 out=$4
   rm -f "$out"
@@ -86,13 +89,13 @@ kind = "file"
 path = "$out"
 fsync = ${BENCH_FSYNC:-true}
 CFG
-    /usr/bin/time -f "%M" -o "$W/rss" "$LOGTIDE" --log-level warn run --config "$W/logtide.toml" --until "$end"
+    /usr/bin/time -f "%M %U %S" -o "$W/rss" "$LOGTIDE" --log-level warn run --config "$W/logtide.toml" --until "$end"
   else
-    /usr/bin/time -f "%M" -o "$W/rss" pg_recvlogical -h 127.0.0.1 -p "$PORT" -U postgres -d bench -S "$slot" \
+    /usr/bin/time -f "%M %U %S" -o "$W/rss" pg_recvlogical -h 127.0.0.1 -p "$PORT" -U postgres -d bench -S "$slot" \
       --start -E "$end" -o proto_version=1 -o publication_names=bench_pub -f "$out" --no-loop
   fi
   t1=$(date +%s.%N)
-  echo "$(echo "$t1 - $t0" | bc -l) $(tail -1 "$W/rss")"
+  echo "$(echo "$t1 - $t0" | bc -l) $(tail -1 "$W/rss" | awk '{print $1, $2 + $3}')"
 }
 
 count() {
@@ -106,16 +109,18 @@ bench() {
   local end
   end=$("${PSQL[@]}" -d bench -At -c "SELECT pg_current_wal_insert_lsn()")
   "${PSQL[@]}" -d bench -c "CHECKPOINT" >/dev/null
-  declare -A rates rss
+  declare -A rates rss secs_of cpu
   for i in $(seq 1 "$RUNS"); do
     for tool in logtide pg_recvlogical; do
       local slot="run_${tool//_/}_$i"
       "${PSQL[@]}" -d bench -c "SELECT pg_copy_logical_replication_slot('tmpl', '$slot', false, 'pgoutput')" >/dev/null
-      read -r secs kb < <(run_tool "$tool" "$slot" "$end" "$W/out-$tool.bin")
+      read -r secs kb cpus < <(run_tool "$tool" "$slot" "$end" "$W/out-$tool.bin")
       local n; n=$(count "$tool" "$W/out-$tool.bin")
       if [ "$n" != "$expect" ]; then echo "$name: $tool produced $n row changes, expected $expect: run rejected" >&2; exit 1; fi
       rates[$tool]+="$(echo "$n / $secs" | bc -l) "
       rss[$tool]+="$kb "
+      secs_of[$tool]+="$secs "
+      cpu[$tool]+="$cpus "
       "${PSQL[@]}" -d bench -c "SELECT pg_drop_replication_slot('$slot')" >/dev/null
     done
   done
@@ -127,6 +132,11 @@ bench() {
   prr=$(echo "${rss[pg_recvlogical]}" | tr ' ' '\n' | grep . | sort -g | tail -1)
   printf "%-28s logtide %9.0f ev/s (peak RSS %6.1f MB)   pg_recvlogical %9.0f ev/s (peak RSS %5.1f MB)   ratio %.2f\n" \
     "$name" "$lt" "$(echo "$lr/1024" | bc -l)" "$pr" "$(echo "$prr/1024" | bc -l)" "$(echo "$lt / $pr" | bc -l)"
+  local tool
+  for tool in logtide pg_recvlogical; do
+    # shellcheck disable=SC2086 # the lists are space-separated numbers
+    bench_result "PostgreSQL $SHAPE, $name" "$tool" "$expect" ${secs_of[$tool]} -- ${rss[$tool]} -- ${cpu[$tool]}
+  done
 }
 
 echo "row shape: $SHAPE ($("${PSQL[@]}" -d bench -At -c "SELECT avg(length(x::text))::int FROM (SELECT $ROW_EXPR FROM generate_series(1, 1000) g) x") bytes as text)"
