@@ -7,7 +7,12 @@
 # - the tests' other tools: nats-server (NATS sink tests), openssl (test certificates),
 #   OpenSSH client and server (SSH tunnel tests start a private sshd on their own port; the
 #   system's sshd service is not enabled by this), procps (pgrep/pkill in tunnel tests),
-#   python3 and npm (other PostgreSQL majors, scripts/install-pg-version.sh).
+#   python3 and npm (other PostgreSQL majors, scripts/install-pg-version.sh);
+# - python-mysql-replication, the independent decoder tests/mysql_crosscheck.rs compares
+#   logtide's MySQL rows with: a venv `.venv-crosscheck` at the repository's top (python3-venv
+#   from apt where `python3 -m venv` cannot work), the versions pinned in
+#   tests/crosscheck/requirements.txt installed from PyPI with pip; redone when that file
+#   changes.
 #
 #   scripts/install-deps.sh          everything above
 #   scripts/install-deps.sh --demo   only what scripts/demo.sh needs (the two databases)
@@ -30,7 +35,12 @@ if [ "${1:-}" != "--demo" ]; then
   [ -x /usr/sbin/sshd ] || need+=(openssh-server)
   command -v pkill >/dev/null 2>&1 || need+=(procps)
   command -v npm >/dev/null 2>&1 || need+=(npm)
-  command -v python3 >/dev/null 2>&1 || need+=(python3)
+  if ! command -v python3 >/dev/null 2>&1; then
+    need+=(python3 python3-venv)
+  elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    # Debian's python3 has the venv module but not ensurepip without python3-venv.
+    need+=(python3-venv)
+  fi
 fi
 if [ ${#need[@]} -gt 0 ]; then
   # De-duplicate (mariadb-client can be asked for twice).
@@ -46,4 +56,17 @@ if [ ${#need[@]} -gt 0 ]; then
   # tests start their own private servers. (Debian starts postgresql/mariadb services on
   # install; that is harmless, they listen on their default ports.)
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+if [ "${1:-}" != "--demo" ]; then
+  root="$(cd "$(dirname "$0")/.." && pwd)"
+  venv="$root/.venv-crosscheck"
+  req="$root/tests/crosscheck/requirements.txt"
+  if ! cmp -s "$req" "$venv/requirements.txt" 2>/dev/null \
+    || ! "$venv/bin/python" -c 'import pymysqlreplication' >/dev/null 2>&1; then
+    echo "install-deps: python-mysql-replication into $venv ($req)" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+    cp "$req" "$venv/requirements.txt"
+  fi
 fi

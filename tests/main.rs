@@ -23,6 +23,7 @@ mod first_hour;
 mod mysql8;
 mod mysql_backfill;
 mod mysql_binary;
+mod mysql_crosscheck;
 mod mysql_stream;
 mod mysql_throughput;
 mod mysql_tls;

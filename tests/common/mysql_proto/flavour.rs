@@ -147,6 +147,33 @@ fn named<'a>(sql: &str, tables: &'a [TableDef]) -> Option<&'a TableDef> {
     })
 }
 
+/// The (uppercased) pattern of `SHOW [GLOBAL | SESSION] VARIABLES LIKE '<pattern>'[;]`.
+fn show_variables_like(up: &str) -> Option<String> {
+    let rest = up.strip_prefix("SHOW ")?;
+    let rest = rest
+        .strip_prefix("GLOBAL ")
+        .or_else(|| rest.strip_prefix("SESSION "))
+        .unwrap_or(rest);
+    let quoted = rest
+        .strip_prefix("VARIABLES LIKE ")?
+        .trim_end_matches(';')
+        .trim();
+    Some(quoted.strip_prefix('\'')?.strip_suffix('\'')?.to_owned())
+}
+
+/// SQL `LIKE` with `%` and `_` (no escapes), on uppercased text.
+fn like(pattern: &str, text: &str) -> bool {
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some((b'%', rest)) => (0..=t.len()).any(|i| go(rest, &t[i..])),
+            Some((b'_', rest)) => !t.is_empty() && go(rest, &t[1..]),
+            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    go(pattern.as_bytes(), text.as_bytes())
+}
+
 fn one(v: &str) -> Option<String> {
     Some(v.to_owned())
 }
@@ -179,6 +206,16 @@ pub fn answer(sql: &str, st: &Status<'_>) -> Option<Answer> {
             .variables
             .iter()
             .filter(|(k, _)| list.contains(&format!("'{k}'")))
+            .map(|(k, v)| vec![one(k), one(v)])
+            .collect();
+        Answer::Rows(vec!["Variable_name", "Value"], rows)
+    } else if let Some(pattern) = show_variables_like(&up) {
+        // `SHOW [GLOBAL | SESSION] VARIABLES LIKE 'name'` (what python-mysql-replication
+        // asks for the checksum and the row metadata setting).
+        let rows = st
+            .variables
+            .iter()
+            .filter(|(k, _)| like(&pattern, &k.to_ascii_uppercase()))
             .map(|(k, v)| vec![one(k), one(v)])
             .collect();
         Answer::Rows(vec!["Variable_name", "Value"], rows)
@@ -241,6 +278,12 @@ pub fn answer(sql: &str, st: &Status<'_>) -> Option<Answer> {
             .map(|t| t.columns.iter().map(|(n, ty, cs)| vec![one(n), one(ty), cs.clone()]).collect())
             .unwrap_or_default();
         Answer::Rows(vec!["COLUMN_NAME", "COLUMN_TYPE", "CHARACTER_SET_NAME"], rows)
+    } else if up.starts_with("SELECT COLUMN_NAME FROM INFORMATION_SCHEMA.COLUMNS") {
+        // python-mysql-replication's names for a table map without them.
+        let rows = named(&norm, st.tables)
+            .map(|t| t.columns.iter().map(|(n, _, _)| vec![one(n)]).collect())
+            .unwrap_or_default();
+        Answer::Rows(vec!["COLUMN_NAME"], rows)
     } else if up.starts_with("SELECT C.TABLE_SCHEMA, C.TABLE_NAME, C.COLUMN_NAME, C.COLUMN_TYPE, C.IS_NULLABLE FROM INFORMATION_SCHEMA.COLUMNS") {
         Answer::Rows(vec!["TABLE_SCHEMA", "TABLE_NAME", "COLUMN_NAME", "COLUMN_TYPE", "IS_NULLABLE"], Vec::new())
     } else if up.starts_with("SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME FROM INFORMATION_SCHEMA.COLUMNS") {

@@ -54,6 +54,7 @@ struct Shared {
     fixture: Fixture,
     variables: Mutex<BTreeMap<String, String>>,
     tables: Vec<TableDef>,
+    tolerated: Vec<String>,
     send_torn_tail: bool,
     end: AtomicU64,
     /// Drop the dump connection before the event at this file offset (once).
@@ -77,6 +78,7 @@ pub struct Builder {
     drop_at: Option<usize>,
     end: Option<u64>,
     tables: Vec<TableDef>,
+    tolerated: Vec<String>,
     send_torn_tail: bool,
 }
 
@@ -112,6 +114,15 @@ impl Builder {
                 .collect(),
             key: key.iter().map(|k| (*k).into()).collect(),
         });
+        self
+    }
+    /// Answers statements that start with `prefix` (compared uppercased, whitespace
+    /// collapsed) with OK, as the real server would, when the flavour script does not know
+    /// them: for clients other than logtide (python-mysql-replication sets
+    /// `@mariadb_slave_capability` on MySQL too, where a user variable is set without
+    /// complaint). They are recorded in `queries`, not in `unknown`.
+    pub fn tolerate(mut self, prefix: &str) -> Self {
+        self.tolerated.push(prefix.to_ascii_uppercase());
         self
     }
     /// At the torn end of a truncated file, send the partial event as a packet (what a
@@ -156,6 +167,7 @@ impl Builder {
             fixture: self.fixture,
             variables: Mutex::new(variables),
             tables: self.tables,
+            tolerated: self.tolerated,
             send_torn_tail: self.send_torn_tail,
             end: AtomicU64::new(end),
             drop_at: Mutex::new(self.drop_at),
@@ -219,6 +231,7 @@ impl ProtoServer {
             drop_at: None,
             end: None,
             tables: Vec::new(),
+            tolerated: Vec::new(),
             send_torn_tail: false,
         }
     }
@@ -319,7 +332,14 @@ fn serve(sh: &Shared, mut c: Conn) -> io::Result<()> {
                     checksum: checksum.as_deref(),
                     tables: &sh.tables,
                 };
-                match flavour::answer(&sql, &st) {
+                let norm = up.split_whitespace().collect::<Vec<_>>().join(" ");
+                let answer = flavour::answer(&sql, &st).or_else(|| {
+                    sh.tolerated
+                        .iter()
+                        .any(|t| norm.starts_with(t.as_str()))
+                        .then_some(Answer::Ok)
+                });
+                match answer {
                     Some(Answer::Ok) => c.ok()?,
                     Some(Answer::Err(code, state, msg)) => c.err(code, state, &msg)?,
                     Some(Answer::Rows(cols, rows)) => c.result_set(&cols, &rows)?,
@@ -342,7 +362,15 @@ fn serve(sh: &Shared, mut c: Conn) -> io::Result<()> {
                     .get(1..5)
                     .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                     .unwrap_or(4);
-                let file = String::from_utf8_lossy(p.get(11..).unwrap_or(&[])).into_owned();
+                let flags = p
+                    .get(5..7)
+                    .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                    .unwrap_or(0);
+                // The name up to its first NUL, as the server copies it into a C string
+                // (python-mysql-replication's MariaDB dump sends four NULs for "none").
+                let name = p.get(11..).unwrap_or(&[]);
+                let name = name.split(|&b| b == 0).next().unwrap_or(&[]);
+                let file = String::from_utf8_lossy(name).into_owned();
                 sh.dumps.lock().expect("dumps").push(Dump::Position {
                     file: file.clone(),
                     pos: u64::from(pos),
@@ -355,10 +383,19 @@ fn serve(sh: &Shared, mut c: Conn) -> io::Result<()> {
                     )?;
                     return Ok(());
                 }
-                return stream(sh, &mut c, u64::from(pos), None, heartbeat);
+                let end = if flags & NON_BLOCK != 0 {
+                    End::Eof
+                } else {
+                    End::Heartbeats(heartbeat)
+                };
+                return stream(sh, &mut c, u64::from(pos), None, end);
             }
             Some(0x1e) => {
                 // flags 2, server id 4, name length 4, name, position 8, data length 4, data.
+                let flags = p
+                    .get(1..3)
+                    .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                    .unwrap_or(0);
                 let set = (|| {
                     let n = u32::from_le_bytes(p.get(7..11)?.try_into().ok()?) as usize;
                     let at = 11 + n + 8 + 4;
@@ -372,20 +409,38 @@ fn serve(sh: &Shared, mut c: Conn) -> io::Result<()> {
                     .lock()
                     .expect("dumps")
                     .push(Dump::Gtid { set: set.clone() });
-                return stream(sh, &mut c, 4, Some(set), heartbeat);
+                let end = if flags & NON_BLOCK != 0 {
+                    End::Eof
+                } else {
+                    End::Heartbeats(heartbeat)
+                };
+                return stream(sh, &mut c, 4, Some(set), end);
             }
             _ => c.err(1047, "08S01", "Unknown command")?,
         }
     }
 }
 
-/// Streams the fixture from `from` (skipping the transactions of `gtids`), then heartbeats.
+/// `BINLOG_DUMP_NON_BLOCK`: the dump ends with EOF at the end of the binlog.
+const NON_BLOCK: u16 = 0x01;
+
+/// What a dump does after the last event.
+enum End {
+    /// Waits for new events, sending heartbeats (a replica's dump).
+    Heartbeats(Duration),
+    /// Sends EOF and ends (`BINLOG_DUMP_NON_BLOCK`, as `mysqlbinlog` asks without
+    /// `--stop-never`).
+    Eof,
+}
+
+/// Streams the fixture from `from` (skipping the transactions of `gtids`), then heartbeats
+/// or EOF.
 fn stream(
     sh: &Shared,
     c: &mut Conn,
     from: u64,
     gtids: Option<GtidSet>,
-    heartbeat: Duration,
+    end: End,
 ) -> io::Result<()> {
     let fx = &sh.fixture;
     let crc = fx.crc;
@@ -452,6 +507,10 @@ fn stream(
         return Ok(());
     }
     c.stream.flush_ok();
+    let heartbeat = match end {
+        End::Eof => return c.eof(),
+        End::Heartbeats(h) => h,
+    };
     while !sh.stop.load(Ordering::SeqCst) {
         std::thread::sleep(heartbeat);
         c.write(&packet(&binlog::heartbeat(FILE, last_pos, crc)))?;

@@ -67,7 +67,7 @@ impl Conn {
         self.write(&err_packet(code, state, message))
     }
 
-    fn eof(&mut self) -> io::Result<()> {
+    pub fn eof(&mut self) -> io::Result<()> {
         let mut p = vec![0xFE];
         p.extend_from_slice(&0u16.to_le_bytes());
         p.extend_from_slice(&AUTOCOMMIT.to_le_bytes());
