@@ -36,6 +36,10 @@ use std::time::{Duration, Instant};
 /// Longest time a pending checkpoint waits to be stored, and the shortest time between two
 /// stores (each one flushes the store to disk).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+
+/// How long a run that reached `--max-events` waits for the boundary of the transaction it
+/// delivered last.
+const BOUNDARY_GRACE: Duration = Duration::from_secs(2);
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -295,6 +299,22 @@ impl Pipeline {
                 pending = Some(p);
             }
             let max_hit = self.bounds.max_events.is_some_and(|m| stats.events >= m);
+            if max_hit && !bound_hit && in_tx && self.bounds.until.is_none() {
+                // `--max-events` fell on an event whose transaction's boundary has not come
+                // yet: if it is the transaction's last event, its boundary follows at once,
+                // and taking it lets the run's checkpoint cover what it delivered. Anything
+                // else (more of the transaction, nothing within the grace) ends the run
+                // without it.
+                let next = tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => None,
+                    m = tokio::time::timeout(BOUNDARY_GRACE, self.rx.recv()) => m.ok().flatten(),
+                };
+                if let Some(SourceMessage::Boundary(p)) = next {
+                    at = Some(p.clone());
+                    pending = Some(p);
+                }
+            }
             // The checkpoint is stored at most every CHECKPOINT_EVERY (a store is a flush of
             // the store to disk: per transaction it capped small-transaction workloads), and
             // at the latest CHECKPOINT_EVERY after it became pending (`Wake::Store`). Either
@@ -733,5 +753,26 @@ mod tests {
         assert!(!p.take_boundary(&mut held, &mut at, &mut pending));
         assert_eq!(pending, want);
         assert_eq!(p.rx.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn max_events_on_a_transactions_last_event_checkpoints_its_boundary() {
+        let (mut p, tx, _wrx, _dir) = setup(Bounds {
+            until: None,
+            max_events: Some(1),
+        })
+        .await;
+        // One message per batch: the boundary comes after the bound is reached.
+        p.max_batch_events = 1;
+        for m in [ev(0x10, 1), ck(0x20), ev(0x30, 1)] {
+            tx.send(m).await.expect("send");
+        }
+        let (finish, stats) = p.run().await.expect("run");
+        assert_eq!(finish, Finish::BoundReached);
+        assert_eq!(stats.events, 1);
+        assert_eq!(
+            stats.last_checkpoint,
+            Some(Position::Postgres(PgPosition::checkpoint(Lsn(0x20))))
+        );
     }
 }
