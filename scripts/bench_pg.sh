@@ -23,7 +23,7 @@ PORT=${BENCH_PG_PORT:-55990}
 BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 W=${BENCH_DIR:-/tmp/logtide-bench-pg}
 cargo build --release --quiet
-LOGTIDE=$PWD/target/release/logtide
+LOGTIDE=${LOGTIDE_BIN:-$PWD/target/release/logtide}
 
 rm -rf "$W"; mkdir -p "$W"; chmod 777 "$W"
 runuser -u postgres -- "$BIN/initdb" -D "$W/data" -A trust -U postgres >/dev/null
