@@ -199,6 +199,52 @@ fn caching_sha2_full_authentication_with_rsa_over_plain_tcp() {
     assert_eq!(count(&st.native), 0, "{st:?}");
 }
 
+/// `caching_sha2_password` full authentication over TLS (`ssl_mode = "verify_identity"`
+/// against the test CA): the password goes inside TLS, no RSA exchange; every connection of
+/// the run is TLS; a second run finds the user cached and takes the fast path, still over
+/// TLS.
+#[test]
+fn caching_sha2_full_authentication_over_tls() {
+    let server = ProtoServer::builder(Flavour::Mysql84, ENUM_SET)
+        .tls()
+        .start();
+    let tls_run = || {
+        let w = Workdir::new();
+        let source = server
+            .source_toml(
+                "my",
+                &format!(
+                    "ssl_ca = \"{}\"\ntables = {{ include = [\"mysql.*\"] }}",
+                    server.ca().display()
+                ),
+            )
+            .replace("ssl_mode = \"disabled\"", "ssl_mode = \"verify_identity\"");
+        w.write_config(&format!("{source}\n[admin]\nenabled = false\n"));
+        run_n(&w, 3)
+    };
+    assert_enum_set_rows(&tls_run());
+    let st = server.stats();
+    assert!(count(&st.full_tls) >= 1, "{st:?}");
+    assert_eq!(count(&st.full_rsa), 0, "no RSA exchange inside TLS: {st:?}");
+    assert_eq!(count(&st.refused), 0, "{st:?}");
+    let logins = count(&st.full_tls) + count(&st.fast);
+    assert_eq!(count(&st.tls), logins, "every login over TLS: {st:?}");
+    let full = count(&st.full_tls);
+    assert_enum_set_rows(&tls_run());
+    assert_eq!(
+        count(&st.full_tls),
+        full,
+        "a cached user: fast path: {st:?}"
+    );
+    assert!(count(&st.fast) >= 2, "{st:?}");
+    assert_eq!(
+        count(&st.tls),
+        count(&st.full_tls) + count(&st.fast),
+        "{st:?}"
+    );
+    assert_eq!(count(&st.scramble_bad), 0, "{st:?}");
+}
+
 /// `caching_sha2_password` fast path: once a user authenticated fully, later connections
 /// prove the password with the scramble alone (no RSA exchange). The logins a run starts
 /// together before any finished (the binlog reader's and the lag check's) each need the

@@ -23,9 +23,8 @@
 //! - `binlog_transaction_previous_GTID_no_tag.000001` and the `binlog_truncated_*` files
 //!   hold no rows.
 //!
-//! `rpl_unfiltered_hidden_gcol.000001` the library reads but logtide does not yet (a
-//! functional index's hidden column): see
-//! `hidden_generated_column_is_read_by_the_library_not_yet_by_logtide`.
+//! `rpl_unfiltered_hidden_gcol.000001` (a functional index's hidden column in the table
+//! map) is cross-checked too: see `functional_index_hidden_column`.
 
 use crate::common::mysql_proto::auth::NATIVE;
 use crate::common::mysql_proto::flavour::Flavour;
@@ -154,7 +153,7 @@ fn until(server: &ProtoServer) -> String {
 }
 
 /// One fixture's cross-check: the same rows, in order, with the same values.
-fn crosscheck(server: &ProtoServer, filter: &str, mariadb: bool) {
+fn crosscheck(server: &ProtoServer, filter: &str, mariadb: bool) -> Vec<Value> {
     let lt = logtide_events(server, filter);
     let db = filter.split('.').next().unwrap_or("*");
     let py: Vec<Value> = library_rows(server, mariadb)
@@ -179,6 +178,7 @@ fn crosscheck(server: &ProtoServer, filter: &str, mariadb: bool) {
             }
         }
     }
+    lt
 }
 
 /// One image (`before` / `after`) column by column; python-mysql-replication lists every
@@ -467,8 +467,15 @@ fn json_with_partial_update() {
 /// error, because the schema it keeps from the file's DDL (`a`, `b`) does not model the
 /// hidden column, so the column counts disagree. This pins both sides; when logtide learns
 /// hidden columns, turn it into `crosscheck(&s, "test.*", false)`.
+/// `rpl_unfiltered_hidden_gcol.000001` (MySQL 8.0.17, MINIMAL metadata): `CREATE TABLE t
+/// (a INT, INDEX i((a+1)))`, then `ADD COLUMN b TEXT`. MySQL 8.0.13-8.0.17 log the index's
+/// hidden generated column in the table map, here between `a` and `b`. logtide knows it
+/// from the file's DDL (its schema history), decodes past it and leaves it out of the
+/// event; the library lists it (not in the row image: `cols bitmap`). The test server's
+/// `information_schema` lists it only because the library needs a name for every map
+/// column; a real server lists `a` and `b`.
 #[test]
-fn hidden_generated_column_is_read_by_the_library_not_yet_by_logtide() {
+fn functional_index_hidden_column() {
     let s = server(Flavour::Mysql80, "rpl_unfiltered_hidden_gcol.000001", |b| {
         b.variable("binlog_row_metadata", "MINIMAL").table(
             "test",
@@ -479,23 +486,14 @@ fn hidden_generated_column_is_read_by_the_library_not_yet_by_logtide() {
     });
     let py = library_rows(&s, false);
     assert_eq!(py.len(), 1, "{py:?}");
-    assert_eq!(
-        py[0]["after"],
-        serde_json::json!({"a": 1, "!hidden!i!0!0": null, "b": "1"}),
-        "{py:?}"
-    );
     assert_eq!(py[0]["none_after"]["!hidden!i!0!0"], "cols bitmap");
-    let w = Workdir::new();
-    w.write_config(&s.source_toml("my", "tables = { include = [\"test.*\"] }"));
-    let mut child = spawn_run(&w, &["--until", &until(&s)], &[(PASSWORD_ENV, PASSWORD)]);
-    let st = wait_exit(&mut child, WAIT);
-    let l = logs(&w);
-    assert_eq!(st.code(), Some(3), "{l}");
-    assert!(
-        l.contains("table test.t: the binlog's table map has 3 columns without names"),
-        "{l}"
+    let lt = crosscheck(&s, "test.*", false);
+    assert_eq!(lt.len(), 1, "{lt:?}");
+    assert_eq!(
+        lt[0]["after"],
+        serde_json::json!({"a": 1, "b": "1"}),
+        "{lt:?}"
     );
-    assert!(w.events().is_empty());
 }
 
 /// What the library makes of the fixtures it cannot read (module doc): no rows, or an

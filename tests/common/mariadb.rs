@@ -442,7 +442,7 @@ impl Drop for MariaServer {
 
 /// A test CA (`ca.pem`), a server certificate it signed for 127.0.0.1 and localhost
 /// (`server.pem`, `server.key`), and an unrelated CA (`other-ca.pem`), in `dir`.
-fn make_certs(dir: &Path) {
+pub fn make_certs(dir: &Path) {
     static OPENSSL: Once = Once::new();
     OPENSSL.call_once(|| {
         if !which("openssl") {

@@ -9,7 +9,7 @@
 //! `information_schema.COLUMNS.COLUMN_TYPE` has (`int(10) unsigned`, `enum('a','B')`),
 //! MariaDB's JSON to `longtext` with the `json` flag.
 
-use super::table::{ColumnMeta, SchemaInfo};
+use super::table::{is_hidden, ColumnMeta, SchemaInfo, HIDDEN_PREFIX};
 
 /// `[db.]table` as written (no database: the statement's default one).
 pub type TableName = (Option<String>, String);
@@ -70,6 +70,13 @@ pub enum Change {
     DropPrimaryKey,
     /// `ADD CONSTRAINT … CHECK (json_valid(c))`: c is MariaDB JSON.
     JsonCheck(String),
+    /// `DROP INDEX i`: the hidden columns of its functional key parts go with it.
+    DropIndex(String),
+    /// `RENAME INDEX a TO b`: its hidden columns are renamed with it.
+    RenameIndex {
+        old: String,
+        new: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,6 +294,66 @@ fn key_columns(t: &[Tok]) -> Vec<String> {
         .into_iter()
         .filter_map(|part| part.first()?.name())
         .collect()
+}
+
+/// The index definition after `INDEX` / `KEY` / `UNIQUE [INDEX|KEY]`: `[name] [USING t]
+/// (parts) …` (CREATE INDEX: `name [USING t] ON table (parts)`, the table skipped). Returns
+/// the name and the positions of the functional key parts (`((expr))`).
+fn index_parts(p: &mut P<'_>) -> Option<(Option<String>, Vec<usize>)> {
+    if p.eat_kw("IF") {
+        p.eat_kw("NOT");
+        p.eat_kw("EXISTS");
+    }
+    let mut name = None;
+    if p.peek()? != &Tok::Punct('(') && !p.peek()?.is_kw("USING") && !p.peek()?.is_kw("ON") {
+        name = p.next()?.name();
+    }
+    if p.eat_kw("USING") {
+        p.i += 1;
+    }
+    if p.eat_kw("ON") {
+        p.table_name()?;
+    }
+    let parts = split_commas(p.group()?)
+        .iter()
+        .enumerate()
+        .filter(|(_, part)| part.first() == Some(&Tok::Punct('(')))
+        .map(|(i, _)| i)
+        .collect();
+    Some((name, parts))
+}
+
+/// The hidden columns of an index's functional key parts ([`HIDDEN_PREFIX`]); an index
+/// without a name gets the server's `functional_index[_n]`, `n` counting from `unnamed`.
+fn hidden_columns(name: Option<String>, parts: &[usize], unnamed: &mut usize) -> Vec<ColumnMeta> {
+    if parts.is_empty() {
+        return Vec::new();
+    }
+    let index = name.unwrap_or_else(|| {
+        *unnamed += 1;
+        match *unnamed {
+            1 => "functional_index".to_owned(),
+            n => format!("functional_index_{n}"),
+        }
+    });
+    parts
+        .iter()
+        .map(|part| ColumnMeta {
+            name: format!("{HIDDEN_PREFIX}{index}!{part}!0"),
+            column_type: "functional key part".to_owned(),
+            charset: None,
+            json: false,
+        })
+        .collect()
+}
+
+/// Whether `col` is a hidden column of index `index`.
+fn hidden_of(col: &str, index: &str) -> bool {
+    col.strip_prefix(HIDDEN_PREFIX).is_some_and(|rest| {
+        rest.get(..index.len())
+            .is_some_and(|n| n.eq_ignore_ascii_case(index))
+            && rest.get(index.len()..).is_some_and(|r| r.starts_with('!'))
+    })
 }
 
 /// The type words that name the same type under another spelling.
@@ -526,6 +593,43 @@ pub fn parse_ddl(sql: &str, mariadb: bool) -> Ddl {
             if p.eat_kw("DATABASE") || p.eat_kw("SCHEMA") {
                 return Ddl::None;
             }
+            if p.eat_kw("UNIQUE") || p.eat_kw("INDEX") {
+                // CREATE [UNIQUE] INDEX: only a functional key part changes the columns.
+                p.eat_kw("INDEX");
+                let Some(name) = p.peek().and_then(Tok::name) else {
+                    return Ddl::None;
+                };
+                let Some(on) = p.t.iter().skip(p.i).position(|x| x.is_kw("ON")) else {
+                    return Ddl::None;
+                };
+                let mut q = P {
+                    t: p.t,
+                    i: p.i + on + 1,
+                };
+                let Some((db, table)) = q.table_name() else {
+                    return Ddl::None;
+                };
+                let Some((_, parts)) = index_parts(&mut p) else {
+                    return Ddl::None;
+                };
+                let changes: Vec<Change> = hidden_columns(Some(name), &parts, &mut 0)
+                    .into_iter()
+                    .map(|col| Change::Add {
+                        col,
+                        place: Place::Last,
+                        primary: false,
+                    })
+                    .collect();
+                if changes.is_empty() {
+                    return Ddl::None;
+                }
+                return Ddl::Alter {
+                    db,
+                    table,
+                    changes,
+                    rename: None,
+                };
+            }
             if !p.eat_kw("TABLE") {
                 return Ddl::None;
             }
@@ -577,6 +681,23 @@ pub fn parse_ddl(sql: &str, mariadb: bool) -> Ddl {
                 return match p.next().and_then(Tok::name) {
                     Some(d) => Ddl::DropDatabase(d),
                     None => Ddl::None,
+                };
+            }
+            if p.eat_kw("INDEX") {
+                // DROP INDEX i ON t: its functional key parts' hidden columns go.
+                if p.eat_kw("IF") {
+                    p.eat_kw("EXISTS");
+                }
+                let (Some(index), true, Some((db, table))) =
+                    (p.next().and_then(Tok::name), p.eat_kw("ON"), p.table_name())
+                else {
+                    return Ddl::None;
+                };
+                return Ddl::Alter {
+                    db,
+                    table,
+                    changes: vec![Change::DropIndex(index)],
+                    rename: None,
                 };
             }
             if p.eat_kw("TEMPORARY") {
@@ -655,16 +776,19 @@ fn create_body(body: &[Tok], mariadb: bool) -> Option<SchemaInfo> {
     let mut columns = Vec::new();
     let mut key_names: Vec<String> = Vec::new();
     let mut json_checks = Vec::new();
+    let (mut hidden, mut unnamed) = (Vec::new(), 0);
     for item in split_commas(body) {
         let Some(head) = item.first() else { continue };
         let kw = head.kw().unwrap_or_default();
         let mut p = P { t: item, i: 0 };
+        // A UNIQUE constraint's symbol names its index when the index has no name.
+        let mut symbol = None;
         if kw == "CONSTRAINT" {
             p.i += 1;
             if !p.peek().is_some_and(|x| {
                 x.is_kw("PRIMARY") || x.is_kw("CHECK") || x.is_kw("UNIQUE") || x.is_kw("FOREIGN")
             }) {
-                p.i += 1; // the constraint's name
+                symbol = p.next().and_then(Tok::name);
             }
         }
         let k = p.peek().and_then(Tok::kw).unwrap_or_default();
@@ -686,7 +810,15 @@ fn create_body(body: &[Tok], mariadb: bool) -> Option<SchemaInfo> {
             }
             // Indexes and other constraints (reserved words unless back-quoted); a
             // column may be called `period`, the clause is `PERIOD FOR …`.
-            ("KEY" | "INDEX" | "UNIQUE" | "FULLTEXT" | "SPATIAL" | "FOREIGN", true) => {}
+            ("KEY" | "INDEX" | "UNIQUE", true) => {
+                p.i += 1;
+                if k == "UNIQUE" && !p.eat_kw("INDEX") {
+                    p.eat_kw("KEY");
+                }
+                let (name, parts) = index_parts(&mut p)?;
+                hidden.extend(hidden_columns(name.or(symbol), &parts, &mut unnamed));
+            }
+            ("FULLTEXT" | "SPATIAL" | "FOREIGN", true) => {}
             ("PERIOD", true) if p.peek_at(1).is_some_and(|x| x.is_kw("FOR")) => {}
             _ => {
                 let (col, primary) = column_def(item, mariadb)?;
@@ -706,6 +838,8 @@ fn create_body(body: &[Tok], mariadb: bool) -> Option<SchemaInfo> {
         .iter()
         .filter_map(|k| columns.iter().position(|c| c.name.eq_ignore_ascii_case(k)))
         .collect();
+    // After every column, in index order (see `HIDDEN_PREFIX`).
+    columns.extend(hidden);
     Some(SchemaInfo { columns, key })
 }
 
@@ -733,6 +867,7 @@ fn alter_specs(t: &[Tok], mariadb: bool) -> Option<Alter> {
         p.i += 1;
         match k.as_str() {
             "ADD" => {
+                let mut symbol = None;
                 if p.eat_kw("CONSTRAINT")
                     && !p.peek().is_some_and(|x| {
                         x.is_kw("PRIMARY")
@@ -741,7 +876,7 @@ fn alter_specs(t: &[Tok], mariadb: bool) -> Option<Alter> {
                             || x.is_kw("FOREIGN")
                     })
                 {
-                    p.i += 1;
+                    symbol = p.next().and_then(Tok::name);
                 }
                 let k2 = p.peek().and_then(Tok::kw).unwrap_or_default();
                 match k2.as_str() {
@@ -759,8 +894,21 @@ fn alter_specs(t: &[Tok], mariadb: bool) -> Option<Alter> {
                             changes.push(Change::JsonCheck(c));
                         }
                     }
-                    "INDEX" | "KEY" | "UNIQUE" | "FULLTEXT" | "SPATIAL" | "FOREIGN"
-                    | "PARTITION" | "PERIOD" | "SYSTEM" => {}
+                    "INDEX" | "KEY" | "UNIQUE" => {
+                        p.i += 1;
+                        if k2 == "UNIQUE" && !p.eat_kw("INDEX") {
+                            p.eat_kw("KEY");
+                        }
+                        let (name, parts) = index_parts(&mut p)?;
+                        for col in hidden_columns(name.or(symbol), &parts, &mut 0) {
+                            changes.push(Change::Add {
+                                col,
+                                place: Place::Last,
+                                primary: false,
+                            });
+                        }
+                    }
+                    "FULLTEXT" | "SPATIAL" | "FOREIGN" | "PARTITION" | "PERIOD" | "SYSTEM" => {}
                     _ => {
                         p.eat_kw("COLUMN");
                         if p.eat_kw("IF") {
@@ -793,8 +941,14 @@ fn alter_specs(t: &[Tok], mariadb: bool) -> Option<Alter> {
                 let k2 = p.peek().and_then(Tok::kw).unwrap_or_default();
                 match k2.as_str() {
                     "PRIMARY" => changes.push(Change::DropPrimaryKey),
-                    "INDEX" | "KEY" | "FOREIGN" | "CONSTRAINT" | "CHECK" | "PARTITION"
-                    | "PERIOD" | "SYSTEM" => {}
+                    "INDEX" | "KEY" => {
+                        p.i += 1;
+                        if p.eat_kw("IF") {
+                            p.eat_kw("EXISTS");
+                        }
+                        changes.push(Change::DropIndex(p.next()?.name()?));
+                    }
+                    "FOREIGN" | "CONSTRAINT" | "CHECK" | "PARTITION" | "PERIOD" | "SYSTEM" => {}
                     _ => {
                         p.eat_kw("COLUMN");
                         if p.eat_kw("IF") {
@@ -827,6 +981,12 @@ fn alter_specs(t: &[Tok], mariadb: bool) -> Option<Alter> {
                     let new = p.next()?.name()?;
                     changes.push(Change::RenameColumn { old, new });
                 } else if p.eat_kw("INDEX") || p.eat_kw("KEY") {
+                    let old = p.next()?.name()?;
+                    if !p.eat_kw("TO") {
+                        return None;
+                    }
+                    let new = p.next()?.name()?;
+                    changes.push(Change::RenameIndex { old, new });
                 } else {
                     if !p.eat_kw("TO") {
                         p.eat_kw("AS");
@@ -955,6 +1115,22 @@ pub fn apply(def: &SchemaInfo, changes: &[Change], mariadb: bool) -> Option<Sche
                 place,
                 primary,
             } => {
+                if is_hidden(&col.name) {
+                    // A functional key part: last, its counter bumped past a name taken
+                    // (an unnamed index's generated name is not known to be unique).
+                    let mut col = col.clone();
+                    let stem = col
+                        .name
+                        .trim_end_matches(|c: char| c.is_ascii_digit())
+                        .to_owned();
+                    let mut n = 0;
+                    while current(&cols, &col.name).is_some() {
+                        n += 1;
+                        col.name = format!("{stem}{n}");
+                    }
+                    cols.push((None, col));
+                    continue;
+                }
                 if current(&cols, &col.name).is_some() {
                     // ADD COLUMN IF NOT EXISTS of an existing column.
                     continue;
@@ -988,6 +1164,13 @@ pub fn apply(def: &SchemaInfo, changes: &[Change], mariadb: bool) -> Option<Sche
             Change::JsonCheck(c) => {
                 let i = current(&cols, c)?;
                 mark_json(&mut cols[i].1, mariadb);
+            }
+            Change::DropIndex(index) => cols.retain(|(_, c)| !hidden_of(&c.name, index)),
+            Change::RenameIndex { old, new } => {
+                for (_, c) in cols.iter_mut().filter(|(_, c)| hidden_of(&c.name, old)) {
+                    let rest = &c.name[HIDDEN_PREFIX.len() + old.len()..];
+                    c.name = format!("{HIDDEN_PREFIX}{new}{rest}");
+                }
             }
         }
     }
@@ -1180,5 +1363,87 @@ mod tests {
             parse_ddl("ALTER TABLE t FROBNICATE", true),
             Ddl::Unknown(_)
         ));
+    }
+
+    /// MySQL's hidden columns of functional key parts (`table::HIDDEN_PREFIX`): after the
+    /// columns of the CREATE, in index order; a column added later comes after them; they
+    /// go with their index and follow its renames. The order is the one of the table map in
+    /// `rpl_unfiltered_hidden_gcol.000001` (MySQL 8.0.17: `a`, the hidden column, `b`).
+    #[test]
+    fn functional_index_hidden_columns() {
+        let d = create("CREATE TABLE t (a INT, INDEX i((a+1)))");
+        assert_eq!(names(&d), ["a", "!hidden!i!0!0"]);
+        let d = alter(&d, "ALTER TABLE t ADD COLUMN b TEXT");
+        assert_eq!(names(&d), ["a", "!hidden!i!0!0", "b"]);
+        let v = d.visible();
+        assert_eq!(
+            v.columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(d.for_map(3).columns.len(), 3);
+        assert_eq!(d.for_map(2).columns.len(), 2);
+        let d = create(
+            "CREATE TABLE u (id INT, name TEXT, CONSTRAINT c UNIQUE KEY ((lower(name)), id), \
+             KEY (id), INDEX ((id * 2)), INDEX ((id * 3)), PRIMARY KEY (id), KEY k2 (name(4)))",
+        );
+        assert_eq!(
+            names(&d),
+            [
+                "id",
+                "name",
+                "!hidden!c!0!0",
+                "!hidden!functional_index!0!0",
+                "!hidden!functional_index_2!0!0"
+            ]
+        );
+        assert_eq!(d.key, vec![0]);
+        let e = alter(
+            &d,
+            "ALTER TABLE u DROP INDEX functional_index, ADD UNIQUE INDEX j (id, (id + 1)), RENAME INDEX c TO cc",
+        );
+        assert_eq!(
+            names(&e),
+            [
+                "id",
+                "name",
+                "!hidden!cc!0!0",
+                "!hidden!functional_index_2!0!0",
+                "!hidden!j!1!0"
+            ]
+        );
+        match parse_ddl("CREATE UNIQUE INDEX f USING BTREE ON s.u ((id + 7))", false) {
+            Ddl::Alter {
+                db, table, changes, ..
+            } => {
+                assert_eq!((db.as_deref(), table.as_str()), (Some("s"), "u"));
+                let f = apply(&e, &changes, false).expect("applies");
+                assert_eq!(names(&f)[5], "!hidden!f!0!0");
+                match parse_ddl("DROP INDEX `F` ON s.u", false) {
+                    Ddl::Alter { changes, .. } => {
+                        let g = apply(&f, &changes, false).expect("applies");
+                        assert_eq!(names(&g), names(&e));
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        // A second unnamed functional index added by ALTER gets a name of its own.
+        let h = alter(
+            &create("CREATE TABLE v (a INT, INDEX ((a+1)))"),
+            "ALTER TABLE v ADD INDEX ((a+2))",
+        );
+        assert_eq!(
+            names(&h),
+            [
+                "a",
+                "!hidden!functional_index!0!0",
+                "!hidden!functional_index!0!1"
+            ]
+        );
+        assert_eq!(parse_ddl("CREATE INDEX i ON t (a)", false), Ddl::None);
     }
 }

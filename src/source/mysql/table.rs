@@ -18,7 +18,22 @@ use super::types::Kind;
 use crate::event::{SourceInfo, TableSchema};
 use crate::filter::Filter;
 use mysql_cdc::events::table_map_event::TableMapEvent;
+use std::borrow::Cow;
 use std::sync::Arc;
+
+/// MySQL 8.0.13+ keeps each functional key part `((expr))` of an index in a hidden
+/// generated column named `!hidden!<index>!<part>!<n>`, appended after the table's columns
+/// when the index is created (a column added later comes after it). MySQL 8.0.13–8.0.17
+/// write these columns into table maps (and their names under FULL metadata); 8.0.18 and
+/// later leave them out; `information_schema` never lists them. The schema history
+/// ([`super::schema_ddl`]) tracks them so a map that has them can be read by position;
+/// events never carry them.
+pub const HIDDEN_PREFIX: &str = "!hidden!";
+
+/// Whether a column is the hidden column of a functional key part.
+pub fn is_hidden(name: &str) -> bool {
+    name.starts_with(HIDDEN_PREFIX)
+}
 
 /// One column as `information_schema` describes it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -38,6 +53,37 @@ pub struct SchemaInfo {
     pub columns: Vec<ColumnMeta>,
     /// Primary key column indices, in key order.
     pub key: Vec<usize>,
+}
+
+impl SchemaInfo {
+    /// This description as it fits a table map of `n` columns: as it is, or without its
+    /// hidden columns ([`HIDDEN_PREFIX`]) when the map leaves them out (MySQL 8.0.18+).
+    pub fn for_map(&self, n: usize) -> Cow<'_, SchemaInfo> {
+        let visible = self.visible();
+        if self.columns.len() != n && visible.columns.len() == n {
+            visible
+        } else {
+            Cow::Borrowed(self)
+        }
+    }
+
+    /// The columns a user sees: without the hidden ones, the key re-indexed.
+    pub fn visible(&self) -> Cow<'_, SchemaInfo> {
+        if !self.columns.iter().any(|c| is_hidden(&c.name)) {
+            return Cow::Borrowed(self);
+        }
+        let keep: Vec<usize> = (0..self.columns.len())
+            .filter(|&i| !is_hidden(&self.columns[i].name))
+            .collect();
+        Cow::Owned(SchemaInfo {
+            columns: keep.iter().map(|&i| self.columns[i].clone()).collect(),
+            key: self
+                .key
+                .iter()
+                .filter_map(|k| keep.iter().position(|i| i == k))
+                .collect(),
+        })
+    }
 }
 
 /// Reads a table's columns, key and (MariaDB) JSON checks; `None` when it does not exist.
@@ -332,6 +378,8 @@ pub fn build(
     cx: &BuildContext<'_>,
 ) -> Result<TableInfo, MysqlError> {
     let n = tm.column_types.len();
+    let info = info.map(|i| i.for_map(n));
+    let info = info.as_deref();
     let schema_err = |message: String| MysqlError::Schema {
         db: tm.database_name.clone(),
         table: tm.table_name.clone(),
@@ -360,7 +408,7 @@ pub fn build(
             Some(i) => i.columns.iter().map(|c| c.name.clone()).collect(),
             None if selected => {
                 return Err(schema_err(format!(
-                    "the binlog's table map has {n} columns without names (binlog_row_metadata is not FULL) and information_schema does not describe the table with {n} columns (it changed or was dropped since): set binlog_row_metadata=FULL to replay across schema changes"
+                    "the binlog's table map has {n} columns without names (binlog_row_metadata is not FULL) and information_schema does not describe the table with {n} columns (it changed or was dropped since, or, on MySQL 8.0.13-8.0.17, it has a functional index whose hidden columns the map carries and information_schema does not list): set binlog_row_metadata=FULL to replay across schema changes"
                 )))
             }
             None => (1..=n).map(|i| format!("@{i}")).collect(),
@@ -554,10 +602,20 @@ pub fn build(
                 .collect(),
             _ => info.map(|i| i.key.clone()).unwrap_or_default(),
         };
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let proj = cx
+        // Hidden columns of functional indexes are decoded (to find the next column) and
+        // dropped like a filtered-out column.
+        let visible: Vec<usize> = (0..n).filter(|&i| !is_hidden(&names[i])).collect();
+        let refs: Vec<&str> = visible.iter().map(|&i| names[i].as_str()).collect();
+        let key: Vec<usize> = key
+            .iter()
+            .filter_map(|k| visible.iter().position(|i| i == k))
+            .collect();
+        let mut proj = cx
             .filter
             .project(&tm.database_name, &tm.table_name, &refs, &key)?;
+        for c in &mut proj.keep {
+            *c = visible[*c];
+        }
         let mut slot = vec![None; n];
         for (s, &c) in proj.keep.iter().enumerate() {
             slot[c] = Some(s);
@@ -593,7 +651,8 @@ pub fn truncate_schema(
     info: Option<&SchemaInfo>,
     cx: &BuildContext<'_>,
 ) -> Result<Arc<TableSchema>, MysqlError> {
-    let (names, key): (Vec<String>, Vec<usize>) = match info {
+    let info = info.map(SchemaInfo::visible);
+    let (names, key): (Vec<String>, Vec<usize>) = match info.as_deref() {
         Some(i) => (
             i.columns.iter().map(|c| c.name.clone()).collect(),
             i.key.clone(),

@@ -529,18 +529,43 @@ struct Ymd {
     d: u32,
 }
 
-/// Formats a year as ISO 8601: 4 digits, `-` and 4+ digits before year 0, more digits past
-/// 9999 as PostgreSQL prints them.
-fn fmt_year(y: i64) -> String {
-    if y < 0 {
-        format!("-{:04}", y.unsigned_abs())
-    } else {
-        format!("{y:04}")
+/// Appends `n` as at least `width` digits, zero-padded (the hot path of every date and
+/// timestamp value: no `format!` machinery).
+fn push_digits(out: &mut String, n: u64, width: usize) {
+    let mut buf = [b'0'; 20];
+    let mut i = buf.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let start = i.min(buf.len() - width.min(buf.len()));
+    for &b in &buf[start..] {
+        out.push(char::from(b));
     }
 }
 
+/// Appends a date as ISO 8601: the year in 4 digits, `-` and 4+ digits before year 0, more
+/// digits past 9999 as PostgreSQL prints them; then `-MM-DD`.
+fn push_ymd(out: &mut String, d: Ymd) {
+    if d.y < 0 {
+        out.push('-');
+    }
+    push_digits(out, d.y.unsigned_abs(), 4);
+    out.push('-');
+    push_digits(out, u64::from(d.m), 2);
+    out.push('-');
+    push_digits(out, u64::from(d.d), 2);
+}
+
 fn fmt_ymd(d: Ymd) -> String {
-    format!("{}-{:02}-{:02}", fmt_year(d.y), d.m, d.d)
+    let mut s = String::with_capacity(10);
+    push_ymd(&mut s, d);
+    s
 }
 
 /// Parses `YYYY-MM-DD` (4+ digit year) at the start of `s`; returns the rest.
@@ -690,7 +715,11 @@ fn decode_timestamp(s: &str) -> Result<String, TypeError> {
         return Err(invalid("timestamp", "trailing characters after the time"));
     }
     let d = apply_era("timestamp", d, bc)?;
-    Ok(format!("{}T{t}", fmt_ymd(d)))
+    let mut out = String::with_capacity(11 + t.len());
+    push_ymd(&mut out, d);
+    out.push('T');
+    out.push_str(t);
+    Ok(out)
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
@@ -741,13 +770,15 @@ fn decode_timestamptz(s: &str) -> Result<String, TypeError> {
     let secs = days_from_civil(d) * 86_400 + num(0..2) * 3600 + num(3..5) * 60 + num(6..8) - off;
     let day = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
-    Ok(format!(
-        "{}T{:02}:{:02}:{:02}{frac}Z",
-        fmt_ymd(civil_from_days(day)),
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    ))
+    let mut out = String::with_capacity(21 + frac.len());
+    push_ymd(&mut out, civil_from_days(day));
+    for (sep, n) in [('T', sod / 3600), (':', sod / 60 % 60), (':', sod % 60)] {
+        out.push(sep);
+        push_digits(&mut out, n.unsigned_abs(), 2);
+    }
+    out.push_str(frac);
+    out.push('Z');
+    Ok(out)
 }
 
 /// An interval as PostgreSQL's fields: each keeps its own sign, like the server does.

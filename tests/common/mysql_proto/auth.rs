@@ -1,13 +1,15 @@
-//! The connection phase of the protocol test server: handshake v10, then
-//! `mysql_native_password` or `caching_sha2_password` (fast path against the server's
-//! cache of users that authenticated fully before; full authentication with the RSA public
-//! key exchange over plain TCP), as MySQL 8 / 9 do it.
+//! The connection phase of the protocol test server: handshake v10, the TLS upgrade after
+//! an SSLRequest (servers built with TLS), then `mysql_native_password` or
+//! `caching_sha2_password` (fast path against the server's cache of users that
+//! authenticated fully before; full authentication: the clear-text password inside TLS, or
+//! the RSA public key exchange over plain TCP), as MySQL 8 / 9 do it.
 //! Protocol: <https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_connection_phase.html>,
 //! `caching_sha2_password`: <https://dev.mysql.com/doc/dev/mysql-server/latest/page_caching_sha2_authentication_exchanges.html>.
 
 use super::wire::{lenenc, nul_str, Conn};
 use openssl::pkey::Private;
 use openssl::rsa::{Padding, Rsa};
+use openssl::ssl::SslAcceptor;
 use std::collections::HashSet;
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -19,6 +21,7 @@ pub const CACHING_SHA2: &str = "caching_sha2_password";
 const LONG_PASSWORD: u32 = 0x1;
 const LONG_FLAG: u32 = 0x4;
 const CONNECT_WITH_DB: u32 = 0x8;
+const SSL: u32 = 0x800;
 const PROTOCOL_41: u32 = 0x200;
 const TRANSACTIONS: u32 = 0x2000;
 const SECURE_CONNECTION: u32 = 0x8000;
@@ -32,6 +35,10 @@ pub struct AuthStats {
     pub fast: AtomicUsize,
     /// `caching_sha2_password` full authentication with the RSA key exchange.
     pub full_rsa: AtomicUsize,
+    /// `caching_sha2_password` full authentication with the password inside TLS.
+    pub full_tls: AtomicUsize,
+    /// Connections upgraded to TLS.
+    pub tls: AtomicUsize,
     /// `mysql_native_password` logins.
     pub native: AtomicUsize,
     /// Scramble responses that were correct for the password (whether or not the user was
@@ -68,6 +75,8 @@ pub struct AuthServer {
     cache: Mutex<HashSet<String>>,
     rsa: Rsa<Private>,
     conn_id: AtomicU64,
+    /// Offers TLS (`CLIENT_SSL`) when set.
+    pub tls: Option<SslAcceptor>,
 }
 
 fn sha1(b: &[u8]) -> Vec<u8> {
@@ -154,6 +163,7 @@ impl AuthServer {
             cache: Mutex::new(HashSet::new()),
             rsa: Rsa::generate(2048).expect("rsa key"),
             conn_id: AtomicU64::new(1),
+            tls: None,
         }
     }
 
@@ -186,7 +196,8 @@ impl AuthServer {
             | PROTOCOL_41
             | TRANSACTIONS
             | SECURE_CONNECTION
-            | PLUGIN_AUTH;
+            | PLUGIN_AUTH
+            | if self.tls.is_some() { SSL } else { 0 };
         let mut h = vec![10];
         h.extend_from_slice(self.version.as_bytes());
         h.push(0);
@@ -205,7 +216,17 @@ impl AuthServer {
         h.push(0);
         c.reset();
         c.write(&h)?;
-        let p = c.read()?;
+        let mut p = c.read()?;
+        // An SSLRequest: the capability flags, max packet, charset and filler (32 bytes)
+        // with CLIENT_SSL; TLS starts, then the real response comes through it.
+        let client_caps = p
+            .get(..4)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        if let (Some(acceptor), 32, true) = (&self.tls, p.len(), client_caps & SSL != 0) {
+            c.upgrade(acceptor)?;
+            self.stats.tls.fetch_add(1, Ordering::SeqCst);
+            p = c.read()?;
+        }
         let Some(r) = parse_response(&p) else {
             c.err(1043, "08S01", "Bad handshake")?;
             return Ok(false);
@@ -251,6 +272,18 @@ impl AuthServer {
         // perform_full_authentication
         c.write(&[0x01, 0x04])?;
         let p = c.read()?;
+        if c.is_tls() {
+            // Inside TLS the client sends the password itself, NUL-terminated.
+            let mut want = self.account.password.as_bytes().to_vec();
+            want.push(0);
+            if p != want {
+                return self.refuse(c, &r.user);
+            }
+            self.stats.full_tls.fetch_add(1, Ordering::SeqCst);
+            self.cache.lock().expect("cache").insert(r.user);
+            c.ok()?;
+            return Ok(true);
+        }
         if p != [0x02] {
             // A clear-text password on a plain TCP connection: MySQL refuses it.
             c.err(

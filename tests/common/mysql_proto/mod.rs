@@ -3,8 +3,9 @@
 //! logtide to run against it unchanged, with the events of a binary log file written by a
 //! real server (`../shared/fixtures/mysql-binlogs`).
 //!
-//! * `auth.rs`: handshake v10, `caching_sha2_password` (fast path, full authentication
-//!   with the RSA key exchange) and `mysql_native_password`, with counters per path.
+//! * `auth.rs`: handshake v10, the TLS upgrade, `caching_sha2_password` (fast path, full
+//!   authentication inside TLS or with the RSA key exchange) and `mysql_native_password`,
+//!   with counters per path.
 //! * `flavour.rs`: the scripted answers to logtide's statements per server flavour.
 //! * `binlog.rs`: the fixture file's events, the artificial events a dump adds.
 //! * `wire.rs`: packets, OK / ERR / EOF, result sets.
@@ -80,9 +81,16 @@ pub struct Builder {
     tables: Vec<TableDef>,
     tolerated: Vec<String>,
     send_torn_tail: bool,
+    tls: bool,
 }
 
 impl Builder {
+    /// Offers TLS with a server certificate for 127.0.0.1 / localhost signed by a test CA
+    /// ([`ProtoServer::ca`]).
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
     /// The account's plugin (default `caching_sha2_password`).
     pub fn account_plugin(mut self, p: &'static str) -> Self {
         self.account_plugin = p;
@@ -148,22 +156,38 @@ impl Builder {
             variables.insert("binlog_checksum".into(), "NONE".into());
         }
         let end = self.end.unwrap_or_else(|| self.fixture.head_end());
+        let certs = self.tls.then(|| {
+            let dir = tempfile::tempdir().expect("tls dir");
+            crate::common::mariadb::make_certs(dir.path());
+            dir
+        });
+        let mut auth = AuthServer::new(
+            Account {
+                user: USER.into(),
+                password: PASSWORD.into(),
+                plugin: self.account_plugin,
+            },
+            self.default_plugin,
+            if self.flavour.mariadb() {
+                // MariaDB 10+ prefixes its handshake version for old clients.
+                format!("5.5.5-{}", self.flavour.version())
+            } else {
+                self.flavour.version().into()
+            },
+        );
+        if let Some(dir) = &certs {
+            use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
+            let mut a = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
+                .expect("ssl acceptor");
+            a.set_private_key_file(dir.path().join("server.key"), SslFiletype::PEM)
+                .expect("server key");
+            a.set_certificate_chain_file(dir.path().join("server.pem"))
+                .expect("server certificate");
+            auth.tls = Some(a.build());
+        }
         let shared = Arc::new(Shared {
             flavour: self.flavour,
-            auth: AuthServer::new(
-                Account {
-                    user: USER.into(),
-                    password: PASSWORD.into(),
-                    plugin: self.account_plugin,
-                },
-                self.default_plugin,
-                if self.flavour.mariadb() {
-                    // MariaDB 10+ prefixes its handshake version for old clients.
-                    format!("5.5.5-{}", self.flavour.version())
-                } else {
-                    self.flavour.version().into()
-                },
-            ),
+            auth,
             fixture: self.fixture,
             variables: Mutex::new(variables),
             tables: self.tables,
@@ -204,7 +228,11 @@ impl Builder {
                 }
             })
             .expect("accept thread");
-        ProtoServer { port, shared }
+        ProtoServer {
+            port,
+            shared,
+            certs,
+        }
     }
 }
 
@@ -212,6 +240,8 @@ impl Builder {
 pub struct ProtoServer {
     port: u16,
     shared: Arc<Shared>,
+    /// The test CA and server certificate of a server built with [`Builder::tls`].
+    certs: Option<tempfile::TempDir>,
 }
 
 impl ProtoServer {
@@ -233,7 +263,17 @@ impl ProtoServer {
             tables: Vec::new(),
             tolerated: Vec::new(),
             send_torn_tail: false,
+            tls: false,
         }
+    }
+
+    /// The CA that signed the certificate of a server built with [`Builder::tls`].
+    pub fn ca(&self) -> std::path::PathBuf {
+        self.certs
+            .as_ref()
+            .expect("a server built with tls()")
+            .path()
+            .join("ca.pem")
     }
 
     pub fn port(&self) -> u16 {
@@ -506,7 +546,7 @@ fn stream(
         }
         return Ok(());
     }
-    c.stream.flush_ok();
+    let _ = io::Write::flush(&mut c.stream);
     let heartbeat = match end {
         End::Eof => return c.eof(),
         End::Heartbeats(h) => h,
@@ -516,14 +556,4 @@ fn stream(
         c.write(&packet(&binlog::heartbeat(FILE, last_pos, crc)))?;
     }
     Ok(())
-}
-
-trait FlushOk {
-    fn flush_ok(&mut self);
-}
-
-impl FlushOk for TcpStream {
-    fn flush_ok(&mut self) {
-        let _ = io::Write::flush(self);
-    }
 }

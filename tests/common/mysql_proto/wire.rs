@@ -2,8 +2,9 @@
 //! EOF, text result sets (the client does not ask for `CLIENT_DEPRECATE_EOF`, so result
 //! sets end with EOF packets, as logtide's SQL client and `mysql_cdc` expect).
 
+use openssl::ssl::{SslAcceptor, SslStream};
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 
 /// The server status flag `SERVER_STATUS_AUTOCOMMIT`.
 const AUTOCOMMIT: u16 = 0x0002;
@@ -12,16 +13,81 @@ const VAR_STRING: u8 = 253;
 /// Collation `utf8mb4_0900_ai_ci`.
 const UTF8MB4: u16 = 255;
 
+/// A client's socket, plain or (after an SSLRequest) TLS.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<SslStream<TcpStream>>),
+    /// Only while the TLS handshake owns the socket.
+    Gone,
+}
+
+impl Stream {
+    /// Shuts the socket down (a dropped connection, whether or not TLS is on it).
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.shutdown(how),
+            Stream::Tls(s) => s.get_ref().shutdown(how),
+            Stream::Gone => Ok(()),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+            Stream::Gone => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+            Stream::Gone => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+            Stream::Gone => Ok(()),
+        }
+    }
+}
+
 /// One client connection with the sequence id of the next packet the server writes.
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     seq: u8,
 }
 
 impl Conn {
     pub fn new(stream: TcpStream) -> Conn {
         let _ = stream.set_nodelay(true);
-        Conn { stream, seq: 0 }
+        Conn {
+            stream: Stream::Plain(stream),
+            seq: 0,
+        }
+    }
+
+    /// The TLS handshake after the client's SSLRequest; later packets go through TLS.
+    pub fn upgrade(&mut self, acceptor: &SslAcceptor) -> io::Result<()> {
+        let Stream::Plain(plain) = std::mem::replace(&mut self.stream, Stream::Gone) else {
+            return Err(io::Error::other("TLS requested twice"));
+        };
+        let tls = acceptor
+            .accept(plain)
+            .map_err(|e| io::Error::other(format!("TLS handshake: {e}")))?;
+        self.stream = Stream::Tls(Box::new(tls));
+        Ok(())
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, Stream::Tls(_))
     }
 
     /// Reads one packet; the next packet written answers it (sequence id + 1).
