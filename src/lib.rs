@@ -35,6 +35,7 @@ pub mod replay;
 pub mod service;
 pub mod sink;
 pub mod source;
+pub mod status;
 pub mod tls;
 pub mod tunnel;
 pub mod value;

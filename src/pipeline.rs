@@ -9,7 +9,7 @@
 //!   accepted every event before them.
 //! * The checkpoint is stored (flushed) before it is published to the source on the `watch`
 //!   channel; the source confirms nothing newer upstream.
-//! * Pause (the admin endpoint's switch in [`SourceStatus`](crate::metrics::SourceStatus)):
+//! * Pause (the admin endpoint's switch in [`SourceStatus`](crate::status::SourceStatus)):
 //!   between batches, a paused pipeline stores its pending checkpoint (first taking the
 //!   boundary of the transaction it delivered last, if the source already sent it; the
 //!   same at shutdown) and stops taking messages from the channel. The channel fills and the source stops reading — the same
@@ -26,11 +26,12 @@ use crate::backfill::ondemand::OnDemand;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::error::Backoff;
 use crate::event::ChangeEvent;
-use crate::metrics::{Metrics, SourceObs};
 use crate::position::Position;
 use crate::sink::{AnySink, Sink, SinkError};
 use crate::source::{Chunk, SourceMessage};
+use crate::status::SourceStatus;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Longest time a pending checkpoint waits to be stored, and the shortest time between two
@@ -111,8 +112,8 @@ pub struct Pipeline {
     pub max_batch_events: usize,
     pub retry: RetryPolicy,
     pub cancel: CancellationToken,
-    /// Metrics, the source's status and its pause switch.
-    pub obs: SourceObs,
+    /// The source's status and its pause switch.
+    pub status: Arc<SourceStatus>,
     /// On-demand backfills, read between transactions ([`crate::backfill::ondemand`]);
     /// `None` for sources without a log (query mode) and finite tools.
     pub ondemand: Option<OnDemand>,
@@ -144,7 +145,7 @@ impl Pipeline {
         }
         let mut pending: Option<Position> = None;
         let mut last_save = Instant::now();
-        let mut pause = self.obs.status.pause_watch();
+        let mut pause = self.status.pause_watch();
         // The last transaction boundary seen, and whether events after it were delivered:
         // an on-demand backfill chunk is read only at a boundary (see `backfill::ondemand`).
         let mut at: Option<Position> = self.checkpointed.borrow().clone();
@@ -153,7 +154,7 @@ impl Pipeline {
         // A message taken from the channel while looking for a boundary, not yet handled.
         let mut held: Option<SourceMessage> = None;
         loop {
-            if self.obs.status.is_paused() {
+            if self.status.is_paused() {
                 if in_tx && self.bounds.until.is_none() {
                     in_tx = !self.take_boundary(&mut held, &mut at, &mut pending);
                 }
@@ -165,7 +166,7 @@ impl Pipeline {
                 }
             }
             if let Some(od) = self.ondemand.as_mut() {
-                od.take_requests(&self.store, &self.obs).await?;
+                od.take_requests(&self.store, &self.status).await?;
             }
             // A chunk alternates with batches while messages wait; back to back when idle.
             // Not once the source has ended (its channel closed): the pipeline must return
@@ -205,9 +206,9 @@ impl Pipeline {
                 }
                 // A pause while waiting for messages takes effect before the next batch
                 // (`recv_many` is cancel safe).
-                _ = crate::metrics::wait_pause(&mut pause, true) => Wake::Again,
+                _ = crate::status::wait_pause(&mut pause, true) => Wake::Again,
                 _ = std::future::ready(()), if chunk_now => Wake::Chunk,
-                _ = self.obs.status.backfill_requested(), if listening => Wake::Requested,
+                _ = self.status.backfill_requested(), if listening => Wake::Requested,
                 _ = sleep_until(retry_at), if retry_at.is_some() && !chunk_now => Wake::Again,
                 _ = sleep_until(store_at), if store_at.is_some() => Wake::Store,
                 n = self.rx.recv_many(&mut msgs, self.max_batch_events) => Wake::Messages(n),
@@ -227,7 +228,7 @@ impl Pipeline {
                     let read = match (self.ondemand.as_mut(), at.as_ref()) {
                         // Boxed: the chunk read's future is large and rarely alive.
                         (Some(od), Some(b)) => {
-                            Box::pin(od.next_chunk(b, &self.store, &self.obs)).await?
+                            Box::pin(od.next_chunk(b, &self.store, &self.status)).await?
                         }
                         _ => None,
                     };
@@ -236,7 +237,7 @@ impl Pipeline {
                             return Ok((Finish::BoundReached, stats));
                         }
                         if let Some(od) = self.ondemand.as_mut() {
-                            od.accepted(&self.obs);
+                            od.accepted(&self.status);
                         }
                     }
                     chunk_last = true;
@@ -292,7 +293,7 @@ impl Pipeline {
                 self.deliver_events(&mut events, &mut stats).await?;
             } else if boundary.is_some() && self.rx.is_empty() {
                 // The source moved past everything delivered and has nothing else: idle.
-                self.obs.status.idle();
+                self.status.idle();
             }
             if let Some(p) = boundary {
                 at = Some(p.clone());
@@ -368,14 +369,14 @@ impl Pipeline {
                 stats.checkpoints += 1;
             }
             self.checkpointed.send_replace(Some(p.clone()));
-            self.obs.status.checkpointed(&p);
+            self.status.checkpointed(&p);
             stats.last_checkpoint = Some(p);
         }
         Ok(())
     }
 
     async fn deliver_all(&mut self, events: &[ChangeEvent]) -> Result<(), PipelineError> {
-        deliver_with_retry(&mut self.sinks, events, &self.retry, &self.obs.metrics).await
+        deliver_with_retry(&mut self.sinks, events, &self.retry).await
     }
 
     /// Delivers the changes gathered so far (if any) as one batch and empties `events`.
@@ -417,7 +418,7 @@ impl Pipeline {
             c.events.truncate(r);
         }
         if c.skipped {
-            self.obs.metrics.backfill_skipped(&self.source, &c.table);
+            crate::metrics::backfill_skipped(&self.source, &c.table);
         }
         if !c.events.is_empty() {
             self.deliver_all(&c.events).await?;
@@ -425,38 +426,34 @@ impl Pipeline {
             stats.batches += 1;
             self.count(&c.events);
         }
-        self.obs
-            .metrics
-            .backfill_rows(&self.source, &c.table, c.events.len() as u64);
+        crate::metrics::backfill_rows(&self.source, &c.table, c.events.len() as u64);
         if cut {
             return Ok(true);
         }
         self.store
             .save_backfill(&self.source, &c.key, &c.record)
             .await?;
-        self.obs
-            .metrics
-            .backfill_done(&self.source, &c.table, c.done);
+        crate::metrics::backfill_done(&self.source, &c.table, c.done);
         Ok(false)
     }
 
     /// Counts an accepted batch and notes its last cursor and commit time.
     fn count(&self, events: &[ChangeEvent]) {
-        count_events(&self.obs, events);
+        count_events(&self.status, events);
     }
 
     /// Waits until resumed (`Some(true)`), cancelled (`Some(false)`) or the source ended
     /// meanwhile (`None`: its connection failed; what it left in the channel is after the
     /// checkpoint and comes again after the reconnect).
     async fn wait_resumed(&self) -> Option<bool> {
-        let mut rx = self.obs.status.pause_watch();
+        let mut rx = self.status.pause_watch();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tracing::info!(source = %self.source, "paused: not taking events from the source");
         loop {
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => return Some(false),
-                _ = crate::metrics::wait_pause(&mut rx, false) => {
+                _ = crate::status::wait_pause(&mut rx, false) => {
                     tracing::info!(source = %self.source, "resumed");
                     return Some(true);
                 }
@@ -480,17 +477,17 @@ async fn sleep_until(t: Option<Instant>) {
 
 /// Counts accepted events in the metrics (`logtide_events_total`) and notes the last
 /// cursor and commit time in the source's status.
-fn count_events(obs: &SourceObs, events: &[ChangeEvent]) {
+fn count_events(status: &SourceStatus, events: &[ChangeEvent]) {
     let mut counts: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
     for e in events {
         *counts
             .entry((e.table.qualified_name(), e.op.code()))
             .or_insert(0) += 1;
     }
-    obs.metrics.events(&obs.status.name, &counts);
+    crate::metrics::events(&status.name, &counts);
     if let Some(last) = events.last() {
         let ts = events.iter().rev().find_map(|e| e.commit_ts_ms);
-        obs.status.delivered(last.position.cursor(), ts);
+        status.delivered(last.position.cursor(), ts);
     }
 }
 
@@ -501,25 +498,24 @@ async fn deliver_with_retry(
     sinks: &mut [AnySink],
     events: &[ChangeEvent],
     retry: &RetryPolicy,
-    metrics: &std::sync::Arc<Metrics>,
 ) -> Result<(), PipelineError> {
     for sink in sinks.iter_mut() {
         let mut attempt: u32 = 0;
         let mut backoff = Backoff::new(retry.initial_backoff, retry.max_backoff);
         let started = Instant::now();
         loop {
-            match metrics.scope(sink.deliver(events)).await {
+            match sink.deliver(events).await {
                 Ok(()) => break,
                 Err(e) if e.is_transient() && retry.max_retries.is_none_or(|m| attempt < m) => {
                     attempt += 1;
-                    metrics.retry(sink.name());
+                    crate::metrics::retry(sink.name());
                     tracing::warn!(sink = sink.name(), attempt, error = %e, "delivery failed, retrying");
                     tokio::time::sleep(backoff.next_wait()).await;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        metrics.batch_seconds(sink.name(), started.elapsed().as_secs_f64());
+        crate::metrics::batch_seconds(sink.name(), started.elapsed().as_secs_f64());
     }
     Ok(())
 }
@@ -594,7 +590,7 @@ mod tests {
             max_batch_events: 3,
             retry: RetryPolicy::default(),
             cancel: CancellationToken::new(),
-            obs: SourceObs::detached("s"),
+            status: SourceStatus::detached("s"),
             ondemand: None,
         };
         (p, tx, wrx, dir)

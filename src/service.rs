@@ -11,8 +11,9 @@
 //! source the WAL-retention check ([`crate::source::postgres::retention`]), per MySQL
 //! source the binlog lag check ([`crate::source::mysql::lag`]), and the SIGHUP config
 //! reload ([`reload_on_sighup`]: applies changed `paused` values, names other changes);
-//! all stop with the sources. It keeps each source's state in [`crate::metrics`] for
-//! `/ready` and `/sources` and counts failures by kind.
+//! all stop with the sources. It keeps each source's state in [`crate::status`] for
+//! `/ready` and `/sources`, counts failures by kind ([`crate::metrics`]), and installs the
+//! process's metrics recorder when the admin endpoint is enabled.
 //!
 //! # Supervision: one rule for every source kind
 //!
@@ -57,10 +58,10 @@ use crate::config::{Config, OnSourceFailure, SourceConfig};
 use crate::endpoint::Endpoint;
 use crate::error::{Backoff, ErrorChain};
 use crate::event::{Connector, SourceInfo};
-use crate::metrics::{Metrics, Reporter, SourceObs, SourceState};
 use crate::pipeline::{Bounds, Finish, Pipeline, PipelineError, RetryPolicy, Stats};
 use crate::sink::{AnySink, SinkError};
 use crate::source::{self, ErrorClass, SourceContext, SourceError};
+use crate::status::{Reporter, SourceState, SourceStatus, StatusBoard};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -183,7 +184,7 @@ pub async fn run_with_store(
             .get(s.name())
             .map_or_else(|| s.endpoint(), crate::tunnel::Keeper::endpoint)
     };
-    let metrics = Metrics::new(selected.iter().map(|s| {
+    let board = StatusBoard::new(selected.iter().map(|s| {
         let kind = match s {
             SourceConfig::Postgres(_) => "postgres",
             SourceConfig::Mysql(_) => "mysql",
@@ -192,7 +193,7 @@ pub async fn run_with_store(
         (s.name().to_owned(), kind)
     }));
     for s in selected.iter().filter(|s| s.paused()) {
-        if let Some(status) = metrics.source(s.name()) {
+        if let Some(status) = board.source(s.name()) {
             status.set_paused(true);
             tracing::info!(source = %s.name(), "starting paused (paused = true in the config)");
         }
@@ -205,11 +206,14 @@ pub async fn run_with_store(
             Ok(addr) => match crate::admin::bind(addr).await {
                 Ok(listener) => {
                     tracing::info!(listen = %addr, "admin endpoint listening (/metrics, /health, /ready, /sources)");
+                    let recorded = crate::metrics::install();
                     aux.spawn(crate::admin::serve(
                         listener,
-                        metrics.clone(),
+                        board.clone(),
+                        recorded.clone(),
                         aux_cancel.clone(),
                     ));
+                    aux.spawn(metrics_upkeep(recorded, aux_cancel.clone()));
                 }
                 // Capture goes on without the endpoint: losing metrics must not stop data.
                 Err(error) => {
@@ -220,7 +224,7 @@ pub async fn run_with_store(
         }
     }
     for scfg in &selected {
-        if let (SourceConfig::Postgres(pg), Some(status)) = (scfg, metrics.source(scfg.name())) {
+        if let (SourceConfig::Postgres(pg), Some(status)) = (scfg, board.source(scfg.name())) {
             aux.spawn(crate::source::postgres::retention::watch(
                 pg.clone(),
                 endpoint(scfg),
@@ -230,7 +234,7 @@ pub async fn run_with_store(
                 aux_cancel.clone(),
             ));
         }
-        if let (SourceConfig::Mysql(my), Some(status)) = (scfg, metrics.source(scfg.name())) {
+        if let (SourceConfig::Mysql(my), Some(status)) = (scfg, board.source(scfg.name())) {
             aux.spawn(crate::source::mysql::lag::watch(
                 my.clone(),
                 endpoint(scfg),
@@ -244,11 +248,11 @@ pub async fn run_with_store(
         aux.spawn(reload_on_sighup(
             path.clone(),
             cfg.clone(),
-            metrics.clone(),
+            board.clone(),
             aux_cancel.clone(),
         ));
     }
-    let result = run_sources(&cfg, selected, keepers, &opts, &store, &metrics, &cancel).await;
+    let result = run_sources(&cfg, selected, keepers, &opts, &store, &board, &cancel).await;
     aux_cancel.cancel();
     while aux.join_next().await.is_some() {}
     result
@@ -260,13 +264,13 @@ async fn run_sources(
     mut keepers: std::collections::HashMap<String, crate::tunnel::Keeper>,
     opts: &RunOptions,
     store: &CheckpointStore,
-    metrics: &std::sync::Arc<Metrics>,
+    board: &StatusBoard,
     cancel: &CancellationToken,
 ) -> Result<Vec<(String, Stats)>, ServiceError> {
     let mut tasks = JoinSet::new();
     let mut names = std::collections::HashMap::new();
     for scfg in selected {
-        let Some(obs) = metrics.obs(scfg.name()) else {
+        let Some(status) = board.source(scfg.name()).cloned() else {
             return Err(ServiceError::UnknownSource(scfg.name().to_owned()));
         };
         let mut sinks = Vec::new();
@@ -289,7 +293,7 @@ async fn run_sources(
             max_batch_events: cfg.pipeline.max_batch_events,
             channel_capacity: cfg.pipeline.channel_capacity,
             cancel: cancel.child_token(),
-            obs,
+            status,
             // One per source, each with its own jitter: sources that fail together (one
             // server down) do not reconnect in lockstep.
             backoff: Backoff::new(
@@ -327,10 +331,10 @@ async fn run_sources(
             // A panic in a pair (pipeline or sink code): that source failed.
             Err(join) => {
                 let name = names.get(&join.id()).cloned().unwrap_or_default();
-                if let Some(st) = metrics.source(&name) {
+                if let Some(st) = board.source(&name) {
                     st.set_error(format!("crashed: {}", panic_message(&join)), false);
                 }
-                metrics.error(&name, "panic");
+                crate::metrics::error(&name, "panic");
                 ServiceError::Panicked {
                     message: panic_message(&join),
                     name,
@@ -374,7 +378,7 @@ struct SourcePair {
     /// Cancelled only when the operator asked to stop (or another source's permanent
     /// failure stops the process).
     cancel: CancellationToken,
-    obs: SourceObs,
+    status: Arc<SourceStatus>,
     /// Where the source connects: `cfg`'s `host:port`, or its tunnel's local end.
     at: Endpoint,
     /// The source's SSH tunnel, if it has one.
@@ -399,7 +403,7 @@ impl SourcePair {
         let name = self.cfg.name().to_owned();
         let mut total = Stats::default();
         let r = Box::pin(self.run_inner(&mut total)).await;
-        let status = &self.obs.status;
+        let status = &self.status;
         match r {
             Ok(()) => {
                 status.set_state(SourceState::Stopped);
@@ -434,7 +438,7 @@ impl SourcePair {
             max_batch_events: self.max_batch_events,
             retry: RetryPolicy::default(),
             cancel: self.cancel.clone(),
-            obs: self.obs.clone(),
+            status: self.status.clone(),
             ondemand,
         }
     }
@@ -452,8 +456,8 @@ impl SourcePair {
             Ok(r) => r,
             Err(e) => {
                 let name = self.cfg.name();
-                self.obs.metrics.error(name, "pipeline");
-                self.obs.status.set_error(ErrorChain(&e).to_string(), false);
+                crate::metrics::error(name, "pipeline");
+                self.status.set_error(ErrorChain(&e).to_string(), false);
                 tracing::error!(source = %name, error = %ErrorChain(&e), "delivery failed permanently: fix the sink named here and restart logtide");
                 return Err(e);
             }
@@ -486,8 +490,7 @@ impl SourcePair {
             name: name.clone(),
         });
         let filter = Arc::new(self.cfg.filter());
-        let status = self.obs.status.clone();
-        let metrics = self.obs.metrics.clone();
+        let status = self.status.clone();
         // The initial backfill runs before streaming, retried like the source on failure.
         loop {
             // The backfill says `Backfilling` once connected with its start fixed.
@@ -513,7 +516,7 @@ impl SourcePair {
                 &self.store,
                 tx,
                 &read_cancel,
-                &self.obs,
+                &self.status,
             );
             let deliver = async {
                 let outcome = pipeline.run().await;
@@ -552,7 +555,7 @@ impl SourcePair {
                     if started.elapsed() >= HEALTHY_AFTER {
                         self.backoff.reset();
                     }
-                    metrics.error(&name, "backfill_transient");
+                    crate::metrics::error(&name, "backfill_transient");
                     status.set_error(ErrorChain(&e).to_string(), true);
                     let wait = self.backoff.next_wait();
                     tracing::warn!(source = %name, error = %ErrorChain(&e), retry_in_ms = wait.as_millis() as u64, "backfill failed, retrying");
@@ -561,7 +564,7 @@ impl SourcePair {
                     }
                 }
                 Err(e) => {
-                    metrics.error(&name, "backfill_permanent");
+                    crate::metrics::error(&name, "backfill_permanent");
                     status.set_error(ErrorChain(&e).to_string(), false);
                     tracing::error!(source = %name, error = %ErrorChain(&e), "backfill failed permanently: fix the cause named here and restart logtide");
                     return Err(ServiceError::Backfill { name, source: e });
@@ -624,7 +627,7 @@ impl SourcePair {
                 if started.elapsed() >= HEALTHY_AFTER {
                     self.backoff.reset();
                 }
-                metrics.error(&name, "source_transient");
+                crate::metrics::error(&name, "source_transient");
                 status.set_error(ErrorChain(&e).to_string(), true);
                 let wait = self.backoff.next_wait();
                 tracing::warn!(source = %name, error = %ErrorChain(&e), retry_in_ms = wait.as_millis() as u64, "source failed, reconnecting from the last checkpoint");
@@ -632,7 +635,7 @@ impl SourcePair {
                     return Ok(());
                 }
             } else {
-                metrics.error(&name, "source_permanent");
+                crate::metrics::error(&name, "source_permanent");
                 status.set_error(ErrorChain(&e).to_string(), false);
                 tracing::error!(source = %name, error = %ErrorChain(&e), "source failed permanently: fix the cause named here and restart logtide");
                 return Err(ServiceError::Source { name, source: e });
@@ -684,7 +687,7 @@ impl SourcePair {
                 Ok(Ended::Failed(e))
             }
             Some(Err(join)) => {
-                self.obs.metrics.error(name, "panic");
+                crate::metrics::error(name, "panic");
                 let message = panic_message(&join);
                 tracing::error!(source = %name, error = %message, "source crashed");
                 Err(ServiceError::Panicked {
@@ -722,8 +725,8 @@ impl SourcePair {
             match up {
                 Ok(()) => return Ok(true),
                 Err(e) if !e.is_permanent() => {
-                    self.obs.metrics.error(&name, "tunnel_transient");
-                    self.obs.status.set_error(ErrorChain(&e).to_string(), true);
+                    crate::metrics::error(&name, "tunnel_transient");
+                    self.status.set_error(ErrorChain(&e).to_string(), true);
                     let wait = self.backoff.next_wait();
                     tracing::warn!(source = %name, error = %ErrorChain(&e), retry_in_ms = wait.as_millis() as u64, "ssh tunnel failed, retrying");
                     if !self.sleep(wait).await {
@@ -731,12 +734,30 @@ impl SourcePair {
                     }
                 }
                 Err(e) => {
-                    self.obs.metrics.error(&name, "tunnel_permanent");
-                    self.obs.status.set_error(ErrorChain(&e).to_string(), false);
+                    crate::metrics::error(&name, "tunnel_permanent");
+                    self.status.set_error(ErrorChain(&e).to_string(), false);
                     tracing::error!(source = %name, error = %ErrorChain(&e), "ssh tunnel failed permanently: fix the cause named here and restart logtide");
                     return Err(ServiceError::Tunnel(e));
                 }
             }
+        }
+    }
+}
+
+/// How often recorded histogram samples are folded into their buckets when nobody scrapes
+/// `/metrics` (a scrape does it too), so they do not pile up in memory.
+const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// Runs the metrics recorder's upkeep until `cancel`.
+async fn metrics_upkeep(
+    recorded: metrics_exporter_prometheus::PrometheusHandle,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(METRICS_UPKEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => recorded.run_upkeep(),
         }
     }
 }
@@ -748,7 +769,7 @@ impl SourcePair {
 pub async fn reload_on_sighup(
     path: std::path::PathBuf,
     mut current: Config,
-    metrics: Arc<Metrics>,
+    board: Arc<StatusBoard>,
     cancel: CancellationToken,
 ) {
     #[cfg(unix)]
@@ -766,7 +787,7 @@ pub async fn reload_on_sighup(
             tracing::info!(config = %path.display(), "sighup received, reloading the config");
             match Config::load(&path) {
                 Ok(new) => {
-                    apply_reload(&current, &new, &metrics);
+                    apply_reload(&current, &new, &board);
                     current = new;
                 }
                 Err(e) => {
@@ -777,14 +798,14 @@ pub async fn reload_on_sighup(
     }
     #[cfg(not(unix))]
     {
-        let _ = (path, &mut current, metrics);
+        let _ = (path, &mut current, board);
         cancel.cancelled().await;
     }
 }
 
-/// Applies the `paused` changes from `old` to `new` to the running sources in `metrics`;
+/// Applies the `paused` changes from `old` to `new` to the running sources on `board`;
 /// returns the names of the other changed settings (logged: they need a restart).
-pub fn apply_reload(old: &Config, new: &Config, metrics: &Metrics) -> Vec<String> {
+pub fn apply_reload(old: &Config, new: &Config, board: &StatusBoard) -> Vec<String> {
     let mut restart = Vec::new();
     for n in &new.sources {
         let name = n.name();
@@ -793,7 +814,7 @@ pub fn apply_reload(old: &Config, new: &Config, metrics: &Metrics) -> Vec<String
             continue;
         };
         if o.paused() != n.paused() {
-            if let Some(status) = metrics.source(name) {
+            if let Some(status) = board.source(name) {
                 status.set_paused(n.paused());
                 tracing::info!(source = %name, paused = n.paused(), "config reload: source {}", if n.paused() { "paused" } else { "resumed" });
             }

@@ -114,6 +114,23 @@ fn the_module_graph_has_no_cycle() {
     assert!(g["pipeline"].contains("sink"), "{g:?}");
 }
 
+/// The per-source state is a lower floor: the service, the pipeline and the admin endpoint
+/// use it, never the other way round (issue 16).
+#[test]
+fn status_depends_on_no_upper_layer() {
+    let g = graph();
+    let status = g.get("status").cloned().unwrap_or_default();
+    for upper in [
+        "service", "pipeline", "admin", "metrics", "sink", "source", "backfill", "ops",
+    ] {
+        assert!(
+            !status.contains(upper),
+            "status imports crate::{upper}: {status:?}"
+        );
+    }
+    assert!(g["admin"].contains("status"), "{g:?}");
+}
+
 #[test]
 fn references_skip_comments_and_tests() {
     let text = "use crate::a::X;\n// crate::b\n/// see [`crate::c`]\nfn f() { crate::d::g(); }\n#[cfg(test)]\nmod tests { use crate::e; }\n";

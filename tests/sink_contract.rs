@@ -216,7 +216,7 @@ async fn run(store: &CheckpointStore, sink: AnySink, evs: &[ChangeEvent]) -> (An
             max_backoff: Duration::from_millis(20),
         },
         cancel: CancellationToken::new(),
-        obs: logtide::metrics::SourceObs::detached("app"),
+        status: logtide::status::SourceStatus::detached("app"),
         ondemand: None,
     };
     for e in evs {

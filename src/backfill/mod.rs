@@ -61,8 +61,8 @@ pub mod postgres;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::event::{ChangeEvent, Row};
 use crate::identity::RowIdentity;
-use crate::metrics::SourceObs;
 use crate::position::{Position, RowPosition};
+use crate::status::SourceStatus;
 use serde::{Deserialize, Serialize};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -400,7 +400,7 @@ pub async fn run_initial(
     store: &CheckpointStore,
     tx: mpsc::Sender<crate::source::SourceMessage>,
     cancel: &CancellationToken,
-    obs: &SourceObs,
+    status: &SourceStatus,
 ) -> Result<Read, BackfillError> {
     let name = cfg.name();
     let settings = cfg.backfill();
@@ -440,7 +440,7 @@ pub async fn run_initial(
                 tx,
                 cancel,
                 state.is_none(),
-                obs,
+                status,
             )
             .await
         }
@@ -456,7 +456,7 @@ pub async fn run_initial(
                 tx,
                 cancel,
                 state.is_none(),
-                obs,
+                status,
             )
             .await
         }
@@ -474,7 +474,7 @@ async fn run_postgres(
     out: mpsc::Sender<crate::source::SourceMessage>,
     cancel: &CancellationToken,
     first: bool,
-    obs: &SourceObs,
+    status: &SourceStatus,
 ) -> Result<Read, BackfillError> {
     let name = cfg.name.as_str();
     let limit = cfg.read_timeout;
@@ -515,8 +515,7 @@ async fn run_postgres(
         .save_backfill(name, RUN_KEY, &RunState::running())
         .await?;
     // Connected, and the stream's start is fixed: changes from now on are not missed.
-    obs.status
-        .set_state(crate::metrics::SourceState::Backfilling);
+    status.set_state(crate::status::SourceState::Backfilling);
     let plans = postgres::bounded(
         limit,
         "list the tables to backfill",

@@ -669,7 +669,7 @@ pub async fn run_mysql(
     out: mpsc::Sender<crate::source::SourceMessage>,
     cancel: &CancellationToken,
     first: bool,
-    obs: &crate::metrics::SourceObs,
+    status: &crate::status::SourceStatus,
 ) -> Result<super::Read, BackfillError> {
     let name = cfg.name.as_str();
     let (c, f, s) = (cfg.clone(), filter.clone(), settings.clone());
@@ -698,8 +698,7 @@ pub async fn run_mysql(
         .save_backfill(name, RUN_KEY, &RunState::running())
         .await?;
     // Connected, and the stream's start is fixed: changes from now on are not missed.
-    obs.status
-        .set_state(crate::metrics::SourceState::Backfilling);
+    status.set_state(crate::status::SourceState::Backfilling);
     let (resume, estimate) = load_progress(
         store,
         name,

@@ -58,9 +58,9 @@ use crate::endpoint::Endpoint;
 use crate::error::{Backoff, ErrorChain};
 use crate::event::{ChangeEvent, SourceInfo, TableSchema};
 use crate::filter::Filter;
-use crate::metrics::{OnDemandSnapshot, SourceObs};
 use crate::position::{MysqlPosition, Position};
 use crate::source::Chunk;
+use crate::status::{OnDemandSnapshot, SourceStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -585,9 +585,9 @@ impl OnDemand {
     pub async fn take_requests(
         &mut self,
         store: &CheckpointStore,
-        obs: &SourceObs,
+        status: &SourceStatus,
     ) -> Result<(), CheckpointError> {
-        let requested = obs.status.take_backfill_requests();
+        let requested = status.take_backfill_requests();
         if requested.is_empty() {
             return Ok(());
         }
@@ -616,7 +616,7 @@ impl OnDemand {
         store
             .save_backfill(&self.source, JOBS_KEY, &self.jobs)
             .await?;
-        obs.status.set_ondemand(self.shown.clone());
+        status.set_ondemand(self.shown.clone());
         Ok(())
     }
 
@@ -628,7 +628,7 @@ impl OnDemand {
         &mut self,
         at: &Position,
         store: &CheckpointStore,
-        obs: &SourceObs,
+        status: &SourceStatus,
     ) -> Result<Option<Chunk>, CheckpointError> {
         let Some(job) = self.jobs.jobs.first().cloned() else {
             return Ok(None);
@@ -645,19 +645,19 @@ impl OnDemand {
             Err(e) => {
                 self.reader = None;
                 if e.is_transient() {
-                    obs.metrics.error(&self.source, "backfill_transient");
+                    crate::metrics::error(&self.source, "backfill_transient");
                     let wait = self.backoff.next_wait();
                     tracing::warn!(source = %self.source, table = %job.table, error = %ErrorChain(&e), retry_in_ms = wait.as_millis() as u64, "on-demand backfill chunk failed, retrying");
                     self.retry_at = Some(Instant::now() + wait);
                 } else {
-                    obs.metrics.error(&self.source, "backfill_permanent");
+                    crate::metrics::error(&self.source, "backfill_permanent");
                     let msg = ErrorChain(&e).to_string();
                     tracing::error!(source = %self.source, table = %job.table, error = %msg, "on-demand backfill failed; the stream goes on");
                     self.finish_job(&job.table, "failed", Some(msg));
                     store
                         .save_backfill(&self.source, JOBS_KEY, &self.jobs)
                         .await?;
-                    obs.status.set_ondemand(self.shown.clone());
+                    status.set_ondemand(self.shown.clone());
                 }
                 return Ok(None);
             }
@@ -686,7 +686,7 @@ impl OnDemand {
 
     /// The pipeline delivered the chunk [`OnDemand::next_chunk`] returned and stored its
     /// record: the job moves on (or ends), and `/sources` shows it.
-    pub fn accepted(&mut self, obs: &SourceObs) {
+    pub fn accepted(&mut self, status: &SourceStatus) {
         let Some((table, progress)) = self.staged.take() else {
             return;
         };
@@ -701,7 +701,7 @@ impl OnDemand {
             tracing::info!(source = %self.source, %table, rows, "on-demand backfill finished");
             self.finish_job(&table, "done", None);
         }
-        obs.status.set_ondemand(self.shown.clone());
+        status.set_ondemand(self.shown.clone());
     }
 
     async fn read(

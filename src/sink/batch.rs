@@ -289,7 +289,8 @@ impl Delivery {
                         });
                     }
                     attempt += 1;
-                    crate::metrics::sink_retry(&self.sink);
+                    ::metrics::counter!(crate::metrics::RETRIES_TOTAL, "sink" => self.sink.clone())
+                        .increment(1);
                     // At least the receiver's hint, capped like the backoff.
                     let base = backoff.next_wait();
                     let wait = retry_after.map_or(base, |h| h.max(base)).min(backoff.cap());

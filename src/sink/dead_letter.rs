@@ -331,7 +331,8 @@ impl DeadLetters {
                 Some(Box::new(e)),
             )
         })?;
-        crate::metrics::sink_dead_letters(&self.sink, n as u64);
+        ::metrics::counter!(crate::metrics::DEAD_LETTERS_TOTAL, "sink" => self.sink.clone())
+            .increment(n as u64);
         tracing::warn!(sink = %self.sink, events = n, path = %self.path.display(), "events rejected for good, written to the dead-letter file");
         Ok(())
     }

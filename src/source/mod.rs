@@ -78,8 +78,8 @@ pub struct SourceContext {
     /// Tells the service the stream is live (call [`Reporter::streaming`] once connected
     /// and reading); `Default` reports nowhere.
     ///
-    /// [`Reporter::streaming`]: crate::metrics::Reporter::streaming
-    pub report: crate::metrics::Reporter,
+    /// [`Reporter::streaming`]: crate::status::Reporter::streaming
+    pub report: crate::status::Reporter,
     /// The state store, for a source's own durable records (the MySQL schema history,
     /// stored with the checkpoints); `None`: keep them in memory only (preview, tests).
     pub store: Option<crate::checkpoint::CheckpointStore>,

@@ -13,8 +13,8 @@
 use super::sql::SqlConn;
 use crate::config::MysqlSourceConfig;
 use crate::endpoint::Endpoint;
-use crate::metrics::SourceStatus;
 use crate::position::{binlog_file_seq, MysqlPosition, Position};
+use crate::status::SourceStatus;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

@@ -20,8 +20,8 @@
 
 use crate::config::PostgresSourceConfig;
 use crate::endpoint::Endpoint;
-use crate::metrics::SourceStatus;
 use crate::position::{Lsn, Position};
+use crate::status::SourceStatus;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
