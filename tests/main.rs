@@ -25,7 +25,6 @@ mod mysql_backfill;
 mod mysql_binary;
 mod mysql_crosscheck;
 mod mysql_stream;
-mod mysql_throughput;
 mod mysql_tls;
 mod mysql_transactions;
 mod mysql_types;
