@@ -509,7 +509,7 @@ async fn deliver_with_retry(
                 Err(e) if e.is_transient() && retry.max_retries.is_none_or(|m| attempt < m) => {
                     attempt += 1;
                     crate::metrics::retry(sink.name());
-                    tracing::warn!(sink = sink.name(), attempt, error = %e, "delivery failed, retrying");
+                    tracing::warn!(sink = sink.name(), attempt, error = %crate::error::ErrorChain(&e), "delivery failed, retrying");
                     tokio::time::sleep(backoff.next_wait()).await;
                 }
                 Err(e) => return Err(e.into()),

@@ -260,3 +260,179 @@ async fn wal_level_replica_is_a_clear_error() {
     w.write_config(&server.source_toml(db.name(), "wal"));
     expect_failure(&w, &env(), &["wal_level", "logical"]);
 }
+
+/// A small tmpfs mounted for one test (the file sink's disk running full); unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: std::path::PathBuf, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(&dir).expect("mount point");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(dir)
+    }
+    fn grow(&self, size: &str) {
+        let st = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "remount {}", self.0.display());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The file sink's disk runs full while rows stream: the write fails, the partial batch is
+/// cut away, the pipeline retries saying why ("No space left on device"), the checkpoint
+/// does not move past what the file holds, and nothing exits. Once the disk has room again
+/// every row arrives, each line whole, and a clean stop exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_sink_disk_full_retries_and_loses_nothing() {
+    let db = PgServer::get().fresh_db();
+    db.exec("CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+    let w = Workdir::new();
+    let disk = SmallDisk::mount(w.path().join("disk"), "64k");
+    let out = disk.0.join("out.jsonl");
+    let name = format!("full_{}", std::process::id());
+    std::fs::write(
+        w.config(),
+        format!(
+            "[state]\npath = {:?}\n\n{}\n[admin]\nenabled = false\n\n[[sinks]]\nkind = \"file\"\nname = \"out\"\npath = {:?}\n",
+            w.state(),
+            db.server.source_toml(db.name(), &name),
+            out
+        ),
+    )
+    .expect("write config");
+    let mut child = spawn_run(&w, &[], &env());
+    assert!(
+        wait_until(WAIT, || streaming(&db, &format!("logtide_{name}"))),
+        "{}",
+        logs(&w)
+    );
+    // ~400 bytes per event: 1,000 rows are several times the disk.
+    db.insert_ids("t", 0, 1000, 50, 3).await;
+    assert!(
+        wait_until(WAIT, || logs(&w).contains("No space left on device")),
+        "no retry naming the full disk\n{}",
+        logs(&w)
+    );
+    assert!(
+        logs(&w).contains("delivery failed, retrying"),
+        "{}",
+        logs(&w)
+    );
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "exited: {}",
+        logs(&w)
+    );
+    let held = crate::common::run::read_jsonl(&out).len();
+    assert!(held < 1000, "the disk held every row ({held})");
+    disk.grow("16m");
+    assert!(
+        wait_until(WAIT, || {
+            let got: BTreeSet<i64> = ids(&crate::common::run::read_jsonl(&out))
+                .into_iter()
+                .collect();
+            got.len() == 1000
+        }),
+        "rows missing after the disk had room again\n{}",
+        logs(&w)
+    );
+    sigterm(&child);
+    let st = wait_exit(&mut child, WAIT);
+    assert!(st.success(), "{st}: {}", logs(&w));
+    // Every line is whole JSON (read_jsonl panics on a torn one) and every id is there.
+    let all = crate::common::run::read_jsonl(&out);
+    let got: BTreeSet<i64> = ids(&all).into_iter().collect();
+    assert_eq!(got, (0..1000).collect::<BTreeSet<i64>>());
+    let text = std::fs::read_to_string(&out).expect("read output");
+    assert!(text.ends_with('\n'), "a torn last line");
+}
+
+/// The state directory's disk runs full while rows stream. sled mostly rewrites space it
+/// already holds, so checkpoints may still be stored; when a write does fail, logtide must
+/// stop with exit 1 naming the full disk, never go on or exit 0. Either way nothing is lost:
+/// after a kill -9 and freeing the disk, a restart delivers every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_disk_full_loses_nothing() {
+    let db = PgServer::get().fresh_db();
+    db.exec("CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+    let w = Workdir::new();
+    let disk = SmallDisk::mount(w.path().join("statedisk"), "8m");
+    let state = disk.0.join("state");
+    let name = format!("sfull_{}", std::process::id());
+    std::fs::write(
+        w.config(),
+        format!(
+            "[state]\npath = {state:?}\n\n{}\n[admin]\nenabled = false\n\n[[sinks]]\nkind = \"file\"\nname = \"out\"\npath = {:?}\n",
+            db.server.source_toml(db.name(), &name),
+            w.out()
+        ),
+    )
+    .expect("write config");
+    let mut child = spawn_run(&w, &[], &env());
+    assert!(
+        wait_until(WAIT, || streaming(&db, &format!("logtide_{name}"))),
+        "{}",
+        logs(&w)
+    );
+    db.insert_ids("t", 0, 100, 10, 1).await;
+    w.wait_events(100, WAIT);
+    // Fill what is left of the disk.
+    let filler = disk.0.join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", filler.display()))
+        .output();
+    db.insert_ids("t", 100, 2000, 10, 1).await;
+    let mut st = None;
+    let settled = wait_until(WAIT, || {
+        st = child.try_wait().expect("try_wait");
+        st.is_some()
+            || ids(&w.events())
+                .into_iter()
+                .collect::<BTreeSet<i64>>()
+                .len()
+                == 2000
+    });
+    let l = logs(&w);
+    assert!(settled, "neither delivered nor stopped\n{l}");
+    match st {
+        Some(st) => {
+            assert_eq!(st.code(), Some(1), "{l}");
+            assert!(l.contains("No space left on device"), "{l}");
+        }
+        None => kill9(&mut child),
+    }
+    std::fs::remove_file(&filler).expect("free the disk");
+    let mut child = spawn_run(&w, &[], &env());
+    assert!(
+        wait_until(WAIT, || {
+            let got: BTreeSet<i64> = ids(&w.events()).into_iter().collect();
+            got.len() == 2000
+        }),
+        "rows missing after the restart\n{}",
+        logs(&w)
+    );
+    sigterm(&child);
+    let st = wait_exit(&mut child, WAIT);
+    assert!(st.success(), "{st}: {}", logs(&w));
+}
