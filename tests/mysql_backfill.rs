@@ -228,6 +228,52 @@ fn backfilled_values_equal_streamed_values() {
     assert_eq!(r["source"]["db"], c["source"]["db"]);
 }
 
+/// Columns a DBA adds that `SELECT *` or the table map treat specially: INVISIBLE (left
+/// out of `SELECT *`), VIRTUAL and PERSISTENT generated columns, COMPRESSED text. A
+/// backfilled row and a streamed row carry the same columns with the same values, and
+/// every one of them is there.
+#[test]
+fn invisible_generated_and_compressed_columns_backfilled_as_streamed() {
+    let server = MariaServer::get();
+    let db = server.fresh_db();
+    server.sql(
+        &db,
+        "CREATE TABLE g (id INT PRIMARY KEY, v VARCHAR(20), iv INT INVISIBLE DEFAULT 7, \
+         gv INT AS (id * 2) VIRTUAL, gs INT AS (id * 3) PERSISTENT, cz TEXT COMPRESSED);
+         INSERT INTO g (id, v, iv, cz) VALUES (1, 'a', 11, REPEAT('z', 300))",
+    );
+    let w = Workdir::new();
+    w.write_config(&config(server, "bfg", &db, 10));
+    let mut child = spawn_run(&w, &[], &[]);
+    w.wait_events(1, WAIT);
+    server.sql(
+        &db,
+        "INSERT INTO g (id, v, iv, cz) VALUES (2, 'a', 11, REPEAT('z', 300))",
+    );
+    let ev = wait_marker(&w, "g", 2, WAIT);
+    kill9(&mut child);
+    let r = ev.iter().find(|e| e["op"] == "r").expect("backfilled row");
+    let c = ev.iter().find(|e| e["op"] == "c").expect("streamed row");
+    let mut a = r["after"].as_object().expect("after").clone();
+    let mut b = c["after"].as_object().expect("after").clone();
+    assert_eq!(a.get("iv"), Some(&serde_json::json!(11)), "{r}");
+    assert_eq!(a.get("gs"), Some(&serde_json::json!(3)), "{r}");
+    assert_eq!(b.get("gs"), Some(&serde_json::json!(6)), "{c}");
+    assert_eq!(a.get("cz"), Some(&serde_json::json!("z".repeat(300))), "{r}");
+    for (row, m) in [(1, &mut a), (2, &mut b)] {
+        assert_eq!(m.remove("id"), Some(serde_json::json!(row)));
+        m.remove("gs");
+        m.remove("gv");
+    }
+    assert_eq!(a, b, "backfilled vs streamed values\n{r}\n{c}");
+    // MariaDB logs a VIRTUAL column's value in a FULL row image; the backfill selects it.
+    assert_eq!(
+        (r["after"].get("gv"), c["after"].get("gv")),
+        (Some(&serde_json::json!(2)), Some(&serde_json::json!(4))),
+        "a VIRTUAL column differs between backfill and stream\n{r}\n{c}"
+    );
+}
+
 #[test]
 fn kill9_mid_backfill_resumes_from_the_last_chunk() {
     let server = MariaServer::get();
