@@ -184,6 +184,18 @@ pub(crate) fn digits_into(buf: &mut [u8; 20], mut n: u64) -> usize {
     }
 }
 
+/// Appends `v` zero-padded to `width` digits (more digits if it has more), as
+/// `{:0width$}` does, without the formatting machinery: date and time values of both
+/// engines format their fields with it per row.
+pub(crate) fn push_padded(s: &mut String, v: u64, width: usize) {
+    let mut buf = [0u8; 20];
+    let i = digits_into(&mut buf, v);
+    for _ in (buf.len() - i)..width {
+        s.push('0');
+    }
+    s.extend(buf[i..].iter().map(|&b| char::from(b)));
+}
+
 fn fmt_int(buf: &mut [u8; 20], v: i64) -> &[u8] {
     let neg = v < 0;
     let mut i = digits_into(buf, v.unsigned_abs());

@@ -259,7 +259,11 @@ fn invisible_generated_and_compressed_columns_backfilled_as_streamed() {
     assert_eq!(a.get("iv"), Some(&serde_json::json!(11)), "{r}");
     assert_eq!(a.get("gs"), Some(&serde_json::json!(3)), "{r}");
     assert_eq!(b.get("gs"), Some(&serde_json::json!(6)), "{c}");
-    assert_eq!(a.get("cz"), Some(&serde_json::json!("z".repeat(300))), "{r}");
+    assert_eq!(
+        a.get("cz"),
+        Some(&serde_json::json!("z".repeat(300))),
+        "{r}"
+    );
     for (row, m) in [(1, &mut a), (2, &mut b)] {
         assert_eq!(m.remove("id"), Some(serde_json::json!(row)));
         m.remove("gs");

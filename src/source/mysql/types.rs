@@ -31,7 +31,7 @@
 
 use super::charset::Charset;
 use super::jsonb;
-use crate::value::Value;
+use crate::value::{push_padded, Value};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -594,18 +594,6 @@ fn push_frac(s: &mut String, micros: u64, fsp: u8) {
     let v = micros / 10u64.pow(u32::from(6 - fsp));
     s.push('.');
     push_padded(s, v, usize::from(fsp));
-}
-
-/// Appends `v` zero-padded to `width` digits (more digits if it has more), as
-/// `{:0width$}` does, without the formatting machinery: a DATETIME column formats this per
-/// row.
-fn push_padded(s: &mut String, v: u64, width: usize) {
-    let mut buf = [0u8; 20];
-    let i = crate::value::digits_into(&mut buf, v);
-    for _ in (buf.len() - i)..width {
-        s.push('0');
-    }
-    s.extend(buf[i..].iter().map(|&b| char::from(b)));
 }
 
 /// TIME2: 3 bytes big endian with offset 0x800000, then the fraction; negative values

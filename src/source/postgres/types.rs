@@ -43,7 +43,7 @@
 //! never a panic (pinned by a property test). Errors name the type and the problem but
 //! never echo the value, which may be sensitive.
 
-use crate::value::Value;
+use crate::value::{push_padded, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -529,37 +529,17 @@ struct Ymd {
     d: u32,
 }
 
-/// Appends `n` as at least `width` digits, zero-padded (the hot path of every date and
-/// timestamp value: no `format!` machinery).
-fn push_digits(out: &mut String, n: u64, width: usize) {
-    let mut buf = [b'0'; 20];
-    let mut i = buf.len();
-    let mut v = n;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let start = i.min(buf.len() - width.min(buf.len()));
-    for &b in &buf[start..] {
-        out.push(char::from(b));
-    }
-}
-
 /// Appends a date as ISO 8601: the year in 4 digits, `-` and 4+ digits before year 0, more
 /// digits past 9999 as PostgreSQL prints them; then `-MM-DD`.
 fn push_ymd(out: &mut String, d: Ymd) {
     if d.y < 0 {
         out.push('-');
     }
-    push_digits(out, d.y.unsigned_abs(), 4);
+    push_padded(out, d.y.unsigned_abs(), 4);
     out.push('-');
-    push_digits(out, u64::from(d.m), 2);
+    push_padded(out, u64::from(d.m), 2);
     out.push('-');
-    push_digits(out, u64::from(d.d), 2);
+    push_padded(out, u64::from(d.d), 2);
 }
 
 fn fmt_ymd(d: Ymd) -> String {
@@ -774,7 +754,7 @@ fn decode_timestamptz(s: &str) -> Result<String, TypeError> {
     push_ymd(&mut out, civil_from_days(day));
     for (sep, n) in [('T', sod / 3600), (':', sod / 60 % 60), (':', sod % 60)] {
         out.push(sep);
-        push_digits(&mut out, n.unsigned_abs(), 2);
+        push_padded(&mut out, n.unsigned_abs(), 2);
     }
     out.push_str(frac);
     out.push('Z');
