@@ -298,6 +298,32 @@ impl Drop for SmallDisk {
     }
 }
 
+/// A config with one source on `db` and a file sink writing `out`, state in `state`; starts
+/// `logtide run` and waits until its slot streams.
+fn start_on(
+    db: &TestDb<'_>,
+    w: &Workdir,
+    name: &str,
+    state: &std::path::Path,
+    out: &std::path::Path,
+) -> std::process::Child {
+    std::fs::write(
+        w.config(),
+        format!(
+            "[state]\npath = {state:?}\n\n{}\n[admin]\nenabled = false\n\n[[sinks]]\nkind = \"file\"\nname = \"out\"\npath = {out:?}\n",
+            db.server.source_toml(db.name(), name),
+        ),
+    )
+    .expect("write config");
+    let child = spawn_run(w, &[], &env());
+    assert!(
+        wait_until(WAIT, || streaming(db, &format!("logtide_{name}"))),
+        "{}",
+        logs(w)
+    );
+    child
+}
+
 /// The file sink's disk runs full while rows stream: the write fails, the partial batch is
 /// cut away, the pipeline retries saying why ("No space left on device"), the checkpoint
 /// does not move past what the file holds, and nothing exits. Once the disk has room again
@@ -310,22 +336,7 @@ async fn file_sink_disk_full_retries_and_loses_nothing() {
     let disk = SmallDisk::mount(w.path().join("disk"), "64k");
     let out = disk.0.join("out.jsonl");
     let name = format!("full_{}", std::process::id());
-    std::fs::write(
-        w.config(),
-        format!(
-            "[state]\npath = {:?}\n\n{}\n[admin]\nenabled = false\n\n[[sinks]]\nkind = \"file\"\nname = \"out\"\npath = {:?}\n",
-            w.state(),
-            db.server.source_toml(db.name(), &name),
-            out
-        ),
-    )
-    .expect("write config");
-    let mut child = spawn_run(&w, &[], &env());
-    assert!(
-        wait_until(WAIT, || streaming(&db, &format!("logtide_{name}"))),
-        "{}",
-        logs(&w)
-    );
+    let mut child = start_on(&db, &w, &name, &w.state(), &out);
     // ~400 bytes per event: 1,000 rows are several times the disk.
     db.insert_ids("t", 0, 1000, 50, 3).await;
     assert!(
@@ -379,21 +390,7 @@ async fn state_disk_full_loses_nothing() {
     let disk = SmallDisk::mount(w.path().join("statedisk"), "8m");
     let state = disk.0.join("state");
     let name = format!("sfull_{}", std::process::id());
-    std::fs::write(
-        w.config(),
-        format!(
-            "[state]\npath = {state:?}\n\n{}\n[admin]\nenabled = false\n\n[[sinks]]\nkind = \"file\"\nname = \"out\"\npath = {:?}\n",
-            db.server.source_toml(db.name(), &name),
-            w.out()
-        ),
-    )
-    .expect("write config");
-    let mut child = spawn_run(&w, &[], &env());
-    assert!(
-        wait_until(WAIT, || streaming(&db, &format!("logtide_{name}"))),
-        "{}",
-        logs(&w)
-    );
+    let mut child = start_on(&db, &w, &name, &state, &w.out());
     db.insert_ids("t", 0, 100, 10, 1).await;
     w.wait_events(100, WAIT);
     // Fill what is left of the disk.

@@ -274,15 +274,7 @@ impl AuthServer {
         let p = c.read()?;
         if c.is_tls() {
             // Inside TLS the client sends the password itself, NUL-terminated.
-            let mut want = self.account.password.as_bytes().to_vec();
-            want.push(0);
-            if p != want {
-                return self.refuse(c, &r.user);
-            }
-            self.stats.full_tls.fetch_add(1, Ordering::SeqCst);
-            self.cache.lock().expect("cache").insert(r.user);
-            c.ok()?;
-            return Ok(true);
+            return self.full_auth(c, r.user, &p, &self.stats.full_tls);
         }
         if p != [0x02] {
             // A clear-text password on a plain TCP connection: MySQL refuses it.
@@ -307,13 +299,23 @@ impl AuthServer {
             Err(_) => return self.refuse(c, &r.user),
         };
         let clear = xor(&buf[..n], &scramble);
-        let mut want = self.account.password.as_bytes().to_vec();
-        want.push(0);
-        if clear != want {
-            return self.refuse(c, &r.user);
+        self.full_auth(c, r.user, &clear, &self.stats.full_rsa)
+    }
+
+    /// The end of a full authentication: `clear` must be the password and a NUL; the user
+    /// is cached (later logins take the fast path) and the path counted in `path`.
+    fn full_auth(
+        &self,
+        c: &mut Conn,
+        user: String,
+        clear: &[u8],
+        path: &AtomicUsize,
+    ) -> io::Result<bool> {
+        if clear.strip_suffix(&[0]) != Some(self.account.password.as_bytes()) {
+            return self.refuse(c, &user);
         }
-        self.stats.full_rsa.fetch_add(1, Ordering::SeqCst);
-        self.cache.lock().expect("cache").insert(r.user);
+        path.fetch_add(1, Ordering::SeqCst);
+        self.cache.lock().expect("cache").insert(user);
         c.ok()?;
         Ok(true)
     }
