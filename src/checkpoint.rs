@@ -120,6 +120,15 @@ impl CheckpointStore {
         Ok(true)
     }
 
+    /// Every source with a stored position, and the position.
+    pub fn positions(&self) -> Result<Vec<(String, Position)>, CheckpointError> {
+        Ok(self
+            .records::<Position>("pos/")?
+            .into_iter()
+            .map(|(k, p)| (k.trim_start_matches("pos/").to_owned(), p))
+            .collect())
+    }
+
     /// Sets the position of `source` to `pos` even if it moves backwards (operator replay).
     pub async fn force(&self, source: &str, pos: &Position) -> Result<(), CheckpointError> {
         self.put(&pos_key(source), pos).await

@@ -146,6 +146,31 @@ pub struct RunOptions {
     pub config_path: Option<std::path::PathBuf>,
 }
 
+/// Warns, once per start, about each position in the state directory whose source the
+/// config no longer has. A renamed source looks exactly like that: the new name starts as a
+/// first run (a new slot or the binlog's current end, a backfill of what is there now), so
+/// what changed since the old name's checkpoint, deletes included, is never streamed. A
+/// removed PostgreSQL source also leaves its slot behind, holding WAL.
+fn warn_orphans(cfg: &Config, store: &CheckpointStore) -> Result<(), CheckpointError> {
+    for (name, pos) in store.positions()? {
+        if cfg.source(&name).is_some() {
+            continue;
+        }
+        let slot = match &pos {
+            crate::position::Position::Postgres(_) => format!(
+                "; its PostgreSQL replication slot (by default logtide_{name}) still holds WAL on the server until you drop it: SELECT pg_drop_replication_slot('logtide_{name}')"
+            ),
+            _ => String::new(),
+        };
+        tracing::warn!(
+            source = %name,
+            position = %pos,
+            "the state directory has a checkpoint for source {name:?}, which the config no longer defines. If you renamed it, rename it back: a source with a new name starts from scratch and never streams what changed since {name:?} stopped (deletes included). If you removed it on purpose, forget it with `logtide reset --source {name}`{slot}"
+        );
+    }
+    Ok(())
+}
+
 /// Runs every selected source until shutdown, a bound, or a permanent failure.
 pub async fn run(
     cfg: Config,
@@ -171,6 +196,9 @@ pub async fn run_with_store(
             .ok_or_else(|| ServiceError::UnknownSource(n.clone()))?],
         None => cfg.sources.clone(),
     };
+    if opts.only_source.is_none() {
+        warn_orphans(&cfg, &store)?;
+    }
     // Sources behind an SSH tunnel connect to its local end (ports picked now, ssh started
     // by each source before it connects).
     let mut keepers = std::collections::HashMap::new();

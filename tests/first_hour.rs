@@ -191,6 +191,58 @@ fn operator_commands_while_the_service_runs() {
     rt.block_on(db.exec(&format!("SELECT pg_drop_replication_slot('logtide_{n}')")));
 }
 
+/// A source renamed between runs: the new name starts from scratch (a new slot, a new
+/// backfill), so what changed since the old name stopped would never be streamed. `run`
+/// warns about the old name's checkpoint, says to rename it back or to forget it, and names
+/// the slot still holding WAL; `reset` forgets a source the config no longer has, and the
+/// warning is gone.
+#[test]
+fn a_renamed_source_is_warned_about_and_the_old_name_can_be_forgotten() {
+    let db = PgServer::get().fresh_db();
+    let (old, new) = (name("old"), name("new"));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(
+        db.exec("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a')"),
+    );
+    let w = Workdir::new();
+    let cfg = w.config();
+    let cfg_s = cfg.to_str().expect("path");
+    let run_once = |source: &str| {
+        write_config(&w, free_port(), &db.server.source_toml(db.name(), source));
+        let (code, _, err) = output(&["run", "--config", cfg_s, "--max-events", "1"], &[]);
+        assert_eq!(code, 0, "{err}");
+        err
+    };
+    let err = run_once(&old);
+    assert!(!err.contains("no longer defines"), "{err}");
+    let err = run_once(&new);
+    for needle in [
+        format!("checkpoint for source {old:?}, which the config no longer defines"),
+        "rename it back".to_owned(),
+        format!("logtide reset --source {old}"),
+        format!("pg_drop_replication_slot('logtide_{old}')"),
+    ] {
+        assert!(err.contains(&needle), "{needle}\n{err}");
+    }
+    let (code, out, err) = output(
+        &["reset", "--config", cfg_s, "--source", &old, "--yes"],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = output(
+        &["reset", "--config", cfg_s, "--source", "never-was", "--yes"],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("nothing stored for it"), "{err}");
+    rt.block_on(db.exec("INSERT INTO t VALUES (2, 'b')"));
+    let err = run_once(&new);
+    assert!(!err.contains("no longer defines"), "{err}");
+    for n in [&old, &new] {
+        rt.block_on(db.exec(&format!("SELECT pg_drop_replication_slot('logtide_{n}')")));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_fails_when_no_jetstream_stream_stores_the_subjects() {
     let dir = tempfile::tempdir().expect("tempdir");

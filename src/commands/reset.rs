@@ -10,9 +10,19 @@ pub async fn reset(config: PathBuf, source: String, yes: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if cfg.source(&source).is_none() {
+    let store = match open_store(&cfg, "reset") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    // A source no longer in the config can be forgotten too (the warning `run` gives about
+    // it says to): what it has stored is enough to name it.
+    let stored = match store.load(&source) {
+        Ok(p) => p.is_some(),
+        Err(e) => return fail(1, &e),
+    };
+    if cfg.source(&source).is_none() && !stored {
         eprintln!(
-            "error: --source {source:?} is not defined in {}",
+            "error: --source {source:?} is not defined in {} and the state directory has nothing stored for it",
             config.display()
         );
         return ExitCode::from(2);
@@ -26,10 +36,6 @@ pub async fn reset(config: PathBuf, source: String, yes: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    let store = match open_store(&cfg, "reset") {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
     match store.reset(&source).await {
         Ok(()) => {
             outln!("reset {source}");
