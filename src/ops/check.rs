@@ -499,7 +499,8 @@ async fn check_publication(
             );
             return;
         }
-        let sql = publication::create_sql(cfg, version);
+        let catalog = publication::catalog(client).await.unwrap_or_default();
+        let sql = publication::create_sql(cfg, version, &catalog);
         if facts.superuser {
             r.ok(format!(
                 "publication {name:?} does not exist yet; `run` creates it: {sql}"
@@ -567,7 +568,10 @@ async fn check_publication(
                 } else {
                     format!(
                         "captured tables missing from it: {}",
-                        some_names(&plan.add, 5)
+                        some_names(
+                            &plan.add.iter().map(publication::show).collect::<Vec<_>>(),
+                            5
+                        )
                     )
                 }
             ),

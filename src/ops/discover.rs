@@ -328,7 +328,12 @@ pub(crate) async fn publication_tables(
     let info = crate::source::postgres::publication::read(client, name)
         .await
         .ok()??;
-    Some(info.tables.into_iter().collect())
+    Some(
+        info.tables
+            .iter()
+            .map(crate::source::postgres::publication::show)
+            .collect(),
+    )
 }
 
 /// Inspects a MySQL/MariaDB source (blocking; run it on a blocking thread).

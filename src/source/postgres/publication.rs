@@ -76,8 +76,17 @@ pub struct PublicationInfo {
     pub managed: bool,
     /// Published operations missing among insert, update, delete.
     pub missing_ops: Vec<&'static str>,
-    /// Published tables, partitions mapped to their root (`schema.table`).
-    pub tables: BTreeSet<String>,
+    /// Published tables, partitions mapped to their root.
+    pub tables: BTreeSet<TableRef>,
+}
+
+/// A table as `(schema, name)`. Names may hold dots, so a table is never passed around as
+/// a `schema.table` string that something would have to split again.
+pub type TableRef = (String, String);
+
+/// `schema.table` for messages and logs.
+pub fn show((s, t): &TableRef) -> String {
+    format!("{s}.{t}")
 }
 
 /// Reads the publication; `None` when it does not exist.
@@ -122,7 +131,7 @@ pub async fn read(client: &Client, name: &str) -> Result<Option<PublicationInfo>
     for r in &rows {
         let s: String = r.try_get(0).map_err(query_err("read the publication"))?;
         let t: String = r.try_get(1).map_err(query_err("read the publication"))?;
-        tables.insert(format!("{s}.{t}"));
+        tables.insert((s, t));
     }
     Ok(Some(PublicationInfo {
         all_tables: flag("puballtables").unwrap_or(false),
@@ -137,24 +146,31 @@ pub async fn read(client: &Client, name: &str) -> Result<Option<PublicationInfo>
     }))
 }
 
-/// `schema.table` → `"schema"."table"` (a name without a schema is in `public`).
-pub fn quote_table(name: &str) -> String {
-    match name.split_once('.') {
-        Some((s, t)) => format!("{}.{}", quote_ident(s), quote_ident(t)),
-        None => format!("{}.{}", quote_ident("public"), quote_ident(name)),
-    }
+/// `"schema"."table"`.
+pub fn quote_table((s, t): &TableRef) -> String {
+    format!("{}.{}", quote_ident(s), quote_ident(t))
 }
 
-/// The CREATE PUBLICATION statement: FOR TABLE of the `tables.include` names when they are
-/// all exact names, else FOR ALL TABLES (the filter then selects); partitioned tables
+/// The CREATE PUBLICATION statement: FOR TABLE of the tables of `catalog` the filter
+/// captures when `tables.include` holds only exact names (found in the catalog, not split
+/// at a dot: a schema or table name may hold one), else FOR ALL TABLES (the filter then
+/// selects); partitioned tables
 /// publish under their own name (`publish_via_partition_root`, PostgreSQL 13+); stored
 /// generated columns are published (`publish_generated_columns = stored`, PostgreSQL 18+;
 /// the backfill then reads them too).
-pub fn create_sql(cfg: &PostgresSourceConfig, server_version: u32) -> String {
+pub fn create_sql(
+    cfg: &PostgresSourceConfig,
+    server_version: u32,
+    catalog: &[KnownTable],
+) -> String {
     let name = quote_ident(&cfg.publication_name());
     let filter = Filter::new(cfg.tables.clone(), cfg.columns.clone());
-    let target = if filter.include_is_exact() {
-        let tables: Vec<String> = cfg.tables.include.iter().map(|t| quote_table(t)).collect();
+    let tables: Vec<String> = catalog
+        .iter()
+        .filter(|t| filter.table_selected(&t.schema, &t.name))
+        .map(|t| quote_table(&(t.schema.clone(), t.name.clone())))
+        .collect();
+    let target = if filter.include_is_exact() && !tables.is_empty() {
         format!("FOR TABLE {}", tables.join(", "))
     } else {
         "FOR ALL TABLES".to_owned()
@@ -172,11 +188,11 @@ pub fn create_sql(cfg: &PostgresSourceConfig, server_version: u32) -> String {
 /// What the publication lacks for the filter, and what logtide may do about it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Plan {
-    /// Captured tables the publication does not publish (`schema.table`).
-    pub add: Vec<String>,
+    /// Captured tables the publication does not publish.
+    pub add: Vec<TableRef>,
     /// Published tables the filter does not capture (only dropped from managed, exact-list
     /// publications).
-    pub drop: Vec<String>,
+    pub drop: Vec<TableRef>,
     /// Turn on `publish_via_partition_root` (managed publications only).
     pub set_via_root: bool,
     /// Turn on `publish_generated_columns = stored` (managed publications, PostgreSQL 18+).
@@ -197,7 +213,7 @@ impl Plan {
     /// The statements that bring the publication in line.
     pub fn statements(&self, publication: &str) -> Vec<String> {
         let p = quote_ident(publication);
-        let list = |v: &[String]| v.iter().map(|t| quote_table(t)).collect::<Vec<_>>();
+        let list = |v: &[TableRef]| v.iter().map(quote_table).collect::<Vec<_>>();
         let mut out = Vec::new();
         if !self.add.is_empty() {
             out.push(format!(
@@ -232,10 +248,10 @@ impl Plan {
 
 /// What the publication must change for `filter` over `tables` (pure).
 pub fn plan(pub_: &PublicationInfo, filter: &Filter, tables: &[KnownTable]) -> Plan {
-    let captured: BTreeSet<String> = tables
+    let captured: BTreeSet<TableRef> = tables
         .iter()
         .filter(|t| filter.table_selected(&t.schema, &t.name))
-        .map(|t| format!("{}.{}", t.schema, t.name))
+        .map(|t| (t.schema.clone(), t.name.clone()))
         .collect();
     let mut plan = Plan {
         missing_ops: pub_.missing_ops.clone(),
@@ -290,7 +306,7 @@ pub async fn ensure(client: &Client, cfg: &PostgresSourceConfig) -> Result<Ensur
             return Err(SetupError::PublicationMissing { name });
         }
         let version = server_version(client).await?;
-        let sql = create_sql(cfg, version);
+        let sql = create_sql(cfg, version, &tables);
         create(client, cfg, &sql).await?;
         return Ok(Ensured {
             added: Vec::new(),
@@ -309,7 +325,10 @@ pub async fn ensure(client: &Client, cfg: &PostgresSourceConfig) -> Result<Ensur
             problem: if plan.add.is_empty() {
                 format!("does not publish {}", plan.missing_ops.join(", "))
             } else {
-                format!("lacks captured tables {}", plan.add.join(", "))
+                format!(
+                    "lacks captured tables {}",
+                    plan.add.iter().map(show).collect::<Vec<_>>().join(", ")
+                )
             },
             sql: statements.join("; "),
         });
@@ -332,7 +351,7 @@ pub async fn ensure(client: &Client, cfg: &PostgresSourceConfig) -> Result<Ensur
         tracing::warn!(publication = %name, statement = %sql, "publication changed to follow the filter");
     }
     Ok(Ensured {
-        added: plan.add,
+        added: plan.add.iter().map(show).collect(),
         created: false,
     })
 }
@@ -430,22 +449,38 @@ mod tests {
 
     #[test]
     fn create_statement() {
+        let cat = [t("public.users"), t("App.Orders"), t("public.other")];
         assert_eq!(
-            create_sql(&pg(""), 150000),
+            create_sql(&pg(""), 150000, &cat),
             "CREATE PUBLICATION \"logtide_app\" FOR ALL TABLES WITH (publish_via_partition_root = true)"
         );
         assert_eq!(
             create_sql(
                 &pg("tables = { include = [\"public.users\", \"App.Orders\"] }"),
-                170000
+                170000,
+                &cat
             ),
             "CREATE PUBLICATION \"logtide_app\" FOR TABLE \"public\".\"users\", \"App\".\"Orders\" WITH (publish_via_partition_root = true)"
         );
-        assert!(create_sql(&pg(""), 180000).ends_with(
+        // Names with dots: found in the catalog, never split at the first dot.
+        let odd = [KnownTable {
+            schema: "Odd.Sch ema".into(),
+            name: "Tab \"le\"".into(),
+            columns: vec!["id".into()],
+        }];
+        assert_eq!(
+            create_sql(
+                &pg("tables = { include = [\"Odd.Sch ema.Tab \\\"le\\\"\"] }"),
+                170000,
+                &odd
+            ),
+            "CREATE PUBLICATION \"logtide_app\" FOR TABLE \"Odd.Sch ema\".\"Tab \"\"le\"\"\" WITH (publish_via_partition_root = true)"
+        );
+        assert!(create_sql(&pg(""), 180000, &cat).ends_with(
             "WITH (publish_via_partition_root = true, publish_generated_columns = stored)"
         ));
         assert_eq!(
-            create_sql(&pg("tables = { include = [\"public.*\"] }"), 120000),
+            create_sql(&pg("tables = { include = [\"public.*\"] }"), 120000, &cat),
             "CREATE PUBLICATION \"logtide_app\" FOR ALL TABLES"
         );
     }
@@ -457,6 +492,11 @@ mod tests {
             name: n.into(),
             columns: vec!["id".into()],
         }
+    }
+
+    fn pair(name: &str) -> TableRef {
+        let (s, n) = name.split_once('.').expect("qualified");
+        (s.into(), n.into())
     }
 
     #[test]
@@ -475,11 +515,11 @@ mod tests {
             generated: None,
             managed: true,
             missing_ops: vec![],
-            tables: ["public.a".to_string(), "public.c".to_string()].into(),
+            tables: [pair("public.a"), pair("public.c")].into(),
         };
         let managed = plan(&p, &filter, &tables);
-        assert_eq!(managed.add, vec!["public.b".to_string()]);
-        assert_eq!(managed.drop, vec!["public.c".to_string()]);
+        assert_eq!(managed.add, vec![pair("public.b")]);
+        assert_eq!(managed.drop, vec![pair("public.c")]);
         assert_eq!(
             managed.statements("logtide_app"),
             vec![
@@ -490,7 +530,7 @@ mod tests {
         p.managed = false;
         p.via_root = false;
         let user = plan(&p, &filter, &tables);
-        assert_eq!(user.add, vec!["public.b".to_string()]);
+        assert_eq!(user.add, vec![pair("public.b")]);
         assert!(user.drop.is_empty() && !user.set_via_root);
         p.all_tables = true;
         assert!(plan(&p, &filter, &tables).is_empty());
