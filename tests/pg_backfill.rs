@@ -281,8 +281,4 @@ async fn odd_identifiers_through_filter_backfill_and_stream() {
             .all(|e| e["after"].get("q'uote").is_none() && e["before"].get("q'uote").is_none()),
         "the excluded column leaked: {ev:?}"
     );
-    db.exec(&format!(
-        "SELECT pg_drop_replication_slot('logtide_{name}')"
-    ))
-    .await;
 }
