@@ -674,6 +674,97 @@ pub fn truncate_schema(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Connector;
+    use mysql_cdc::metadata::table_metadata::TableMetadata;
+
+    /// A table map of INT columns `types` (3 = LONG, 8 = LONGLONG), with FULL metadata
+    /// naming them `names` and keyed on `key` when given.
+    fn map(types: &[u8], names: Option<&[&str]>, key: &[u32]) -> TableMapEvent {
+        TableMapEvent {
+            table_id: 1,
+            database_name: "d".into(),
+            table_name: "t".into(),
+            column_types: types.to_vec(),
+            column_metadata: vec![0; types.len()],
+            null_bitmap: vec![true; types.len()],
+            table_metadata: names.map(|n| TableMetadata {
+                signedness: None,
+                default_charset: None,
+                column_charsets: None,
+                column_names: Some(n.iter().map(|s| s.to_string()).collect()),
+                set_string_values: None,
+                enum_string_values: None,
+                geometry_types: None,
+                simple_primary_keys: Some(key.to_vec()),
+                primary_keys_with_prefix: None,
+                enum_and_set_default_charset: None,
+                enum_and_set_column_charsets: None,
+                column_visibility: None,
+            }),
+        }
+    }
+
+    fn col(name: &str, ty: &str) -> ColumnMeta {
+        ColumnMeta {
+            name: name.into(),
+            column_type: ty.into(),
+            charset: None,
+            json: false,
+        }
+    }
+
+    /// The visible columns of a built map: names, slots and key.
+    fn built(
+        tm: &TableMapEvent,
+        info: Option<&SchemaInfo>,
+    ) -> (Vec<String>, Vec<Option<usize>>, Vec<usize>) {
+        let filter = Filter::new(Default::default(), Default::default());
+        let cx = BuildContext {
+            mariadb: false,
+            collations: &CollationMap::builtin(),
+            filter: &filter,
+            source: &Arc::new(SourceInfo {
+                connector: Connector::Mysql,
+                name: "s".into(),
+            }),
+        };
+        let t = build(tm, None, info, true, &cx).expect("builds");
+        let sel = t.selected.expect("selected");
+        (sel.schema.columns.clone(), sel.slot, sel.schema.key.clone())
+    }
+
+    /// A functional index's hidden column (`HIDDEN_PREFIX`): decoded but never in the event
+    /// or its key, whether the map names it (FULL metadata, MySQL 8.0.13-8.0.17), the
+    /// schema history places it (MINIMAL), or the map leaves it out (8.0.18+).
+    #[test]
+    fn hidden_columns_are_dropped_in_every_case() {
+        let want = (
+            vec!["a".to_string(), "b".to_string()],
+            vec![Some(0), None, Some(1)],
+            vec![1],
+        );
+        let full = map(&[3, 8, 3], Some(&["a", "!hidden!i!0!0", "b"]), &[2]);
+        assert_eq!(built(&full, None), want);
+        let history = SchemaInfo {
+            columns: vec![
+                col("a", "int"),
+                col("!hidden!i!0!0", "functional key part"),
+                col("b", "int"),
+            ],
+            key: vec![2],
+        };
+        let minimal = map(&[3, 8, 3], None, &[]);
+        assert_eq!(built(&minimal, Some(&history)), want);
+        let without = map(&[3, 3], None, &[]);
+        assert_eq!(
+            built(&without, Some(&history)),
+            (
+                vec!["a".to_string(), "b".to_string()],
+                vec![Some(0), Some(1)],
+                vec![1]
+            )
+        );
+    }
 
     #[test]
     fn members_from_column_type() {
