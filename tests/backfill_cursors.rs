@@ -610,17 +610,6 @@ fn wait_ids(w: &Workdir, want: &[i64]) -> Vec<Value> {
     ev
 }
 
-/// Waits until `n` more query runs started.
-fn wait_runs(w: &Workdir, n: usize) {
-    let base = logs(w).matches("query run starting").count();
-    assert!(
-        wait_until(WAIT, || logs(w).matches("query run starting").count()
-            >= base + n),
-        "no more query runs\n{}",
-        logs(w)
-    );
-}
-
 /// The query-mode scenario shared by both protocols: `sql` runs SQL on the database, `ts`
 /// spells a timestamp literal `2024-01-01 10:00:SS`.
 fn query_ties(w: &Workdir, env: &[(&str, &str)], mut sql: impl FnMut(&str)) {
@@ -635,7 +624,7 @@ fn query_ties(w: &Workdir, env: &[(&str, &str)], mut sql: impl FnMut(&str)) {
         "INSERT INTO ev VALUES (0, {t0}, 'late'), (4, {t0}, 'late')"
     ));
     wait_ids(w, &[0, 1, 2, 3, 4]);
-    wait_runs(w, 3);
+    crate::common::run::wait_query_runs(w, 3);
     let ev = w.events();
     // The normal case: every row version once.
     assert_eq!(
@@ -677,7 +666,7 @@ fn query_ties(w: &Workdir, env: &[(&str, &str)], mut sql: impl FnMut(&str)) {
         "the update inside the window never arrived\n{}",
         logs(w)
     );
-    wait_runs(w, 2);
+    crate::common::run::wait_query_runs(w, 2);
     kill9(&mut child);
     let ev = w.events();
     assert_one_content_per_cursor(&ev, "query mode");

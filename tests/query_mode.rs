@@ -139,11 +139,7 @@ async fn timestamp_cursor_with_ties_delivers_each_row_once() {
     let ev = w.wait_events(9, WAIT);
     // Several more runs pass: nothing is delivered twice.
     wait_checkpointed(&w, 9);
-    let n = logs(&w).matches("query run starting").count();
-    assert!(wait_until(WAIT, || logs(&w)
-        .matches("query run starting")
-        .count()
-        >= n + 3));
+    crate::common::run::wait_query_runs(&w, 3);
     kill9(&mut child);
     let ev2 = w.events();
     assert_eq!(ids(&ev), [1, 2, 3, 4, 5, 6, 7, 8, 9], "{}", logs(&w));
@@ -178,11 +174,7 @@ async fn a_late_row_within_lookback_is_read() {
     db.exec("INSERT INTO ev VALUES (3, '2024-01-01 10:00:07+00'), (4, '2024-01-01 09:59:50+00')")
         .await;
     let ev = w.wait_events(3, WAIT);
-    let n = logs(&w).matches("query run starting").count();
-    assert!(wait_until(WAIT, || logs(&w)
-        .matches("query run starting")
-        .count()
-        >= n + 3));
+    crate::common::run::wait_query_runs(&w, 3);
     kill9(&mut child);
     let all = w.events();
     assert_eq!(ids(&ev), [1, 2, 3], "{}", logs(&w));

@@ -50,17 +50,6 @@ fn wait_checkpointed(w: &Workdir, seq: u64) {
     assert!(ok, "checkpoint {seq} never reached\n{}", logs(w));
 }
 
-/// Waits until `n` more runs started than now.
-fn wait_more_runs(w: &Workdir, n: usize) {
-    let before = logs(w).matches("query run starting").count();
-    assert!(
-        wait_until(WAIT, || logs(w).matches("query run starting").count()
-            >= before + n),
-        "{}",
-        logs(w)
-    );
-}
-
 #[test]
 fn integer_cursor_pages_exactly_beyond_2_pow_53() {
     let srv = MariaServer::get();
@@ -108,7 +97,7 @@ fn integer_cursor_pages_exactly_beyond_2_pow_53() {
         "INSERT INTO items VALUES (9007199254740993, 'big1', NULL, NULL), (6, 'late', 1, 1)",
     );
     let ev = w.wait_events(7, WAIT);
-    wait_more_runs(&w, 3);
+    crate::common::run::wait_query_runs(&w, 3);
     kill9(&mut child);
     // Id 6 is below the cursor: query mode sees only rows past it.
     assert_eq!(
@@ -166,7 +155,7 @@ fn datetime_cursor_with_ties_delivers_each_row_once() {
     let ev = w.wait_events(9, WAIT);
     // Several more runs pass: nothing is delivered twice.
     wait_checkpointed(&w, 9);
-    wait_more_runs(&w, 3);
+    crate::common::run::wait_query_runs(&w, 3);
     kill9(&mut child);
     assert_eq!(ids(&ev), [1, 2, 3, 4, 5, 6, 7, 8, 9], "{}", logs(&w));
     assert_eq!(ids(&w.events()), ids(&ev), "{}", logs(&w));
@@ -223,7 +212,7 @@ fn string_cursor_values_are_bound_not_spliced() {
     assert!(logs(&w)
         .lines()
         .any(|l| l.contains("query run starting") && !l.contains("sync=0")));
-    wait_more_runs(&w, 2);
+    crate::common::run::wait_query_runs(&w, 2);
     kill9(&mut child);
     assert_eq!(w.events().len(), 6);
     // The table is still there, with every row.
@@ -387,7 +376,7 @@ fn null_cursors_are_skipped_and_null_keys_break_ties_exactly() {
     assert_eq!(ids(&ev), [2, 3, 4, 5], "{}", logs(&w));
     srv.sql(&db, "INSERT INTO n VALUES (6, 20, 7), (7, NULL, NULL)");
     let ev = w.wait_events(5, WAIT);
-    wait_more_runs(&w, 3);
+    crate::common::run::wait_query_runs(&w, 3);
     kill9(&mut child);
     assert_eq!(ids(&ev), [2, 3, 4, 5, 6], "{}", logs(&w));
     assert_eq!(ids(&w.events()), [2, 3, 4, 5, 6], "{}", logs(&w));

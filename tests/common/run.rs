@@ -85,6 +85,19 @@ pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Waits (up to 60 s) until `n` more query-mode runs started than now, per the log.
+pub fn wait_query_runs(w: &Workdir, n: usize) {
+    let base = logs(w).matches("query run starting").count();
+    assert!(
+        wait_until(Duration::from_secs(60), || logs(w)
+            .matches("query run starting")
+            .count()
+            >= base + n),
+        "no {n} more query runs\n{}",
+        logs(w)
+    );
+}
+
 /// Polls `cond` every 20 ms until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
