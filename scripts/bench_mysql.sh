@@ -17,7 +17,8 @@
 #
 # Usage: scripts/bench_mysql.sh            (ROWS=1000000 SINGLE=100000 RUNS=3)
 #        ROWS=200000 SINGLE=20000 RUNS=1 scripts/bench_mysql.sh
-# LOGTIDE_BIN=path skips the release build.
+# LOGTIDE_BIN=path skips the release build. PERF=/tmp/prof records a perf profile of each
+# logtide run (/tmp/prof.<workload>.<run>; the timings then include perf's overhead).
 # BENCH_SHAPE=narrow (default) or realistic: (id BIGINT PK, user_id BIGINT, kind VARCHAR,
 # amount DECIMAL(12,2), payload JSON, created_at DATETIME(6)), ~210 bytes as text.
 # Besides its table line, each workload prints two RESULT lines (scripts/bench_lib.sh) for
@@ -157,7 +158,9 @@ for w in $WORKLOADS; do
     config "$D"
     cp -r "$TPL/state" "$D/state"
     t0=$(date +%s.%N)
-    /usr/bin/time -v "$BIN" run --config "$D/logtide.toml" --until "$FILE:$END" >"$D/log" 2>"$D/time"
+    WRAP=()
+    [ -n "${PERF:-}" ] && WRAP=(perf record -g -o "$PERF.$w.$r" --)
+    /usr/bin/time -v "${WRAP[@]}" "$BIN" run --config "$D/logtide.toml" --until "$FILE:$END" >"$D/log" 2>"$D/time"
     t1=$(date +%s.%N)
     GOT=$(wc -l <"$D/out.jsonl")
     if [ "$GOT" = "$EXPECTED" ]; then

@@ -7,6 +7,8 @@
 #
 #   scripts/bench_pg.sh [rows=1000000] [single_txns=100000] [runs=3]
 #
+# PERF=/tmp/prof records a perf profile of each logtide streaming run (/tmp/prof.<ns>; the
+# timings then include perf's overhead). LOGTIDE_BIN=path skips the release build.
 # BENCH_SHAPE=narrow (default): rows (id bigint, int, text ~155 B, timestamptz).
 # BENCH_SHAPE=realistic: rows shaped like an application table, ~210 bytes as text:
 # (id bigint PK, user_id bigint, kind text, amount numeric(12,2), payload jsonb, created_at
@@ -89,7 +91,9 @@ kind = "file"
 path = "$out"
 fsync = ${BENCH_FSYNC:-true}
 CFG
-    /usr/bin/time -f "%M %U %S" -o "$W/rss" "$LOGTIDE" --log-level warn run --config "$W/logtide.toml" --until "$end"
+    WRAP=()
+    [ -n "${PERF:-}" ] && WRAP=(perf record -g -o "$PERF.$(date +%s%N)" --)
+    /usr/bin/time -f "%M %U %S" -o "$W/rss" "${WRAP[@]}" "$LOGTIDE" --log-level warn run --config "$W/logtide.toml" --until "$end"
   else
     /usr/bin/time -f "%M %U %S" -o "$W/rss" pg_recvlogical -h 127.0.0.1 -p "$PORT" -U postgres -d bench -S "$slot" \
       --start -E "$end" -o proto_version=1 -o publication_names=bench_pub -f "$out" --no-loop

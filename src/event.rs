@@ -20,7 +20,7 @@
 //! * `source.cursor` sorts like the replication position; see [`crate::position`].
 
 use crate::position::Position;
-use crate::value::{write_json_str, Value};
+use crate::value::{write_int, write_json_str, write_uint, Value};
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -218,11 +218,16 @@ impl ChangeEvent {
         }
         // A backfill row shows the stream position it was read at.
         match self.position.anchor() {
-            Position::Postgres(p) => write!(out, ",\"lsn\":\"{}\"", p.lsn)?,
+            Position::Postgres(p) => {
+                out.write_all(b",\"lsn\":\"")?;
+                p.lsn.write_to(out)?;
+                out.write_all(b"\"")?;
+            }
             Position::Mysql(m) => {
                 out.write_all(b",\"file\":")?;
                 write_json_str(out, &m.file)?;
-                write!(out, ",\"pos\":{}", m.pos)?;
+                out.write_all(b",\"pos\":")?;
+                write_uint(out, m.pos)?;
                 out.write_all(b",\"gtid\":")?;
                 match &m.gtid {
                     Some(g) => write_json_str(out, g)?,
@@ -232,11 +237,17 @@ impl ChangeEvent {
             Position::Query(_) | Position::Row(_) => {}
         }
         match self.txid {
-            Some(x) => write!(out, ",\"txid\":{x}")?,
+            Some(x) => {
+                out.write_all(b",\"txid\":")?;
+                write_uint(out, x)?;
+            }
             None => out.write_all(b",\"txid\":null")?,
         }
         match self.commit_ts_ms {
-            Some(x) => write!(out, ",\"ts_ms\":{x}")?,
+            Some(x) => {
+                out.write_all(b",\"ts_ms\":")?;
+                write_int(out, x)?;
+            }
             None => out.write_all(b",\"ts_ms\":null")?,
         }
         out.write_all(if self.op == Op::Read {
@@ -244,7 +255,9 @@ impl ChangeEvent {
         } else {
             b",\"snapshot\":false}"
         })?;
-        write!(out, ",\"ts_ms\":{now_ms}}}")
+        out.write_all(b",\"ts_ms\":")?;
+        write_int(out, now_ms)?;
+        out.write_all(b"}")
     }
 
     /// The event as a `serde_json::Value` (for mapping sinks; not the hot path).

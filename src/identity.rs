@@ -18,14 +18,19 @@
 //!   fractional seconds sort right. Decimals, dates, times and other text-like keys are
 //!   encoded as their text (byte order, which for a decimal is not numeric order; the
 //!   cursor is still unique, only the order among rows of one snapshot differs).
-//! * The content hash is the first 64 bits of SHA-256 over the column names and a typed,
-//!   length-prefixed encoding of every cell, in hex: a different content gives a different
-//!   cursor, the same content the same one.
+//! * The content hash is a 64-bit hash over the column names and a typed, length-prefixed
+//!   encoding of every cell, in hex: a different content gives a different cursor, the same
+//!   content the same one. Backfill rows ([`RowIdentity::backfill`]) use XXH3-64 (seeded
+//!   with the XXH3-64 of the column names); query mode ([`RowIdentity::new`]) the first 64
+//!   bits of SHA-256, as it always did (its stored fingerprints of delivered rows would
+//!   otherwise all change on an upgrade). Backfill runs record their cursor format
+//!   ([`crate::backfill::ROW_CURSORS`]), so a run resumed across the change says so.
 
 use crate::event::Row;
 use crate::value::Value;
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// Ends each component of an identity; sorts below every other character used.
 const END: char = '!';
@@ -150,33 +155,65 @@ fn hash_value(h: &mut Vec<u8>, v: &Value) {
     }
 }
 
+/// The encoded table id and its terminator.
+fn table_id(table: &str) -> String {
+    let mut t = String::with_capacity(table.len() + 1);
+    push_escaped(&mut t, table.as_bytes());
+    t.push(END);
+    t
+}
+
 /// Builds the identities of one table's rows.
 #[derive(Clone)]
 pub struct RowIdentity {
     /// The encoded table id and its terminator.
     table: String,
-    /// The hash state after the column names.
-    base: Sha256,
+    hash: ContentHash,
+}
+
+/// The content hash of an identity, with its state after the column names.
+#[derive(Clone)]
+enum ContentHash {
+    Sha256(Sha256),
+    /// XXH3-64 seeded with the XXH3-64 of the column names' encoding.
+    Xxh3(u64),
+}
+
+/// The encoding of the column names both hashes start from.
+fn columns_encoding(columns: &[String]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(8 + columns.iter().map(|c| c.len() + 8).sum::<usize>());
+    b.extend_from_slice(&(columns.len() as u64).to_le_bytes());
+    for c in columns {
+        b.extend_from_slice(&(c.len() as u64).to_le_bytes());
+        b.extend_from_slice(c.as_bytes());
+    }
+    b
 }
 
 impl RowIdentity {
     /// `table` is the stable table id (`schema.table`); `columns` the row's column names.
+    /// Content hash: the first 64 bits of SHA-256 (query mode).
     pub fn new(table: &str, columns: &[String]) -> Self {
-        let mut t = String::with_capacity(table.len() + 1);
-        push_escaped(&mut t, table.as_bytes());
-        t.push(END);
         let mut base = Sha256::new();
-        base.update((columns.len() as u64).to_le_bytes());
-        for c in columns {
-            base.update((c.len() as u64).to_le_bytes());
-            base.update(c.as_bytes());
+        base.update(columns_encoding(columns));
+        RowIdentity {
+            table: table_id(table),
+            hash: ContentHash::Sha256(base),
         }
-        RowIdentity { table: t, base }
+    }
+
+    /// As [`RowIdentity::new`], with XXH3-64 as the content hash (backfill rows: a
+    /// backfill hashes every row of every table).
+    pub fn backfill(table: &str, columns: &[String]) -> Self {
+        RowIdentity {
+            table: table_id(table),
+            hash: ContentHash::Xxh3(xxh3_64(&columns_encoding(columns))),
+        }
     }
 
     /// The 64-bit content hash of `row` (column names included).
     pub fn content_hash(&self, row: &Row) -> u64 {
-        // One `update` over the whole encoding: many small ones cost more than the hashing.
+        // One call over the whole encoding: many small updates cost more than the hashing.
         let mut buf = Vec::with_capacity(256);
         buf.extend_from_slice(&(row.len() as u64).to_le_bytes());
         for cell in row {
@@ -188,12 +225,17 @@ impl RowIdentity {
                 }
             }
         }
-        let mut h = self.base.clone();
-        h.update(&buf);
-        let d = h.finalize();
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&d[..8]);
-        u64::from_be_bytes(first)
+        match &self.hash {
+            ContentHash::Sha256(base) => {
+                let mut h = base.clone();
+                h.update(&buf);
+                let d = h.finalize();
+                let mut first = [0u8; 8];
+                first.copy_from_slice(&d[..8]);
+                u64::from_be_bytes(first)
+            }
+            ContentHash::Xxh3(seed) => xxh3_64_with_seed(&buf, *seed),
+        }
     }
 
     /// The identity of `row`: table id, then the key values at `key` (indices into the
@@ -374,4 +416,30 @@ mod tests {
         let renamed = RowIdentity::new("public.t", &["id".into(), "w".into()]);
         assert_ne!(id.content_hash(&row), renamed.content_hash(&row));
     }
+
+    /// Pinned like the above, for backfill rows (XXH3-64; cursor format 3).
+    #[test]
+    fn backfill_identity_and_hash_are_pinned() {
+        let cols: Vec<String> = vec!["id".into(), "v".into()];
+        let id = RowIdentity::backfill("public.t", &cols);
+        let row: Row = vec![Some(Value::Int(42)), Some(Value::Text("x".into()))];
+        let h = id.content_hash(&row);
+        assert_eq!(h, PINNED_BACKFILL_HASH, "{h:016X}");
+        assert_eq!(
+            id.row(&[0], 7, &row),
+            format!("public.t!i800000000000002A!{PINNED_BACKFILL_HASH:016X}")
+        );
+        // The same rules as query mode: content, absent vs NULL, column names.
+        let other: Row = vec![Some(Value::Int(42)), Some(Value::Text("y".into()))];
+        assert_ne!(h, id.content_hash(&other));
+        let absent: Row = vec![Some(Value::Int(42)), None];
+        let null: Row = vec![Some(Value::Int(42)), Some(Value::Null)];
+        assert_ne!(id.content_hash(&absent), id.content_hash(&null));
+        let renamed = RowIdentity::backfill("public.t", &["id".into(), "w".into()]);
+        assert_ne!(h, renamed.content_hash(&row));
+        // Not query mode's hash (a different format, recorded in the run state).
+        assert_ne!(h, RowIdentity::new("public.t", &cols).content_hash(&row));
+    }
+
+    const PINNED_BACKFILL_HASH: u64 = 0xFB63_B73E_2287_3675;
 }

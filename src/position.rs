@@ -62,6 +62,32 @@ impl fmt::Display for Lsn {
     }
 }
 
+impl Lsn {
+    /// Writes PostgreSQL's notation (as `Display`) without the formatting machinery: one
+    /// call per event.
+    pub fn write_to<W: std::io::Write + ?Sized>(&self, out: &mut W) -> std::io::Result<()> {
+        fn hex(out: &mut [u8; 9], v: u32) -> usize {
+            const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+            let mut i = out.len();
+            let mut v = v;
+            loop {
+                i -= 1;
+                out[i] = DIGITS[(v & 0xF) as usize];
+                v >>= 4;
+                if v == 0 {
+                    return i;
+                }
+            }
+        }
+        let mut b = [b'/'; 9];
+        let i = hex(&mut b, (self.0 >> 32) as u32);
+        out.write_all(&b[i..])?;
+        out.write_all(b"/")?;
+        let i = hex(&mut b, (self.0 & 0xFFFF_FFFF) as u32);
+        out.write_all(&b[i..])
+    }
+}
+
 impl FromStr for Lsn {
     type Err = PositionParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -221,7 +247,7 @@ pub struct RowPosition {
     /// The stream position (a checkpoint position) the row was read at: the initial
     /// backfill's start, an on-demand chunk's boundary. `None` in query mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at: Option<Box<Position>>,
+    pub at: Option<std::sync::Arc<Position>>,
     /// The row's identity ([`RowIdentity::row`]): cursor-safe text.
     pub row: String,
 }
@@ -570,6 +596,24 @@ mod tests {
     }
 
     #[test]
+    fn lsn_write_to_matches_display() {
+        for v in [
+            0u64,
+            1,
+            0xF,
+            0x10,
+            0x16_B374_D848,
+            u64::MAX,
+            0xFFFF_FFFF,
+            1 << 32,
+        ] {
+            let mut b = Vec::new();
+            Lsn(v).write_to(&mut b).expect("write");
+            assert_eq!(String::from_utf8(b).expect("utf8"), Lsn(v).to_string());
+        }
+    }
+
+    #[test]
     fn write_cursor_matches_cursor() {
         for p in [
             pg(0x16B3748, 1),
@@ -607,7 +651,7 @@ mod tests {
     fn row_positions_sort_inside_their_stream_position_and_round_trip() {
         let row = |at: Position, r: &str| {
             Position::Row(RowPosition {
-                at: Some(Box::new(at)),
+                at: Some(std::sync::Arc::new(at)),
                 row: r.into(),
             })
         };

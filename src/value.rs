@@ -196,6 +196,20 @@ pub(crate) fn push_padded(s: &mut String, v: u64, width: usize) {
     s.extend(buf[i..].iter().map(|&b| char::from(b)));
 }
 
+/// Writes `v` in decimal (event envelopes' numbers: one call per event, no formatting
+/// machinery).
+pub(crate) fn write_int<W: Write + ?Sized>(out: &mut W, v: i64) -> io::Result<()> {
+    let mut buf = itoa_buf();
+    out.write_all(fmt_int(&mut buf, v))
+}
+
+/// Writes `v` in decimal, as [`write_int`].
+pub(crate) fn write_uint<W: Write + ?Sized>(out: &mut W, v: u64) -> io::Result<()> {
+    let mut buf = itoa_buf();
+    let i = digits_into(&mut buf, v);
+    out.write_all(&buf[i..])
+}
+
 fn fmt_int(buf: &mut [u8; 20], v: i64) -> &[u8] {
     let neg = v < 0;
     let mut i = digits_into(buf, v.unsigned_abs());
@@ -317,6 +331,30 @@ mod tests {
         let mut b = Vec::new();
         v.write_json(&mut b).expect("write to vec");
         String::from_utf8(b).expect("utf8")
+    }
+
+    #[test]
+    fn write_int_and_uint_match_display() {
+        for v in [
+            0i64,
+            1,
+            -1,
+            9,
+            10,
+            -10,
+            i64::MAX,
+            i64::MIN,
+            1_733_000_000_123,
+        ] {
+            let mut b = Vec::new();
+            write_int(&mut b, v).expect("write");
+            assert_eq!(String::from_utf8(b).expect("utf8"), v.to_string());
+        }
+        for v in [0u64, 7, 10, u64::MAX] {
+            let mut b = Vec::new();
+            write_uint(&mut b, v).expect("write");
+            assert_eq!(String::from_utf8(b).expect("utf8"), v.to_string());
+        }
     }
 
     #[test]

@@ -83,14 +83,14 @@ pub struct TableProgress {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunState {
     pub done: bool,
-    /// Cursor format of the run: 0 (absent) row-counting ordinals, [`ROW_CURSORS`] row
-    /// identities.
+    /// Cursor format of the run: 0 (absent) row-counting ordinals, 2 row identities with a
+    /// SHA-256 content hash, [`ROW_CURSORS`] row identities with an XXH3-64 content hash.
     #[serde(default)]
     pub cursors: u32,
 }
 
-/// The cursor format of runs that name rows by their identity.
-pub const ROW_CURSORS: u32 = 2;
+/// The cursor format of runs that name rows by their identity (3: XXH3-64 content hash).
+pub const ROW_CURSORS: u32 = 3;
 
 impl RunState {
     /// The state of a run in progress with the current cursor format.
@@ -112,7 +112,8 @@ impl RunState {
 /// Names the rows of one table read at one stream position: the cursor of a backfill row
 /// (see [`crate::position`], "Row cursors").
 pub struct RowNamer {
-    at: Position,
+    /// Shared by every row's cursor (one reference count, not a copy per row).
+    at: std::sync::Arc<Position>,
     ident: RowIdentity,
     key: Vec<usize>,
 }
@@ -130,8 +131,8 @@ impl RowNamer {
             p => p.clone(),
         };
         RowNamer {
-            at,
-            ident: RowIdentity::new(table, columns),
+            at: std::sync::Arc::new(at),
+            ident: RowIdentity::backfill(table, columns),
             key: key.to_vec(),
         }
     }
@@ -140,7 +141,7 @@ impl RowNamer {
     /// the table's beginning (used only for tables without a key).
     pub fn position(&self, row_number: u64, row: &Row) -> Position {
         Position::Row(RowPosition {
-            at: Some(Box::new(self.at.clone())),
+            at: Some(self.at.clone()),
             row: self.ident.row(&self.key, row_number, row),
         })
     }
@@ -413,7 +414,8 @@ pub async fn run_initial(
         }) if *cursors < ROW_CURSORS => {
             tracing::warn!(
                 source = name,
-                "resuming a backfill started by an older logtide: rows delivered from now on carry row-identity cursors; the last chunk delivered before the restart comes again under new cursors (consumers de-duplicating on source.cursor see those rows twice, applying in order is unaffected)"
+                from_format = *cursors,
+                "resuming a backfill started by an older logtide with another cursor format: the last chunk delivered before the restart comes again under new cursors (consumers de-duplicating on source.cursor see those rows twice, applying in order is unaffected)"
             )
         }
         Some(RunState { done: false, .. }) => {

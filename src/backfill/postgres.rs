@@ -15,7 +15,8 @@ use crate::source::postgres::tls::connect_sql;
 use crate::source::postgres::types::{decode_text, PgType, TypeCache};
 use crate::value::Value;
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
+use std::borrow::Cow;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
@@ -271,78 +272,84 @@ fn chunk_sql(plan: &TablePlan, last: Option<&[String]>, limit: usize) -> String 
     format!("COPY ({sql}) TO STDOUT")
 }
 
-/// Splits one COPY text row into its fields, undoing COPY's escapes; `None` is `\N`.
-pub fn parse_copy_row(line: &[u8]) -> Result<Vec<Option<Vec<u8>>>, &'static str> {
+/// Splits one COPY text row into its fields, undoing COPY's escapes; `None` is `\N`. A
+/// field without escapes borrows from `line` (most fields: no copy per field).
+pub fn parse_copy_row(line: &[u8]) -> Result<Vec<Option<Cow<'_, [u8]>>>, &'static str> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(8);
     for field in line.split(|&b| b == b'\t') {
         if field == b"\\N" {
             out.push(None);
             continue;
         }
         if !field.contains(&b'\\') {
-            out.push(Some(field.to_vec()));
+            out.push(Some(Cow::Borrowed(field)));
             continue;
         }
-        let mut v = Vec::with_capacity(field.len());
-        let mut i = 0;
-        while i < field.len() {
-            let b = field[i];
-            if b != b'\\' {
-                v.push(b);
-                i += 1;
-                continue;
-            }
-            let Some(&e) = field.get(i + 1) else {
-                return Err("dangling backslash");
-            };
-            i += 2;
-            match e {
-                b'b' => v.push(8),
-                b'f' => v.push(12),
-                b'n' => v.push(b'\n'),
-                b'r' => v.push(b'\r'),
-                b't' => v.push(b'\t'),
-                b'v' => v.push(11),
-                b'0'..=b'7' => {
-                    let mut n = u32::from(e - b'0');
-                    let mut k = 0;
-                    while k < 2 {
-                        match field.get(i) {
-                            Some(&d @ b'0'..=b'7') => {
-                                n = n * 8 + u32::from(d - b'0');
-                                i += 1;
-                                k += 1;
-                            }
-                            _ => break,
-                        }
-                    }
-                    v.push((n & 0xFF) as u8);
-                }
-                b'x' => {
-                    let mut n = 0u32;
-                    let mut k = 0;
-                    while k < 2 {
-                        match field.get(i).and_then(|d| (*d as char).to_digit(16)) {
-                            Some(d) => {
-                                n = n * 16 + d;
-                                i += 1;
-                                k += 1;
-                            }
-                            None => break,
-                        }
-                    }
-                    if k == 0 {
-                        return Err("\\x without hex digits");
-                    }
-                    v.push(n as u8);
-                }
-                other => v.push(other),
-            }
-        }
-        out.push(Some(v));
+        out.push(Some(Cow::Owned(unescape_copy_field(field)?)));
     }
     Ok(out)
+}
+
+/// Undoes COPY's backslash escapes in one field.
+fn unescape_copy_field(field: &[u8]) -> Result<Vec<u8>, &'static str> {
+    let mut v = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        let b = field[i];
+        if b != b'\\' {
+            v.push(b);
+            i += 1;
+            continue;
+        }
+        let Some(&e) = field.get(i + 1) else {
+            return Err("dangling backslash");
+        };
+        i += 2;
+        match e {
+            b'b' => v.push(8),
+            b'f' => v.push(12),
+            b'n' => v.push(b'\n'),
+            b'r' => v.push(b'\r'),
+            b't' => v.push(b'\t'),
+            b'v' => v.push(11),
+            b'0'..=b'7' => {
+                let mut n = u32::from(e - b'0');
+                let mut k = 0;
+                while k < 2 {
+                    match field.get(i) {
+                        Some(&d @ b'0'..=b'7') => {
+                            n = n * 8 + u32::from(d - b'0');
+                            i += 1;
+                            k += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                v.push((n & 0xFF) as u8);
+            }
+            b'x' => {
+                let mut n = 0u32;
+                let mut k = 0;
+                while k < 2 {
+                    match field.get(i).and_then(|d| (*d as char).to_digit(16)) {
+                        Some(d) => {
+                            n = n * 16 + d;
+                            i += 1;
+                            k += 1;
+                        }
+                        None => break,
+                    }
+                }
+                if k == 0 {
+                    return Err("\\x without hex digits");
+                }
+                v.push(n as u8);
+            }
+            other => v.push(other),
+        }
+    }
+    Ok(v)
 }
 
 /// The event schema of a planned table.
@@ -385,47 +392,44 @@ pub struct TableReader<'a> {
 }
 
 impl TableReader<'_> {
+    /// Splits one COPY text line into exactly one field per column.
+    fn fields<'l>(&self, line: &'l [u8]) -> Result<Vec<Option<Cow<'l, [u8]>>>, BackfillError> {
+        let bad = |source: Box<dyn std::error::Error + Send + Sync>| BackfillError::Postgres {
+            table: self.plan.qualified(),
+            what: "parse COPY row",
+            source,
+        };
+        let fields = parse_copy_row(line).map_err(|e| bad(e.into()))?;
+        if fields.len() != self.tys.len() {
+            return Err(bad(format!(
+                "{} fields for {} columns",
+                fields.len(),
+                self.tys.len()
+            )
+            .into()));
+        }
+        Ok(fields)
+    }
+
     /// Decodes one COPY text line, the `row_number`-th of its pass, into an `r` event named
-    /// by `namer` and, for a keyed table, the text forms of its key.
+    /// by `namer`.
     fn event(
         &self,
         line: &[u8],
         namer: &RowNamer,
         row_number: u64,
-    ) -> Result<(ChangeEvent, Option<Vec<String>>), BackfillError> {
-        let qualified = || self.plan.qualified();
-        let fields = parse_copy_row(line).map_err(|e| BackfillError::Postgres {
-            table: qualified(),
-            what: "parse COPY row",
-            source: e.into(),
-        })?;
-        if fields.len() != self.tys.len() {
-            return Err(BackfillError::Postgres {
-                table: qualified(),
-                what: "parse COPY row",
-                source: format!("{} fields for {} columns", fields.len(), self.tys.len()).into(),
-            });
-        }
+    ) -> Result<ChangeEvent, BackfillError> {
+        let fields = self.fields(line)?;
         let mut row = Vec::with_capacity(self.tys.len());
         for (f, ty) in fields.iter().zip(self.tys) {
             row.push(Some(match f {
                 None => Value::Null,
-                Some(b) => {
-                    decode_text(ty, b).map_err(|e| table_err(&qualified(), "decode a value")(e))?
-                }
+                Some(b) => decode_text(ty, b)
+                    .map_err(|e| table_err(&self.plan.qualified(), "decode a value")(e))?,
             }));
         }
-        let key = (!self.plan.key.is_empty()).then(|| {
-            self.plan
-                .key
-                .iter()
-                .map(|&i| {
-                    String::from_utf8_lossy(fields[i].as_deref().unwrap_or_default()).into_owned()
-                })
-                .collect()
-        });
         let position = namer.position(row_number, &row);
-        let event = ChangeEvent {
+        Ok(ChangeEvent {
             op: Op::Read,
             table: self.schema.clone(),
             before: None,
@@ -433,8 +437,21 @@ impl TableReader<'_> {
             position,
             txid: None,
             commit_ts_ms: None,
-        };
-        Ok((event, key))
+        })
+    }
+
+    /// The text forms of the key of a COPY line (a keyed table's last row of a chunk: the
+    /// next chunk starts after it).
+    fn key_text(&self, line: &[u8]) -> Result<Vec<String>, BackfillError> {
+        let fields = self.fields(line)?;
+        Ok(self
+            .plan
+            .key
+            .iter()
+            .map(|&i| {
+                String::from_utf8_lossy(fields[i].as_deref().unwrap_or_default()).into_owned()
+            })
+            .collect())
     }
 
     /// Runs the chunk query after `progress.last_key` and appends every row's event to
@@ -460,15 +477,26 @@ impl TableReader<'_> {
         })
         .await?;
         futures_util::pin_mut!(stream);
+        let keyed = !self.plan.key.is_empty();
         // The server sends a row per message: lines are parsed in place, and only a row
         // split across messages is joined here.
         let mut pending: Vec<u8> = Vec::new();
+        // The last row's line: a keyed table's next chunk starts after its key.
+        let mut last_line: Vec<u8> = Vec::new();
         let mut n = 0usize;
-        while let Some(data) = bounded(self.limit, "read COPY data", async {
-            Ok(stream.next().await)
-        })
-        .await?
-        {
+        loop {
+            // A message already received is taken without arming the read timeout (a
+            // timer per row cost more than the row's decoding).
+            let next = match stream.next().now_or_never() {
+                Some(next) => next,
+                None => {
+                    bounded(self.limit, "read COPY data", async {
+                        Ok(stream.next().await)
+                    })
+                    .await?
+                }
+            };
+            let Some(data) = next else { break };
             let data: Bytes = data.map_err(|e| table_err(&qualified, "read COPY data")(e))?;
             let joined;
             let buf: &[u8] = if pending.is_empty() {
@@ -482,11 +510,12 @@ impl TableReader<'_> {
             while let Some(nl) = buf[consumed..].iter().position(|&b| b == b'\n') {
                 let line = &buf[consumed..consumed + nl];
                 consumed += nl + 1;
-                let (event, key) = self.event(line, namer, progress.rows + 1)?;
+                let event = self.event(line, namer, progress.rows + 1)?;
                 progress.rows += 1;
                 n += 1;
-                if key.is_some() {
-                    progress.last_key = key;
+                if keyed {
+                    last_line.clear();
+                    last_line.extend_from_slice(line);
                 }
                 events.push(event);
                 if let Some(tx) = pieces.filter(|_| events.len() >= chunk_rows) {
@@ -495,6 +524,9 @@ impl TableReader<'_> {
                 }
             }
             pending.extend_from_slice(&buf[consumed..]);
+        }
+        if keyed && n > 0 {
+            progress.last_key = Some(self.key_text(&last_line)?);
         }
         Ok(n)
     }
@@ -614,14 +646,17 @@ mod tests {
         assert_eq!(
             r,
             vec![
-                Some(b"1".to_vec()),
-                Some(b"a\tb\nc\\d".to_vec()),
+                Some(Cow::Borrowed(&b"1"[..])),
+                Some(Cow::Owned(b"a\tb\nc\\d".to_vec())),
                 None,
-                Some(b"AB".to_vec())
+                Some(Cow::Owned(b"AB".to_vec()))
             ]
         );
         assert!(parse_copy_row(b"x\\").is_err());
-        assert_eq!(parse_copy_row(b"").expect("empty"), vec![Some(vec![])]);
+        assert_eq!(
+            parse_copy_row(b"").expect("empty"),
+            vec![Some(Cow::Borrowed(&b""[..]))]
+        );
     }
 
     #[test]
