@@ -38,9 +38,11 @@ all() {
     echo "== MariaDB streaming, $shape rows"
     BENCH_SHAPE=$shape ROWS=$ROWS SINGLE=$SINGLE RUNS=$RUNS bash scripts/bench_mysql.sh
   done
-  echo
-  echo "== Backfill"
-  ROWS=$ROWS RUNS=$RUNS bash scripts/bench_backfill.sh
+  for shape in narrow realistic; do
+    echo
+    echo "== Backfill, $shape rows"
+    BENCH_SHAPE=$shape ROWS=$ROWS RUNS=$RUNS bash scripts/bench_backfill.sh
+  done
   echo
   echo "== Sinks"
   bash scripts/bench_sinks.sh "$ROWS"

@@ -10,6 +10,10 @@
 #
 # Usage: scripts/bench_backfill.sh            (ROWS=1000000 RUNS=3)
 #        ROWS=200000 RUNS=1 ENGINES=postgres scripts/bench_backfill.sh
+# BENCH_SHAPE=narrow (default): (id bigint PK, int, text of 160 chars, timestamptz/datetime(6)).
+# BENCH_SHAPE=realistic: rows shaped like an application table, as in bench_pg.sh and
+# bench_mysql.sh: (id bigint PK, user_id bigint, kind text, amount numeric(12,2), payload
+# jsonb/JSON, created_at timestamptz/datetime(6)).
 # LOGTIDE_BIN=path skips the release build; PERF=/tmp/prof records a perf profile of the
 # logtide runs (timings then include perf's overhead). Needs root (runs initdb as user postgres).
 # Besides its table line, each engine prints two RESULT lines (scripts/bench_lib.sh) for
@@ -20,6 +24,20 @@ cd "$(dirname "$0")/.."
 ROWS=${ROWS:-1000000}
 RUNS=${RUNS:-3}
 ENGINES=${ENGINES:-"postgres mysql"}
+SHAPE=${BENCH_SHAPE:-narrow}
+case "$SHAPE" in
+  narrow)
+    PG_DDL="CREATE TABLE t (id bigint PRIMARY KEY, a int NOT NULL, b text NOT NULL, c timestamptz NOT NULL)"
+    PG_ROW="g, g % 1000, repeat(md5(g::text), 5), '2024-01-01'::timestamptz + g * interval '1 second'"
+    MY_DDL="CREATE TABLE bench.t (id BIGINT PRIMARY KEY, a INT NOT NULL, b VARCHAR(200) NOT NULL, c DATETIME(6) NOT NULL)"
+    MY_ROW="seq, seq % 1000, REPEAT(MD5(seq), 5), '2024-01-01' + INTERVAL seq SECOND" ;;
+  realistic)
+    PG_DDL="CREATE TABLE t (id bigint PRIMARY KEY, user_id bigint NOT NULL, kind text NOT NULL, amount numeric(12,2) NOT NULL, payload jsonb NOT NULL, created_at timestamptz NOT NULL)"
+    PG_ROW="g, g % 50000, (ARRAY['order_placed','order_refunded','user_signed_up','session_started'])[g % 4 + 1], (g % 100000) / 100.0, jsonb_build_object('sku', 'SKU-' || (g % 9000), 'qty', g % 7 + 1, 'ref', md5(g::text), 'ua', 'Mozilla/5.0 (X11; Linux x86_64)', 'tags', jsonb_build_array('web', 'eu')), '2024-01-01'::timestamptz + g * interval '1 second'"
+    MY_DDL="CREATE TABLE bench.t (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, kind VARCHAR(32) NOT NULL, amount DECIMAL(12,2) NOT NULL, payload JSON NOT NULL, created_at DATETIME(6) NOT NULL)"
+    MY_ROW="seq, seq % 50000, ELT(seq % 4 + 1, 'order_placed', 'order_refunded', 'user_signed_up', 'session_started'), (seq % 100000) / 100, JSON_OBJECT('sku', CONCAT('SKU-', seq % 9000), 'qty', seq % 7 + 1, 'ref', MD5(seq), 'ua', 'Mozilla/5.0 (X11; Linux x86_64)', 'tags', JSON_ARRAY('web', 'eu')), '2024-01-01' + INTERVAL seq SECOND" ;;
+  *) echo "BENCH_SHAPE must be narrow or realistic" >&2; exit 2 ;;
+esac
 if [ -z "${LOGTIDE_BIN:-}" ]; then
   cargo build --release --bin logtide >&2
   LOGTIDE_BIN=target/release/logtide
@@ -66,9 +84,8 @@ CONF
   runuser -u postgres -- "$PGBIN/pg_ctl" -D "$ROOT/pg" -l "$ROOT/pg.log" -w start >/dev/null
   psql -X -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres -c "CREATE DATABASE bench"
   psql -X -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d bench -v ON_ERROR_STOP=1 <<SQL
-CREATE TABLE t (id bigint PRIMARY KEY, a int NOT NULL, b text NOT NULL, c timestamptz NOT NULL);
-INSERT INTO t SELECT g, g % 1000, repeat(md5(g::text), 5), '2024-01-01'::timestamptz + g * interval '1 second'
-  FROM generate_series(1, $ROWS) g;
+$PG_DDL;
+INSERT INTO t SELECT $PG_ROW FROM generate_series(1, $ROWS) g;
 VACUUM ANALYZE t;
 SQL
 }
@@ -91,10 +108,10 @@ start_mariadb() {
 CREATE USER 'logtide'@'%' IDENTIFIED BY '$LOGTIDE_BENCH_PW';
 GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT ON *.* TO 'logtide'@'%';
 CREATE DATABASE bench CHARACTER SET utf8mb4;
-CREATE TABLE bench.t (id BIGINT PRIMARY KEY, a INT NOT NULL, b VARCHAR(200) NOT NULL, c DATETIME(6) NOT NULL);
+$MY_DDL;
 USE bench;
 SET SESSION sql_log_bin = 0;
-INSERT INTO bench.t SELECT seq, seq % 1000, REPEAT(MD5(seq), 5), '2024-01-01' + INTERVAL seq SECOND FROM seq_1_to_$ROWS;
+INSERT INTO bench.t SELECT $MY_ROW FROM seq_1_to_$ROWS;
 ANALYZE TABLE bench.t;
 SQL
 }
@@ -137,6 +154,7 @@ fsync = false
 EOF
 }
 
+echo "row shape: $SHAPE"
 printf '%-9s %8s %13s %8s %13s %8s %6s\n' engine rows "logtide r/s" "RSS MB" "ref r/s" "RSS MB" ratio
 for engine in $ENGINES; do
   if [ "$engine" = postgres ]; then start_postgres; else start_mariadb; fi
@@ -173,10 +191,10 @@ for engine in $ENGINES; do
     l = (lt > 0) ? n / lt : 0; f = (rt > 0) ? n / rt : 0;
     printf "%-9s %8d %13.0f %8.1f %13.0f %8.1f %6.2f\n", e, n, l, lr / 1024, f, rr / 1024, (f > 0) ? l / f : 0 }'
   if [ "$engine" = postgres ]; then
-    bench_result "Backfill, PostgreSQL $ROWS rows → JSONL" logtide "$ROWS" "${LT[@]}" -- "${LR[@]}" -- "${LC[@]}"
-    bench_result "Backfill, PostgreSQL $ROWS rows → JSONL" "COPY … TO STDOUT" "$ROWS" "${RT[@]}" -- "${RR[@]}" -- "${RC[@]}"
+    bench_result "Backfill, PostgreSQL $SHAPE, $ROWS rows → JSONL" logtide "$ROWS" "${LT[@]}" -- "${LR[@]}" -- "${LC[@]}"
+    bench_result "Backfill, PostgreSQL $SHAPE, $ROWS rows → JSONL" "COPY … TO STDOUT" "$ROWS" "${RT[@]}" -- "${RR[@]}" -- "${RC[@]}"
   else
-    bench_result "Backfill, MariaDB $ROWS rows → JSONL" logtide "$ROWS" "${LT[@]}" -- "${LR[@]}" -- "${LC[@]}"
-    bench_result "Backfill, MariaDB $ROWS rows → JSONL" "mariadb --quick" "$ROWS" "${RT[@]}" -- "${RR[@]}" -- "${RC[@]}"
+    bench_result "Backfill, MariaDB $SHAPE, $ROWS rows → JSONL" logtide "$ROWS" "${LT[@]}" -- "${LR[@]}" -- "${LC[@]}"
+    bench_result "Backfill, MariaDB $SHAPE, $ROWS rows → JSONL" "mariadb --quick" "$ROWS" "${RT[@]}" -- "${RR[@]}" -- "${RC[@]}"
   fi
 done

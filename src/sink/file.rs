@@ -8,7 +8,7 @@
 //! one lock, and a failed batch's rollback never reaches lines another source's batch
 //! appended (they were accepted, and stay).
 
-use super::{encode_jsonl, Sink, SinkError};
+use super::{Sink, SinkError};
 use crate::config::FileSinkConfig;
 use crate::event::ChangeEvent;
 use std::collections::HashMap;
@@ -23,16 +23,62 @@ pub struct FileSink {
     fsync: bool,
     /// The file's one writer, shared with every other sink on the same file.
     file: Arc<SharedFile>,
-    buf: Vec<u8>,
+    /// Two encoding buffers, kept between batches: one piece is encoded while the other is
+    /// written.
+    bufs: [Vec<u8>; 2],
 }
 
-/// One open file and the lock every write to it holds: batches of different sources
-/// (each source builds its own sink) never interleave inside a line, and a failed batch
-/// rolls back to the length it found under the same lock, so it never cuts lines another
-/// source appended and had accepted.
-struct SharedFile {
-    file: Mutex<File>,
+/// A batch is encoded and written in pieces of about this many bytes: the next piece is
+/// encoded (on the pipeline's thread) while the last one is written (on a blocking thread),
+/// so the encoding and the kernel's copy into the page cache overlap.
+const PIECE_BYTES: usize = 512 * 1024;
+
+/// The writer of a batch between pieces: free, or writing the last piece encoded.
+enum Piece {
+    Ready(BatchWrite),
+    Writing(tokio::task::JoinHandle<(BatchWrite, Vec<u8>, std::io::Result<()>)>),
 }
+
+/// A batch being written: the file's lock, held from the first piece to the last, and the
+/// file's length before the batch (known after the first piece).
+struct BatchWrite {
+    file: tokio::sync::OwnedMutexGuard<File>,
+    before: Option<u64>,
+}
+
+impl BatchWrite {
+    /// Appends one piece (whole lines), then, for the last, `fdatasync`s if asked. On
+    /// failure the file is truncated back to its length before the batch: no torn line and
+    /// no part of a failed batch stays.
+    fn write(&mut self, piece: &[u8], sync: bool) -> std::io::Result<()> {
+        let file: &File = &self.file;
+        let res = (|| {
+            if self.before.is_none() {
+                self.before = Some(file.metadata()?.len());
+            }
+            let mut w = file;
+            failpoint::check(&mut w, piece)?;
+            w.write_all(piece)?;
+            if sync {
+                file.sync_data()?;
+            }
+            Ok(())
+        })();
+        if res.is_err() {
+            if let Some(before) = self.before {
+                let _ = file.set_len(before);
+            }
+        }
+        res
+    }
+}
+
+/// One open file and the lock every batch holds from its first byte to its fsync: batches
+/// of different sources (each source builds its own sink) never interleave, and a failed
+/// batch rolls back to the length it found under the same lock, so it never cuts lines
+/// another source appended and had accepted. An async lock: a batch holds it while it is
+/// encoded piece by piece, between its blocking writes.
+type SharedFile = tokio::sync::Mutex<File>;
 
 /// The open files of this process by (device, inode): a second sink on the same file,
 /// however its path is spelled, shares the first one's writer.
@@ -85,9 +131,7 @@ impl FileSink {
                 drop_torn_tail(&file).map_err(|e| {
                     failed(format!("cannot repair the end of {}", path.display()), e)
                 })?;
-                let shared = Arc::new(SharedFile {
-                    file: Mutex::new(file),
-                });
+                let shared = Arc::new(SharedFile::new(file));
                 open.insert(id, Arc::downgrade(&shared));
                 shared
             }
@@ -97,7 +141,7 @@ impl FileSink {
             path,
             fsync: cfg.fsync,
             file: shared,
-            buf: Vec::with_capacity(1 << 20),
+            bufs: [Vec::new(), Vec::new()],
         })
     }
 }
@@ -134,33 +178,17 @@ fn drop_torn_tail(file: &File) -> std::io::Result<()> {
     file.set_len(0)
 }
 
-/// Appends `buf` (whole lines) under the file's lock; on failure truncates back to the
-/// length found under that lock, which holds only lines already accepted.
-fn write_batch(shared: &SharedFile, buf: &[u8], fsync: bool) -> std::io::Result<()> {
-    let file = shared.file.lock().unwrap_or_else(|e| e.into_inner());
-    let file: &File = &file;
-    let before = file.metadata()?.len();
-    let mut w = file;
-    let res = failpoint::check(&mut w, buf)
-        .and_then(|()| w.write_all(buf))
-        .and_then(|()| if fsync { file.sync_data() } else { Ok(()) });
-    if res.is_err() {
-        // Roll the partial batch back so no torn line stays in the file.
-        let _ = file.set_len(before);
-    }
-    res
-}
-
 /// Test hook: makes a write fail after writing part of its batch.
 #[cfg(test)]
 mod failpoint {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicUsize, Ordering};
     /// Writes whose batch contains this marker fail half-way.
-    pub static ARMED: AtomicBool = AtomicBool::new(false);
+    /// Armed while non-zero: tests that run at the same time each arm and disarm it.
+    pub static ARMED: AtomicUsize = AtomicUsize::new(0);
     pub const MARKER: &[u8] = b"\"fail-me\"";
 
     pub fn check(w: &mut impl std::io::Write, buf: &[u8]) -> std::io::Result<()> {
-        if ARMED.load(Ordering::SeqCst) && buf.windows(MARKER.len()).any(|m| m == MARKER) {
+        if ARMED.load(Ordering::SeqCst) > 0 && buf.windows(MARKER.len()).any(|m| m == MARKER) {
             // Half the batch reaches the file before the failure.
             w.write_all(buf.get(..buf.len() / 2).unwrap_or_default())?;
             return Err(std::io::Error::other("injected write failure"));
@@ -187,27 +215,72 @@ impl Sink for FileSink {
         if batch.is_empty() {
             return Ok(());
         }
-        encode_jsonl(batch, &mut self.buf);
-        let buf = std::mem::take(&mut self.buf);
-        let fsync = self.fsync;
-        let shared = self.file.clone();
-        let joined = tokio::task::spawn_blocking(move || {
-            let r = write_batch(&shared, &buf, fsync);
-            (buf, r)
-        })
-        .await;
-        let (mut buf, res) = joined.map_err(|e| SinkError::Permanent {
+        let now = crate::event::now_ms();
+        let mut slot = Piece::Ready(BatchWrite {
+            file: self.file.clone().lock_owned().await,
+            before: None,
+        });
+        let [mut next, mut spare] = std::mem::take(&mut self.bufs);
+        let mut events = batch.iter().peekable();
+        let res = loop {
+            next.clear();
+            for e in events.by_ref() {
+                // Writing into a Vec<u8> cannot fail.
+                let _ = e.write_json_line(&mut next, now);
+                if next.len() >= PIECE_BYTES {
+                    break;
+                }
+            }
+            let last = events.peek().is_none();
+            // The piece before this one must be in the file before this one is written.
+            let mut w = match slot {
+                Piece::Ready(w) => w,
+                Piece::Writing(h) => match self.written(h).await {
+                    Ok((w, b)) => {
+                        spare = b;
+                        w
+                    }
+                    Err(e) => break Err(e),
+                },
+            };
+            let piece = std::mem::replace(&mut next, std::mem::take(&mut spare));
+            let sync = last && self.fsync;
+            let h = tokio::task::spawn_blocking(move || {
+                let r = w.write(&piece, sync);
+                (w, piece, r)
+            });
+            if last {
+                break self.written(h).await.map(|(_, b)| spare = b);
+            }
+            slot = Piece::Writing(h);
+        };
+        next.clear();
+        spare.clear();
+        self.bufs = [next, spare];
+        res
+    }
+}
+
+impl FileSink {
+    /// Waits for a piece's write: the writer (still holding the file's lock) and the
+    /// piece's buffer for reuse, or the write's error (the batch already rolled back).
+    async fn written(
+        &self,
+        h: tokio::task::JoinHandle<(BatchWrite, Vec<u8>, std::io::Result<()>)>,
+    ) -> Result<(BatchWrite, Vec<u8>), SinkError> {
+        let (w, buf, res) = h.await.map_err(|e| SinkError::Permanent {
             sink: self.name.clone(),
             what: "file writer task failed".into(),
             source: Some(Box::new(e)),
         })?;
-        buf.clear();
-        self.buf = buf;
-        res.map_err(|e| SinkError::Transient {
-            sink: self.name.clone(),
-            what: format!("write to {} failed", self.path.display()),
-            source: Some(Box::new(e)),
-        })
+        match res {
+            Ok(()) => Ok((w, buf)),
+            Err(e) => Err(SinkError::Transient {
+                sink: self.name.clone(),
+                what: format!("write to {} failed", self.path.display()),
+                source: Some(Box::new(e)),
+            }),
+        }
     }
 }
 
@@ -269,7 +342,7 @@ mod tests {
             .await
             .expect("open b");
         assert!(Arc::ptr_eq(&a.file, &b.file), "one writer per file");
-        failpoint::ARMED.store(true, std::sync::atomic::Ordering::SeqCst);
+        failpoint::ARMED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let pad = "x".repeat(3000);
         let ta = tokio::spawn(async move {
             let mut ok = 0u64;
@@ -292,7 +365,7 @@ mod tests {
         });
         let a_ok = ta.await.expect("a");
         tb.await.expect("b");
-        failpoint::ARMED.store(false, std::sync::atomic::Ordering::SeqCst);
+        failpoint::ARMED.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         let text = std::fs::read_to_string(&path).expect("read");
         let (mut from_a, mut from_b) = (0u64, 0u64);
         for line in text.lines() {
@@ -310,6 +383,60 @@ mod tests {
         assert_eq!(from_b, 2000, "every accepted line of source b is there");
         assert_eq!(from_a, a_ok);
         assert_eq!(a_ok, 1000);
+    }
+
+    /// A batch larger than a piece is written in several pieces; one failing late takes the
+    /// pieces already written with it, and the retry writes the batch whole, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_of_many_pieces_is_written_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("o.jsonl");
+        let mut sink = FileSink::open(&FileSinkConfig {
+            name: "f".into(),
+            path: path.clone(),
+            fsync: true,
+            sources: vec![],
+        })
+        .await
+        .expect("open");
+        let pad = "y".repeat(1000);
+        sink.deliver(&events("s", 0, 10, "first"))
+            .await
+            .expect("first batch");
+        // About 1.1 MB per 1,000 events: 3,000 events are several pieces.
+        let mut batch = events("s", 10, 3000, &pad);
+        let n = batch.len();
+        let marked = events("s", 10 + n as u64, 1, "fail-me");
+        batch.extend(marked);
+        assert!(
+            n * pad.len() > 4 * PIECE_BYTES,
+            "the batch spans several pieces"
+        );
+        failpoint::ARMED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let failed = sink.deliver(&batch).await;
+        failpoint::ARMED.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        assert!(failed.is_err(), "the last piece's write failed");
+        let ids = |text: &str| -> Vec<i64> {
+            text.lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).expect("whole JSON line");
+                    v["after"]["id"].as_i64().expect("id")
+                })
+                .collect()
+        };
+        let after_failure = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(
+            ids(&after_failure),
+            (0..10).collect::<Vec<_>>(),
+            "the failed batch left none of its pieces"
+        );
+        // The retry (the same rows, without the marker: another test may still have the
+        // failpoint armed) appends it whole and in order.
+        batch.pop();
+        batch.extend(events("s", 10 + n as u64, 1, "passes"));
+        sink.deliver(&batch).await.expect("retry");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(ids(&text), (0..10 + n as i64 + 1).collect::<Vec<_>>());
     }
 
     #[test]
