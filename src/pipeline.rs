@@ -478,17 +478,30 @@ async fn sleep_until(t: Option<Instant>) {
 /// Counts accepted events in the metrics (`logtide_events_total`) and notes the last
 /// cursor and commit time in the source's status.
 fn count_events(status: &SourceStatus, events: &[ChangeEvent]) {
-    let mut counts: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
-    for e in events {
-        *counts
-            .entry((e.table.qualified_name(), e.op.code()))
-            .or_insert(0) += 1;
-    }
+    let counts = tally(events);
     crate::metrics::events(&status.name, &counts);
     if let Some(last) = events.last() {
         let ts = events.iter().rev().find_map(|e| e.commit_ts_ms);
         status.delivered(last.position.cursor(), ts);
     }
+}
+
+/// Events per (table, operation). Runs of one table and operation are counted together:
+/// the table's name is built once per run, not per event.
+fn tally(events: &[ChangeEvent]) -> BTreeMap<(String, &'static str), u64> {
+    let mut counts: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
+    let mut rest = events;
+    while let Some(first) = rest.first() {
+        let run = rest
+            .iter()
+            .take_while(|e| Arc::ptr_eq(&e.table, &first.table) && e.op == first.op)
+            .count();
+        *counts
+            .entry((first.table.qualified_name(), first.op.code()))
+            .or_insert(0) += run as u64;
+        rest = rest.get(run..).unwrap_or_default();
+    }
+    counts
 }
 
 /// Delivers `events` to every sink in turn, retrying transient failures with backoff.
@@ -554,6 +567,41 @@ mod tests {
             txid: None,
             commit_ts_ms: None,
         })
+    }
+
+    #[test]
+    fn tally_counts_per_table_and_operation_across_runs() {
+        let change = |m: SourceMessage| match m {
+            SourceMessage::Change(e) => e,
+            _ => unreachable!("ev builds changes"),
+        };
+        let t = change(ev(1, 1));
+        let mut u = change(ev(1, 2));
+        u.table = Arc::new(TableSchema {
+            name: "u".into(),
+            ..(*u.table).clone()
+        });
+        let with = |base: &ChangeEvent, op: Op| ChangeEvent { op, ..base.clone() };
+        // t c, t c, u c, t u, t c, u c, and a t c with its own (equal) schema value.
+        let events = vec![
+            with(&t, Op::Create),
+            with(&t, Op::Create),
+            with(&u, Op::Create),
+            with(&t, Op::Update),
+            with(&t, Op::Create),
+            with(&u, Op::Create),
+            change(ev(2, 1)),
+        ];
+        let got = tally(&events);
+        let want: BTreeMap<(String, &'static str), u64> = [
+            (("public.t".to_string(), "c"), 4),
+            (("public.t".to_string(), "u"), 1),
+            (("public.u".to_string(), "c"), 2),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(got, want);
+        assert!(tally(&[]).is_empty());
     }
 
     fn ck(lsn: u64) -> SourceMessage {
