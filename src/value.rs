@@ -164,8 +164,10 @@ fn needs_json_wrap(raw: &str) -> bool {
     if !t.starts_with('{') || !(t.contains('$') || t.contains("\\u")) {
         return false;
     }
+    // The values are skipped, not built: `IgnoredAny` has no nesting limit (a `Value` tree
+    // stops at 128 levels, and a deeper document would then go out unwrapped).
     matches!(
-        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(t),
+        serde_json::from_str::<std::collections::BTreeMap<String, serde::de::IgnoredAny>>(t),
         Ok(m) if m.len() == 1 && m.contains_key("$json")
     )
 }
@@ -302,6 +304,12 @@ mod tests {
         assert_eq!(
             json_of(&Value::Json(r#"{"$json":1,"b":2}"#.into())),
             r#"{"$json":1,"b":2}"#
+        );
+        // However deep the wrapped-looking document nests.
+        let deep = format!(r#"{{"$json":{}1{}}}"#, "[".repeat(500), "]".repeat(500));
+        assert_eq!(
+            json_of(&Value::Json(deep.clone())),
+            format!(r#"{{"$json":{deep}}}"#)
         );
         // Arrays of JSON documents (PostgreSQL jsonb[]): element NULL vs element JSON null.
         let arr = Value::Array(vec![
