@@ -190,12 +190,15 @@ pub(crate) fn digits_into(buf: &mut [u8; 20], mut n: u64) -> usize {
 /// `{:0width$}` does, without the formatting machinery: date and time values of both
 /// engines format their fields with it per row.
 pub(crate) fn push_padded(s: &mut String, v: u64, width: usize) {
-    let mut buf = [0u8; 20];
+    // Zeros first: the padding is the part of the buffer the digits do not reach.
+    let mut buf = [b'0'; 20];
     let i = digits_into(&mut buf, v);
-    for _ in (buf.len() - i)..width {
+    for _ in buf.len()..width {
         s.push('0');
     }
-    s.extend(buf[i..].iter().map(|&b| char::from(b)));
+    let start = i.min(buf.len().saturating_sub(width));
+    // ASCII digits: one copy instead of a push per character.
+    s.push_str(std::str::from_utf8(&buf[start..]).unwrap_or_default());
 }
 
 /// Writes `v` in decimal (event envelopes' numbers: one call per event, no formatting

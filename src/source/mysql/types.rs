@@ -908,7 +908,7 @@ mod tests {
     #[test]
     fn push_padded_matches_the_format_macro() {
         for v in [0u64, 7, 42, 999, 2024, 12345, u64::MAX] {
-            for w in 0..=6 {
+            for w in (0..=6).chain([19, 20, 21, 25]) {
                 let mut s = String::new();
                 push_padded(&mut s, v, w);
                 assert_eq!(s, format!("{v:0w$}"));
