@@ -350,3 +350,52 @@ async fn rejected_call_is_isolated_and_dead_lettered() {
     // The dead letter holds the change event, not the call.
     assert_eq!(letters[0].event["after"]["id"], 5);
 }
+
+/// An event whose JSON cannot be read back for mapping (a JSON column nested deeper than
+/// serde_json's 128 levels) is a mapping failure with its reason, not skipped as if its
+/// table were not mapped.
+#[tokio::test]
+async fn an_event_too_deep_to_map_is_dead_lettered_not_skipped() {
+    crate::common::set_env("SINK_SEGMENT_TEST_KEY", "wk_live_123");
+    let rx = Receiver::start(Arc::new(|_r: &Request, _| Reply::ok())).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dl = dir.path().join("dl.jsonl");
+    let mut sink = SegmentSink::build(&config(&rx.url("/v1/batch"), &dl))
+        .await
+        .expect("build");
+    let users = t("users", &["id", "anon", "email_address", "plan"]);
+    let deep = format!("{}1{}", "[".repeat(300), "]".repeat(300));
+    let batch = vec![
+        ev(
+            &users,
+            Op::Create,
+            1,
+            vec![Value::Int(1), Value::Null, text("a@x.io"), text("pro")],
+        ),
+        ev(
+            &users,
+            Op::Create,
+            2,
+            vec![
+                Value::Int(2),
+                Value::Null,
+                text("b@x.io"),
+                Value::Json(deep),
+            ],
+        ),
+    ];
+    sink.deliver(&batch).await.expect("deliver");
+    let reqs = rx.accepted();
+    assert_eq!(reqs.len(), 1);
+    let body: Json = serde_json::from_slice(&reqs[0].body).expect("json body");
+    let calls = body["batch"].as_array().expect("batch array");
+    assert_eq!(calls.len(), 1, "only the readable event is sent");
+    assert_eq!(calls[0]["userId"], "1");
+    let letters = std::fs::read_to_string(&dl).expect("the dead-letter file exists");
+    assert_eq!(letters.lines().count(), 1, "{letters}");
+    assert!(letters.contains(&batch[1].position.cursor()), "{letters}");
+    assert!(
+        letters.contains("cannot be read back") && letters.contains("public.users"),
+        "{letters}"
+    );
+}

@@ -500,23 +500,45 @@ impl Sink for SegmentSink {
     async fn deliver(&mut self, batch: &[ChangeEvent]) -> Result<(), SinkError> {
         let now = crate::event::now_ms();
         let mut jsons = Vec::with_capacity(batch.len());
+        // Events whose JSON cannot be read back for mapping: failures like a row lacking a
+        // field, never skipped as if their table were not mapped.
+        let mut unreadable = Vec::new();
         for e in batch {
             if !self.route.selected(e) {
                 continue;
             }
             let mut raw = Vec::with_capacity(256);
             let _ = e.write_json(&mut raw, now);
-            let json: Json = serde_json::from_slice(&raw).unwrap_or(Json::Null);
-            jsons.push((e.position.cursor(), e.table.source.name.clone(), raw, json));
+            let (cursor, source) = (e.position.cursor(), e.table.source.name.clone());
+            match serde_json::from_slice::<Json>(&raw) {
+                Ok(json) => jsons.push((cursor, source, raw, json)),
+                Err(err) => unreadable.push((
+                    cursor,
+                    source,
+                    raw,
+                    format!(
+                        "the event of {} cannot be mapped: its JSON cannot be read back ({err}); \
+                         a JSON column nested deeper than 128 levels cannot be mapped",
+                        e.table.qualified_name()
+                    ),
+                )),
+            }
         }
-        if jsons.is_empty() {
+        if jsons.is_empty() && unreadable.is_empty() {
             return Ok(());
         }
         let items: Vec<(String, String, Vec<u8>, &Json)> = jsons
             .iter()
             .map(|(c, s, r, j)| (c.clone(), s.clone(), r.clone(), j))
             .collect();
-        let (calls, failed, failures) = self.map_all(items.into_iter());
+        let (calls, mut failed, mut failures) = self.map_all(items.into_iter());
+        for (cursor, source, raw, error) in unreadable {
+            failures.push(Rejection {
+                index: failed.len(),
+                error,
+            });
+            failed.push_with(cursor, source, None, |b| b.extend_from_slice(&raw));
+        }
         // Mapping failures first: under "stop" nothing is sent.
         self.dead.settle(&failed, &failures).await?;
         let mut sender = CallChunks {
