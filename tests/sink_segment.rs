@@ -104,6 +104,17 @@ fn config(endpoint: &str, dl: &std::path::Path) -> SegmentSinkConfig {
 }
 
 /// Checks a call against the seed's required fields; returns its type.
+/// A Segment sink posting to `rx`, with its dead-letter file in a temporary directory
+/// (kept alive by the returned guard).
+async fn segment_sink(rx: &Receiver) -> (tempfile::TempDir, std::path::PathBuf, SegmentSink) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dl = dir.path().join("dl.jsonl");
+    let sink = SegmentSink::build(&config(&rx.url("/v1/batch"), &dl))
+        .await
+        .expect("build");
+    (dir, dl, sink)
+}
+
 fn assert_valid(call: &Json) -> String {
     let ty = call["type"].as_str().expect("type").to_owned();
     let has = |k: &str| call[k].as_str().is_some_and(|s| !s.is_empty());
@@ -126,11 +137,7 @@ fn assert_valid(call: &Json) -> String {
 async fn maps_every_call_type_and_dead_letters_rows_lacking_required_fields() {
     crate::common::set_env("SINK_SEGMENT_TEST_KEY", "wk_live_123");
     let rx = Receiver::start(Arc::new(|_r: &Request, _| Reply::ok())).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let dl = dir.path().join("dl.jsonl");
-    let mut sink = SegmentSink::build(&config(&rx.url("/v1/batch"), &dl))
-        .await
-        .expect("build");
+    let (_dir, dl, mut sink) = segment_sink(&rx).await;
 
     let users = t("users", &["id", "anon", "email_address", "plan"]);
     let orders = t("orders", &["id", "user_id", "total", "placed_at"]);
@@ -321,11 +328,7 @@ async fn rejected_call_is_isolated_and_dead_lettered() {
         }
     }))
     .await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let dl = dir.path().join("dl.jsonl");
-    let mut sink = SegmentSink::build(&config(&rx.url("/v1/batch"), &dl))
-        .await
-        .expect("build");
+    let (_dir, dl, mut sink) = segment_sink(&rx).await;
     let users = t("users", &["id", "anon", "email_address", "plan"]);
     let batch: Vec<ChangeEvent> = (1..=9)
         .map(|i| {
@@ -358,11 +361,7 @@ async fn rejected_call_is_isolated_and_dead_lettered() {
 async fn an_event_too_deep_to_map_is_dead_lettered_not_skipped() {
     crate::common::set_env("SINK_SEGMENT_TEST_KEY", "wk_live_123");
     let rx = Receiver::start(Arc::new(|_r: &Request, _| Reply::ok())).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let dl = dir.path().join("dl.jsonl");
-    let mut sink = SegmentSink::build(&config(&rx.url("/v1/batch"), &dl))
-        .await
-        .expect("build");
+    let (_dir, dl, mut sink) = segment_sink(&rx).await;
     let users = t("users", &["id", "anon", "email_address", "plan"]);
     let deep = format!("{}1{}", "[".repeat(300), "]".repeat(300));
     let batch = vec![
