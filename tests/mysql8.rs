@@ -125,6 +125,31 @@ fn enum_string_set_fixture_end_to_end_on_80() {
     assert!(server.unknown().is_empty(), "{:?}", server.unknown());
 }
 
+/// A run that ends (here at `--max-events`) ends its dump connection on the server with
+/// `KILL CONNECTION <its id>` from the metadata connection: MySQL keeps a dump thread until
+/// a write to the gone client fails, and a restart with the same server id waits for the
+/// server to kill it.
+#[test]
+fn a_finished_run_kills_its_own_dump_connection() {
+    for flavour in [Flavour::Mysql80, Flavour::Mysql9] {
+        let server = ProtoServer::builder(flavour, ENUM_SET).start();
+        let (_w, ev) = run_events(&server, "mysql.*", 3);
+        assert_enum_set_rows(&ev);
+        let dumps = server.dump_ids();
+        assert_eq!(dumps.len(), 1, "{flavour:?}: one dump connection");
+        assert_eq!(
+            server.killed(),
+            dumps,
+            "{flavour:?}: the dump connection was ended"
+        );
+        assert!(
+            server.unknown().is_empty(),
+            "{flavour:?}: {:?}",
+            server.unknown()
+        );
+    }
+}
+
 /// A fresh start reads the binlog end with the statement the server has: `SHOW MASTER
 /// STATUS` on 8.0, `SHOW BINARY LOG STATUS` on 8.4 and 9.x (where the old one is gone).
 #[test]

@@ -2,7 +2,7 @@
 //! TRUNCATE, rotation, rollback, positions and resume, column filters, shutdown latency,
 //! and the startup errors (STATEMENT format, missing privilege, wrong password).
 
-use crate::common::mariadb::{checkpoint, source_config, MariaServer, Stream, USER};
+use crate::common::mariadb::{checkpoint, source_config, wait_until, MariaServer, Stream, USER};
 use logtide::event::{ChangeEvent, Op};
 use logtide::position::{MysqlPosition, Position};
 use logtide::source::mysql::MysqlError;
@@ -222,6 +222,55 @@ fn cancel_stops_an_idle_source_within_a_heartbeat() {
         took < Duration::from_millis(2500),
         "stopped after {took:?} (heartbeat 1s)"
     );
+}
+
+/// A stopped source ends its binlog dump on the server. Left alone, the server's dump
+/// thread lives until a heartbeat fails to send (here up to 30 s), and the next start with
+/// the same server id waits while the server kills it (100 ms per start, measured).
+#[test]
+fn a_stopped_source_leaves_no_dump_thread_on_the_server() {
+    let server = MariaServer::get();
+    let db = server.fresh_db();
+    // A user of its own: other tests' dumps on the shared server are not counted.
+    server.sql(
+        "",
+        "CREATE USER IF NOT EXISTS 'dumpend'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('de-secret'); \
+         GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT ON *.* TO 'dumpend'@'%'",
+    );
+    crate::common::set_env("LOGTIDE_TEST_DUMPEND_PW", "de-secret");
+    let dumps = || {
+        server
+            .sql(
+                "",
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                 WHERE USER = 'dumpend' AND COMMAND LIKE 'Binlog Dump%'",
+            )
+            .trim()
+            .to_owned()
+    };
+    let mut cfg = source_config(server, &db, "");
+    cfg.user = "dumpend".into();
+    cfg.password_env = Some("LOGTIDE_TEST_DUMPEND_PW".into());
+    cfg.heartbeat = Duration::from_secs(30);
+    for round in 0..2 {
+        let mut stream = Stream::start(cfg.clone(), None, 4);
+        let first = stream.next(WAIT);
+        assert!(
+            matches!(&first, Some(SourceMessage::Boundary(p)) if p.is_checkpoint()),
+            "{first:?}"
+        );
+        assert!(
+            wait_until(WAIT, || dumps() == "1"),
+            "round {round}: one dump thread while streaming, found {}",
+            dumps()
+        );
+        stream.stop();
+        assert!(
+            wait_until(Duration::from_secs(5), || dumps() == "0"),
+            "round {round}: the stopped source left {} dump thread(s) on the server",
+            dumps()
+        );
+    }
 }
 
 #[test]

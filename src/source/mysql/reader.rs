@@ -36,6 +36,7 @@ use crate::endpoint::Endpoint;
 use crate::event::{ChangeEvent, Op, SourceInfo};
 use crate::filter::Filter;
 use crate::position::{MysqlPosition, Position};
+use crate::source::ErrorClass;
 use crate::source::{SourceContext, SourceMessage};
 use mysql_cdc::events::table_map_event::TableMapEvent;
 use std::collections::HashMap;
@@ -44,6 +45,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc::{error::TrySendError, Sender};
 use tokio_util::sync::CancellationToken;
+
+/// Longest wait for the server to end the dump connection when the reader stops.
+const END_DUMP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Longest wait for an answer to a metadata query (table columns and keys) while
 /// streaming.
@@ -333,6 +337,17 @@ pub(super) fn run(a: Args) -> Result<(), MysqlError> {
         .and_then(|()| reader.pump(&mut dump.conn)),
         None => reader.pump(&mut dump.conn),
     };
+    // The server's dump thread outlives our socket until it next writes to it (a
+    // heartbeat, up to `heartbeat` later), and a restart with the same server id waits for
+    // the server to kill it (100 ms measured on MariaDB 10.11). Unless the server is what
+    // failed, it is ended here, from the metadata connection (a user may kill its own).
+    // A requested stop shuts the dump socket down under the read: its error is the stop.
+    let stopping = reader.stop.load(Ordering::Relaxed);
+    let server_lost =
+        matches!(&started, Err(Halt::Failed(e)) if e.class() == ErrorClass::Transient);
+    if stopping || !server_lost {
+        reader.end_dump(dump.conn.connection_id);
+    }
     match started {
         Ok(()) | Err(Halt::Stopped) => Ok(()),
         Err(Halt::Failed(e)) => Err(e),
@@ -1098,6 +1113,26 @@ impl Reader {
             }
         }
         Ok(())
+    }
+
+    /// Ends the server's side of the dump connection `id` (best effort: a failure only
+    /// leaves the thread to end at its next heartbeat).
+    fn end_dump(&mut self, id: u32) {
+        let Some(conn) = self.sql.as_mut() else {
+            return;
+        };
+        // A server that stopped answering does not hold up the stop for long (the
+        // connection is not used after this).
+        conn.socket().bound_reads(END_DUMP_TIMEOUT);
+        match conn.query(&format!("KILL CONNECTION {id}")) {
+            Ok(_) => tracing::debug!(
+                connection = id,
+                "binlog dump connection ended on the server"
+            ),
+            Err(error) => {
+                tracing::debug!(connection = id, %error, "could not end the binlog dump connection on the server")
+            }
+        }
     }
 
     fn schema_info(

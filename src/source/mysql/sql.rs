@@ -180,6 +180,8 @@ pub struct SqlConn {
     conn: Framed<Buffered>,
     /// `true` for MariaDB (from the handshake's server version).
     pub mariadb: bool,
+    /// The server's id for this connection (the handshake's), what `KILL` takes.
+    pub connection_id: u32,
     /// A handle on the connection's socket (see [`super::socket`]).
     socket: super::socket::Socket,
     /// A result is being read (or was abandoned) and the connection cannot take a new
@@ -299,6 +301,7 @@ impl SqlConn {
         Ok(SqlConn {
             conn: opened.conn,
             mariadb: opened.handshake.is_mariadb(),
+            connection_id: opened.handshake.connection_id,
             socket: opened.socket,
             mid_result: false,
             status_statement: None,

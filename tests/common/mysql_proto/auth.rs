@@ -185,6 +185,7 @@ impl AuthServer {
     /// Runs the connection phase; `Ok(true)` once the client is logged in.
     pub fn login(&self, c: &mut Conn) -> io::Result<bool> {
         let id = self.conn_id.fetch_add(1, Ordering::SeqCst);
+        c.id = id;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)

@@ -68,6 +68,11 @@ struct Shared {
     connections: AtomicUsize,
     stop: AtomicBool,
     open: Mutex<Vec<TcpStream>>,
+    /// Logged-in connections by id, for `KILL`.
+    live: Mutex<BTreeMap<u64, TcpStream>>,
+    /// Connection ids that dumped the binlog, and the ones `KILL` ended.
+    dump_ids: Mutex<Vec<u64>>,
+    killed: Mutex<Vec<u64>>,
 }
 
 pub struct Builder {
@@ -202,6 +207,9 @@ impl Builder {
             connections: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             open: Mutex::default(),
+            live: Mutex::default(),
+            dump_ids: Mutex::default(),
+            killed: Mutex::default(),
         });
         let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind proto server");
         let port = listener.local_addr().expect("addr").port();
@@ -217,13 +225,14 @@ impl Builder {
                     if let Ok(c) = s.try_clone() {
                         sh.open.lock().expect("open").push(c);
                     }
+                    let handle = s.try_clone().ok();
                     sh.connections.fetch_add(1, Ordering::SeqCst);
                     let sh = sh.clone();
                     let _ =
                         std::thread::Builder::new()
                             .name("proto-conn".into())
                             .spawn(move || {
-                                let _ = serve(&sh, Conn::new(s));
+                                let _ = serve(&sh, Conn::new(s), handle);
                             });
                 }
             })
@@ -296,6 +305,14 @@ impl ProtoServer {
     pub fn unknown(&self) -> Vec<String> {
         self.shared.unknown.lock().expect("unknown").clone()
     }
+    /// The connection ids of the dump connections, in order.
+    pub fn dump_ids(&self) -> Vec<u64> {
+        self.shared.dump_ids.lock().expect("dump ids").clone()
+    }
+    /// The connection ids ended with `KILL`, in order.
+    pub fn killed(&self) -> Vec<u64> {
+        self.shared.killed.lock().expect("killed").clone()
+    }
     pub fn dumps(&self) -> Vec<Dump> {
         self.shared.dumps.lock().expect("dumps").clone()
     }
@@ -330,11 +347,43 @@ impl Drop for ProtoServer {
     }
 }
 
-/// One client connection: login, then commands until it quits or a dump ends.
-fn serve(sh: &Shared, mut c: Conn) -> io::Result<()> {
+/// One client connection: login, then commands until it quits or a dump ends. `handle`
+/// is the connection's socket, which a `KILL` from another connection shuts down.
+fn serve(sh: &Shared, mut c: Conn, handle: Option<TcpStream>) -> io::Result<()> {
     if !sh.auth.login(&mut c)? {
         return Ok(());
     }
+    if let Some(h) = handle {
+        sh.live.lock().expect("live").insert(c.id, h);
+    }
+    let r = serve_logged_in(sh, &mut c);
+    sh.live.lock().expect("live").remove(&c.id);
+    r
+}
+
+/// `KILL [CONNECTION] n` as a server answers it: the connection is closed (a dump ends
+/// at once), an unknown id is error 1094.
+fn kill(sh: &Shared, c: &mut Conn, up: &str) -> io::Result<()> {
+    let arg = up.trim_start_matches("KILL").trim();
+    let arg = arg.strip_prefix("CONNECTION").unwrap_or(arg).trim();
+    let Ok(id) = arg.parse::<u64>() else {
+        return c.err(
+            1064,
+            "42000",
+            &format!("protocol test server: bad KILL {arg:?}"),
+        );
+    };
+    match sh.live.lock().expect("live").remove(&id) {
+        Some(s) => {
+            let _ = s.shutdown(Shutdown::Both);
+            sh.killed.lock().expect("killed").push(id);
+            c.ok()
+        }
+        None => c.err(1094, "HY000", &format!("Unknown thread id: {id}")),
+    }
+}
+
+fn serve_logged_in(sh: &Shared, c: &mut Conn) -> io::Result<()> {
     let mut heartbeat = Duration::from_secs(1);
     let mut checksum: Option<String> = None;
     loop {
@@ -352,6 +401,10 @@ fn serve(sh: &Shared, mut c: Conn) -> io::Result<()> {
                         .parse()
                         .unwrap_or(1_000_000_000);
                     heartbeat = Duration::from_nanos(n.max(50_000_000));
+                }
+                if up.starts_with("KILL ") {
+                    kill(sh, c, &up)?;
+                    continue;
                 }
                 if up.starts_with("SET @MASTER_BINLOG_CHECKSUM") {
                     checksum = sh
@@ -428,7 +481,8 @@ fn serve(sh: &Shared, mut c: Conn) -> io::Result<()> {
                 } else {
                     End::Heartbeats(heartbeat)
                 };
-                return stream(sh, &mut c, u64::from(pos), None, end);
+                sh.dump_ids.lock().expect("dump ids").push(c.id);
+                return stream(sh, c, u64::from(pos), None, end);
             }
             Some(0x1e) => {
                 // flags 2, server id 4, name length 4, name, position 8, data length 4, data.
@@ -454,7 +508,8 @@ fn serve(sh: &Shared, mut c: Conn) -> io::Result<()> {
                 } else {
                     End::Heartbeats(heartbeat)
                 };
-                return stream(sh, &mut c, 4, Some(set), end);
+                sh.dump_ids.lock().expect("dump ids").push(c.id);
+                return stream(sh, c, 4, Some(set), end);
             }
             _ => c.err(1047, "08S01", "Unknown command")?,
         }

@@ -63,6 +63,8 @@ impl Write for Stream {
 pub struct Conn {
     pub stream: Stream,
     seq: u8,
+    /// The connection id the handshake gave the client (set at login).
+    pub id: u64,
 }
 
 impl Conn {
@@ -71,6 +73,7 @@ impl Conn {
         Conn {
             stream: Stream::Plain(stream),
             seq: 0,
+            id: 0,
         }
     }
 
