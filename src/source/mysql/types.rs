@@ -687,60 +687,59 @@ pub fn decode_decimal(field: &[u8], precision: u8, scale: u8) -> Result<String, 
         return Ok("0".into());
     }
     let neg = raw[0] & 0x80 == 0;
+    // Negative numbers have every bit inverted; the sign bit is flipped either way.
     let mask = if neg { 0xFF } else { 0 };
-    let mut buf: Vec<u8> = raw.iter().map(|b| b ^ mask).collect();
-    buf[0] ^= 0x80;
-    let intg = usize::from(precision - scale);
-    let frac = usize::from(scale);
     let mut pos = 0;
-    let group = |digits: usize, pos: &mut usize| -> Result<u64, DecodeError> {
+    // One digit group, read in place (one call per group per row: no copy of the field).
+    let mut group = |digits: usize| -> Result<u64, DecodeError> {
         let n = DIG2BYTES[digits];
-        let v = be_uint(buf.get(*pos..).unwrap_or(&[]), n)?;
-        *pos += n;
+        let bytes = raw
+            .get(pos..pos + n)
+            .ok_or_else(|| invalid("DECIMAL too short"))?;
+        let v = bytes.iter().enumerate().fold(0u64, |acc, (i, &b)| {
+            let b = b ^ mask ^ if pos + i == 0 { 0x80 } else { 0 };
+            (acc << 8) | u64::from(b)
+        });
+        pos += n;
         if v >= 10u64.pow(digits as u32) {
             return Err(invalid("DECIMAL digit group out of range"));
         }
         Ok(v)
     };
-    let mut int_part = String::new();
-    if intg % 9 > 0 {
-        let v = group(intg % 9, &mut pos)?;
-        if v > 0 {
-            let _ = write!(int_part, "{v}");
-        }
-    }
-    for _ in 0..intg / 9 {
-        let v = group(9, &mut pos)?;
-        if int_part.is_empty() {
-            if v > 0 {
-                let _ = write!(int_part, "{v}");
-            }
-        } else {
-            let _ = write!(int_part, "{v:09}");
-        }
-    }
-    let mut frac_part = String::new();
-    for _ in 0..frac / 9 {
-        let v = group(9, &mut pos)?;
-        let _ = write!(frac_part, "{v:09}");
-    }
-    if frac % 9 > 0 {
-        let d = frac % 9;
-        let v = group(d, &mut pos)?;
-        let _ = write!(frac_part, "{v:0d$}");
-    }
-    if int_part.is_empty() {
-        int_part.push('0');
-    }
-    let zero = int_part == "0" && frac_part.bytes().all(|b| b == b'0');
-    let mut out = String::with_capacity(int_part.len() + frac_part.len() + 2);
-    if neg && !zero {
+    let intg = usize::from(precision - scale);
+    let frac = usize::from(scale);
+    let mut out = String::with_capacity(usize::from(precision) + 3);
+    if neg {
         out.push('-');
     }
-    out.push_str(&int_part);
-    if !frac_part.is_empty() {
+    let digits_start = out.len();
+    let mut nonzero = false;
+    // Leading zero groups print nothing; after the first digit, groups are padded.
+    let leading = (intg % 9 > 0).then_some(intg % 9);
+    for width in leading.into_iter().chain(std::iter::repeat_n(9, intg / 9)) {
+        let v = group(width)?;
+        if out.len() > digits_start {
+            push_padded(&mut out, v, width);
+        } else if v > 0 {
+            push_padded(&mut out, v, 0);
+        }
+        nonzero |= v > 0;
+    }
+    if out.len() == digits_start {
+        out.push('0');
+    }
+    if frac > 0 {
         out.push('.');
-        out.push_str(&frac_part);
+    }
+    let trailing = (frac % 9 > 0).then_some(frac % 9);
+    for width in std::iter::repeat_n(9, frac / 9).chain(trailing) {
+        let v = group(width)?;
+        push_padded(&mut out, v, width);
+        nonzero |= v > 0;
+    }
+    // Negative zero is zero.
+    if neg && !nonzero {
+        out.remove(0);
     }
     Ok(out)
 }
@@ -936,6 +935,70 @@ mod tests {
             dec(&k(8, false), &[0, 0, 0, 0, 0, 0, 0, 0x80]),
             Value::Int(i64::MIN)
         );
+    }
+
+    /// The digits of a binary DECIMAL as arithmetic on its groups: every group's value,
+    /// padded to its width, joined, with leading zeros dropped from the integer part. The
+    /// decoder writes them in place; this is what it must produce.
+    fn decimal_by_groups(raw: &[u8], precision: u8, scale: u8) -> Option<String> {
+        let neg = raw[0] & 0x80 == 0;
+        let mut b: Vec<u8> = raw.iter().map(|x| if neg { !x } else { *x }).collect();
+        b[0] ^= 0x80;
+        let (intg, frac) = (usize::from(precision - scale), usize::from(scale));
+        let mut widths: Vec<usize> = Vec::new();
+        widths.extend((intg % 9 > 0).then_some(intg % 9));
+        widths.extend(std::iter::repeat_n(9, intg / 9));
+        let n_int = widths.len();
+        widths.extend(std::iter::repeat_n(9, frac / 9));
+        widths.extend((frac % 9 > 0).then_some(frac % 9));
+        let mut pos = 0;
+        let mut text = Vec::new();
+        for w in widths {
+            let n = DIG2BYTES[w];
+            let v = b[pos..pos + n]
+                .iter()
+                .fold(0u64, |a, &x| (a << 8) | u64::from(x));
+            pos += n;
+            if v >= 10u64.pow(w as u32) {
+                return None;
+            }
+            text.push(format!("{v:0w$}"));
+        }
+        let int = text[..n_int].concat();
+        let int = int.trim_start_matches('0');
+        let int = if int.is_empty() { "0" } else { int };
+        let frac_text = text[n_int..].concat();
+        let zero = int == "0" && frac_text.bytes().all(|c| c == b'0');
+        let sign = if neg && !zero { "-" } else { "" };
+        let dot = if frac_text.is_empty() { "" } else { "." };
+        Some(format!("{sign}{int}{dot}{frac_text}"))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decimals_match_their_digit_groups(
+            precision in 1u8..=65,
+            scale_seed in 0u8..=65,
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 30),
+            small in proptest::prelude::any::<bool>(),
+        ) {
+            let scale = scale_seed % (precision.min(30) + 1);
+            let size = decimal_size(precision, scale);
+            let mut raw = bytes[..size].to_vec();
+            if small {
+                // Mostly zero groups: leading zeros, zero and negative zero.
+                let fill = if raw[0] & 0x80 == 0 { 0xFF } else { 0 };
+                for b in raw.iter_mut().skip(1) {
+                    *b = fill;
+                }
+                if bytes[29] % 2 == 0 {
+                    raw[0] = fill ^ 0x80;
+                }
+            }
+            let want = decimal_by_groups(&raw, precision, scale);
+            let got = decode_decimal(&raw, precision, scale).ok();
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 
     #[test]
