@@ -45,6 +45,10 @@ fi
 BIN=$(realpath "$LOGTIDE_BIN")
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 ROOT=$(mktemp -d /tmp/logtide-bench-backfill.XXXXXX)
+# Outputs go to tmpfs, the issue's method (the tools' work is measured, not the disk's);
+# BENCH_OUT=dir puts them elsewhere.
+OUT=$(mktemp -d "${BENCH_OUT:-/dev/shm}/logtide-bench-backfill-out.XXXXXX")
+chmod 777 "$OUT"
 chmod 777 "$ROOT"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PGPORT=$(free_port)
@@ -54,6 +58,7 @@ export LOGTIDE_BENCH_PW=bench-pw
 cleanup() {
   runuser -u postgres -- "$PGBIN/pg_ctl" -D "$ROOT/pg" -m immediate stop >/dev/null 2>&1 || true
   [ -f "$ROOT/my.pid" ] && kill -9 "$(cat "$ROOT/my.pid")" 2>/dev/null || true
+  rm -rf "$OUT"
   [ -n "${KEEP:-}" ] || rm -rf "$ROOT"
 }
 trap cleanup EXIT
@@ -149,7 +154,7 @@ backfill_chunk_rows = ${CHUNK:-10000}
 [[sinks]]
 kind = "file"
 name = "out"
-path = "$2/out.jsonl"
+path = "$OUT/out.jsonl"
 fsync = false
 EOF
 }
@@ -167,21 +172,21 @@ for engine in $ENGINES; do
     WRAP=()
     [ -n "${PERF:-}" ] && WRAP=(perf record -g -o "${PERF}.$engine" --)
     read -r s kb cpu < <(timed /dev/null "${WRAP[@]}" "$BIN" --log-level warn run --config "$D/logtide.toml" --max-events "$ROWS")
-    got=$(wc -l <"$D/out.jsonl")
+    got=$(wc -l <"$OUT/out.jsonl")
     if [ "$got" = "$ROWS" ]; then LT+=("$s") LR+=("$kb") LC+=("$cpu"); else echo "logtide $engine run $r: $got rows (rejected)" >&2; fi
-    rm -f "$D/out.jsonl"
+    rm -f "$OUT/out.jsonl"
     if [ "$engine" = postgres ]; then
       psql -X -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d bench \
         -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active" >/dev/null
-      read -r s kb cpu < <(timed "$D/ref.txt" psql -X -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d bench \
+      read -r s kb cpu < <(timed "$OUT/ref.txt" psql -X -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d bench \
         -c "COPY (SELECT * FROM t) TO STDOUT")
     else
-      read -r s kb cpu < <(timed "$D/ref.txt" mariadb --no-defaults --host=127.0.0.1 --port="$MYPORT" \
+      read -r s kb cpu < <(timed "$OUT/ref.txt" mariadb --no-defaults --host=127.0.0.1 --port="$MYPORT" \
         -ulogtide -p"$LOGTIDE_BENCH_PW" --quick --batch --skip-column-names -e "SELECT * FROM bench.t")
     fi
-    got=$(wc -l <"$D/ref.txt")
+    got=$(wc -l <"$OUT/ref.txt")
     if [ "$got" = "$ROWS" ]; then RT+=("$s") RR+=("$kb") RC+=("$cpu"); else echo "reference $engine run $r: $got rows (rejected)" >&2; fi
-    rm -f "$D/ref.txt"
+    rm -f "$OUT/ref.txt"
   done
   lt=$(printf '%s\n' "${LT[@]:-}" | grep . | median)
   rt=$(printf '%s\n' "${RT[@]:-}" | grep . | median)

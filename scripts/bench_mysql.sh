@@ -54,11 +54,16 @@ for t in mariadbd mariadb mariadb-install-db mariadb-binlog /usr/bin/time; do
 done
 
 ROOT=$(mktemp -d /tmp/logtide-bench-mysql.XXXXXX)
+# Outputs go to tmpfs, the issue's method (the tools' work is measured, not the disk's);
+# BENCH_OUT=dir puts them elsewhere.
+OUT=$(mktemp -d "${BENCH_OUT:-/dev/shm}/logtide-bench-mysql-out.XXXXXX")
+chmod 777 "$OUT"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 SOCK=$ROOT/sock
 export LOGTIDE_BENCH_PW=bench-pw
 cleanup() {
   [ -f "$ROOT/pid" ] && kill -9 "$(cat "$ROOT/pid")" 2>/dev/null || true
+  rm -rf "$OUT"
   [ -n "${KEEP:-}" ] || rm -rf "$ROOT"
 }
 trap cleanup EXIT
@@ -108,7 +113,7 @@ tables = { include = ["bench.*"] }
 [[sinks]]
 kind = "file"
 name = "out"
-path = "$1/out.jsonl"
+path = "$OUT/out.jsonl"
 fsync = false
 EOF
 }
@@ -157,12 +162,13 @@ for w in $WORKLOADS; do
     mkdir -p "$D"
     config "$D"
     cp -r "$TPL/state" "$D/state"
+    rm -f "$OUT/out.jsonl"
     t0=$(date +%s.%N)
     WRAP=()
     [ -n "${PERF:-}" ] && WRAP=(perf record -g -o "$PERF.$w.$r" --)
     /usr/bin/time -v "${WRAP[@]}" "$BIN" run --config "$D/logtide.toml" --until "$FILE:$END" >"$D/log" 2>"$D/time"
     t1=$(date +%s.%N)
-    GOT=$(wc -l <"$D/out.jsonl")
+    GOT=$(wc -l <"$OUT/out.jsonl")
     if [ "$GOT" = "$EXPECTED" ]; then
       read -r _ kb cpu < <(timing "$D/time")
       s=$(echo "$t1 - $t0" | bc -l)
@@ -170,13 +176,13 @@ for w in $WORKLOADS; do
     else
       echo "logtide run $w/$r: $GOT events, expected $EXPECTED (rejected); log: $(tail -3 "$D/log")" >&2
     fi
-    rm -f "$D/out.jsonl"
+    rm -f "$OUT/out.jsonl"
     t0=$(date +%s.%N)
     /usr/bin/time -v mariadb-binlog --no-defaults --read-from-remote-server --host=127.0.0.1 --port="$PORT" \
       --user=logtide --password="$LOGTIDE_BENCH_PW" --base64-output=decode-rows -v \
-      --start-position="$START" --stop-position="$END" "$FILE" >"$D/binlog.txt" 2>"$D/time2"
+      --start-position="$START" --stop-position="$END" "$FILE" >"$OUT/binlog.txt" 2>"$D/time2"
     t1=$(date +%s.%N)
-    GOT=$(grep -cE '^### (INSERT INTO|UPDATE|DELETE FROM)' "$D/binlog.txt" || true)
+    GOT=$(grep -cE '^### (INSERT INTO|UPDATE|DELETE FROM)' "$OUT/binlog.txt" || true)
     if [ "$GOT" = "$EXPECTED" ]; then
       read -r _ kb cpu < <(timing "$D/time2")
       s=$(echo "$t1 - $t0" | bc -l)
@@ -184,7 +190,7 @@ for w in $WORKLOADS; do
     else
       echo "mariadb-binlog run $w/$r: $GOT events, expected $EXPECTED (rejected)" >&2
     fi
-    rm -f "$D/binlog.txt"
+    rm -f "$OUT/binlog.txt"
   done
   lt=$(printf '%s\n' "${LT[@]:-}" | grep . | median)
   mt=$(printf '%s\n' "${MT[@]:-}" | grep . | median)

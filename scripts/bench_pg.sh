@@ -27,7 +27,10 @@ W=${BENCH_DIR:-/tmp/logtide-bench-pg}
 cargo build --release --quiet
 LOGTIDE=${LOGTIDE_BIN:-$PWD/target/release/logtide}
 
-rm -rf "$W"; mkdir -p "$W"; chmod 777 "$W"
+# Outputs go to tmpfs (the issue's method: the tools' own work is measured, not the disk's
+# fsync); BENCH_OUT=dir puts them elsewhere (e.g. on disk, to see the fsync cost).
+OUT=${BENCH_OUT:-/dev/shm/logtide-bench-pg-out}
+rm -rf "$W" "$OUT"; mkdir -p "$W" "$OUT"; chmod 777 "$W" "$OUT"
 runuser -u postgres -- "$BIN/initdb" -D "$W/data" -A trust -U postgres >/dev/null
 cat >> "$W/data/postgresql.conf" <<CONF
 port = $PORT
@@ -42,7 +45,7 @@ synchronous_commit = off
 autovacuum = off
 CONF
 runuser -u postgres -- "$BIN/pg_ctl" -D "$W/data" -l "$W/pg.log" -w start >/dev/null
-trap 'runuser -u postgres -- "$BIN/pg_ctl" -D "$W/data" -m immediate stop >/dev/null 2>&1 || true' EXIT
+trap 'runuser -u postgres -- "$BIN/pg_ctl" -D "$W/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$OUT"' EXIT
 PSQL=(psql -X -q -h 127.0.0.1 -p "$PORT" -U postgres -v ON_ERROR_STOP=1)
 SHAPE=${BENCH_SHAPE:-narrow}
 # ROW_EXPR: the select list of one row from its id `g`; UPDATE_SQL: the one-transaction update.
@@ -118,8 +121,8 @@ bench() {
     for tool in logtide pg_recvlogical; do
       local slot="run_${tool//_/}_$i"
       "${PSQL[@]}" -d bench -c "SELECT pg_copy_logical_replication_slot('tmpl', '$slot', false, 'pgoutput')" >/dev/null
-      read -r secs kb cpus < <(run_tool "$tool" "$slot" "$end" "$W/out-$tool.bin")
-      local n; n=$(count "$tool" "$W/out-$tool.bin")
+      read -r secs kb cpus < <(run_tool "$tool" "$slot" "$end" "$OUT/out-$tool.bin")
+      local n; n=$(count "$tool" "$OUT/out-$tool.bin")
       if [ "$n" != "$expect" ]; then echo "$name: $tool produced $n row changes, expected $expect: run rejected" >&2; exit 1; fi
       rates[$tool]+="$(echo "$n / $secs" | bc -l) "
       rss[$tool]+="$kb "
