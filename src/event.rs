@@ -90,13 +90,80 @@ pub struct TableSchema {
     pub columns: Vec<String>,
     /// Indices into `columns` of the key columns; empty when the table has no key.
     pub key: Vec<usize>,
+    /// The JSON of the parts of an event that depend only on this schema, made on first
+    /// use (`Default::default()` when building one).
+    pub encoded: EncodedCache,
 }
 
 impl TableSchema {
+    /// The schema's constant JSON pieces (made once, on the first event).
+    fn encoded(&self) -> &Encoded {
+        self.encoded.0.get_or_init(|| {
+            let mut columns = Vec::with_capacity(self.columns.len());
+            for c in &self.columns {
+                let mut k = Vec::with_capacity(c.len() + 3);
+                // Writes to a Vec cannot fail.
+                let _ = write_json_str(&mut k, c);
+                k.push(b':');
+                columns.push(k.into_boxed_slice());
+            }
+            let mut source = Vec::with_capacity(128);
+            source.extend_from_slice(b",\"source\":{\"connector\":\"");
+            source.extend_from_slice(self.source.connector.as_str().as_bytes());
+            source.extend_from_slice(b"\",\"name\":");
+            let _ = write_json_str(&mut source, &self.source.name);
+            source.extend_from_slice(b",\"db\":");
+            let _ = write_json_str(&mut source, &self.db);
+            source.extend_from_slice(b",\"schema\":");
+            let _ = write_json_str(&mut source, &self.schema);
+            source.extend_from_slice(b",\"table\":");
+            let _ = write_json_str(&mut source, &self.name);
+            source.extend_from_slice(b",\"cursor\":");
+            Encoded {
+                columns,
+                source: source.into_boxed_slice(),
+            }
+        })
+    }
+
     /// `schema.table`, the name filters and routes match on.
     pub fn qualified_name(&self) -> String {
         format!("{}.{}", self.schema, self.name)
     }
+}
+
+/// The JSON of a schema's constant parts (see [`TableSchema::encoded`]). Every clone starts
+/// empty: a schema made from another with `..clone()` and a new name must not write the old
+/// one's pieces. Not part of a schema's equality.
+#[derive(Default)]
+pub struct EncodedCache(std::sync::OnceLock<Encoded>);
+
+impl Clone for EncodedCache {
+    fn clone(&self) -> Self {
+        EncodedCache::default()
+    }
+}
+
+impl PartialEq for EncodedCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for EncodedCache {}
+
+impl std::fmt::Debug for EncodedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EncodedCache")
+    }
+}
+
+/// A schema's constant JSON pieces.
+pub struct Encoded {
+    /// `"column":` per column.
+    columns: Vec<Box<[u8]>>,
+    /// `,"source":{"connector":…,"name":…,"db":…,"schema":…,"table":…,"cursor":`.
+    source: Box<[u8]>,
 }
 
 /// One row image: a cell per entry of [`TableSchema::columns`]. `None` means the column is
@@ -162,12 +229,13 @@ impl ChangeEvent {
     /// Writes the event as a JSON object.
     pub fn write_json<W: Write + ?Sized>(&self, out: &mut W, now_ms: i64) -> io::Result<()> {
         let t = &*self.table;
+        let enc = t.encoded();
         out.write_all(b"{\"op\":\"")?;
         out.write_all(self.op.code().as_bytes())?;
         out.write_all(b"\",\"before\":")?;
-        write_row(out, &t.columns, self.before.as_ref())?;
+        write_row(out, &enc.columns, self.before.as_ref())?;
         out.write_all(b",\"after\":")?;
-        write_row(out, &t.columns, self.after.as_ref())?;
+        write_row(out, &enc.columns, self.after.as_ref())?;
         out.write_all(b",\"key\":")?;
         match self.key() {
             Some(k) => {
@@ -196,17 +264,7 @@ impl ChangeEvent {
                 out.write_all(b"]")?;
             }
         }
-        out.write_all(b",\"source\":{\"connector\":\"")?;
-        out.write_all(t.source.connector.as_str().as_bytes())?;
-        out.write_all(b"\",\"name\":")?;
-        write_json_str(out, &t.source.name)?;
-        out.write_all(b",\"db\":")?;
-        write_json_str(out, &t.db)?;
-        out.write_all(b",\"schema\":")?;
-        write_json_str(out, &t.schema)?;
-        out.write_all(b",\"table\":")?;
-        write_json_str(out, &t.name)?;
-        out.write_all(b",\"cursor\":")?;
+        out.write_all(&enc.source)?;
         match &self.position {
             // A query cursor is user data: escape it.
             Position::Query(q) => write_json_str(out, &q.cursor)?,
@@ -270,9 +328,10 @@ impl ChangeEvent {
     }
 }
 
+/// `columns`: each column's `"name":`.
 fn write_row<W: Write + ?Sized>(
     out: &mut W,
-    columns: &[String],
+    columns: &[Box<[u8]>],
     row: Option<&Row>,
 ) -> io::Result<()> {
     let Some(row) = row else {
@@ -286,8 +345,7 @@ fn write_row<W: Write + ?Sized>(
             out.write_all(b",")?;
         }
         first = false;
-        write_json_str(out, name)?;
-        out.write_all(b":")?;
+        out.write_all(name)?;
         v.write_json(out)?;
     }
     out.write_all(b"}")
@@ -322,6 +380,7 @@ mod tests {
             name: "users".into(),
             columns: vec!["id".into(), "name".into(), "doc".into()],
             key: vec![0],
+            encoded: Default::default(),
         })
     }
 
@@ -338,6 +397,32 @@ mod tests {
             txid: Some(731),
             commit_ts_ms: Some(1_700_000_000_123),
         }
+    }
+
+    /// The schema's JSON pieces are made once; a schema made from another by `..clone()`
+    /// (a new name, other columns) writes its own, not the pieces the original made.
+    #[test]
+    fn a_schema_made_from_another_writes_its_own_names() {
+        let e = ev(
+            Op::Create,
+            None,
+            Some(vec![Some(Value::Int(1)), None, None]),
+        );
+        let first = e.to_json(0);
+        assert_eq!(first["source"]["table"], "users");
+        assert_eq!(first["after"]["id"], 1);
+        let mut renamed = e.clone();
+        renamed.table = Arc::new(TableSchema {
+            name: "accounts\"\n".into(),
+            columns: vec!["account id".into(), "name".into(), "doc".into()],
+            ..(*e.table).clone()
+        });
+        let j = renamed.to_json(0);
+        assert_eq!(j["source"]["table"], "accounts\"\n");
+        assert_eq!(j["after"]["account id"], 1);
+        assert!(j["after"].get("id").is_none(), "{j}");
+        // The original still writes its own.
+        assert_eq!(e.to_json(0)["source"]["table"], "users");
     }
 
     #[test]

@@ -554,6 +554,7 @@ mod tests {
             name: "t".into(),
             columns: vec!["id".into()],
             key: vec![0],
+            encoded: Default::default(),
         });
         SourceMessage::Change(ChangeEvent {
             op: Op::Create,

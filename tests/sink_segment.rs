@@ -24,6 +24,7 @@ fn t(name: &str, cols: &[&str]) -> Arc<TableSchema> {
         name: name.into(),
         columns: cols.iter().map(|c| c.to_string()).collect(),
         key: vec![0],
+        encoded: Default::default(),
     })
 }
 

@@ -587,6 +587,7 @@ pub fn table_schema(plan: &TablePlan, info: &Arc<SourceInfo>) -> Arc<TableSchema
         name: plan.name.clone(),
         columns: plan.columns.clone(),
         key: plan.key.clone(),
+        encoded: Default::default(),
     })
 }
 

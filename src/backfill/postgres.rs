@@ -365,6 +365,7 @@ pub fn table_schema(
         name: plan.name.clone(),
         columns: plan.columns.iter().map(|c| c.0.clone()).collect(),
         key: plan.key.clone(),
+        encoded: Default::default(),
     })
 }
 

@@ -302,6 +302,7 @@ mod tests {
             name: "t".into(),
             columns: vec!["id".into(), "pad".into()],
             key: vec![0],
+            encoded: Default::default(),
         });
         (from..from + n)
             .map(|i| ChangeEvent {

@@ -22,6 +22,7 @@ pub fn table(name: &str) -> Arc<TableSchema> {
         name: name.into(),
         columns: vec!["id".into(), "email".into(), "name".into(), "kind".into()],
         key: vec![0],
+        encoded: Default::default(),
     })
 }
 

@@ -628,6 +628,7 @@ pub fn build(
                 name: tm.table_name.clone(),
                 columns: proj.keep.iter().map(|&c| names[c].clone()).collect(),
                 key: proj.key,
+                encoded: Default::default(),
             }),
             slot,
         })
@@ -668,6 +669,7 @@ pub fn truncate_schema(
         name: table.to_owned(),
         columns: proj.keep.iter().map(|&c| names[c].clone()).collect(),
         key: proj.key,
+        encoded: Default::default(),
     }))
 }
 

@@ -520,6 +520,7 @@ mod tests {
             name: name.into(),
             columns: vec!["id".into(), "v".into()],
             key: vec![0],
+            encoded: Default::default(),
         })
     }
 

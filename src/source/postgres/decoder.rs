@@ -447,6 +447,7 @@ impl<'a> Decoder<'a> {
                 .map(|&i| names[i].to_owned())
                 .collect(),
             key: projection.key.clone(),
+            encoded: Default::default(),
         };
         tracing::debug!(table = %qualified, oid = r.oid, columns = ncols, kept = projection.keep.len(), key = ?schema.key, "relation");
         self.relations.insert(
@@ -566,6 +567,7 @@ mod tests {
                 name: "t".into(),
                 columns: keep.iter().map(|&i| columns[i].to_owned()).collect(),
                 key,
+                encoded: Default::default(),
             })),
             ncols: columns.len(),
             types: keep.iter().map(|_| PgType::Other).collect(),

@@ -633,6 +633,7 @@ async fn run_inner(
         name: table.to_owned(),
         columns: backend.columns().to_vec(),
         key: backend.order()[1..].to_vec(),
+        encoded: Default::default(),
     });
     let runner = Runner {
         cfg,
