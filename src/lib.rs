@@ -27,6 +27,7 @@ pub mod error;
 pub mod event;
 pub mod filter;
 pub mod identity;
+pub mod json_check;
 pub mod metrics;
 pub mod ops;
 pub mod pipeline;

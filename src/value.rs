@@ -288,7 +288,7 @@ static ESCAPE: [u8; 256] = {
 
 /// Whether any byte of the block is a control character, `"` or `\\` (SWAR: a byte
 /// is below 0x20, or equal to 0x22 / 0x5c, exactly when its high bit survives below).
-fn needs_escape(x: u64) -> bool {
+pub(crate) fn needs_escape(x: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;

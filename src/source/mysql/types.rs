@@ -559,7 +559,7 @@ fn set_names(names: &[String], bits: u64) -> Result<Value, DecodeError> {
 fn json_text(data: &[u8]) -> Result<Value, DecodeError> {
     let s = std::str::from_utf8(data).map_err(|_| invalid("JSON text is not utf8"))?;
     // Emitted inline, so it must be valid JSON; a column without the check stays text.
-    if serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok() {
+    if crate::json_check::is_valid(s) {
         Ok(Value::Json(s.to_owned()))
     } else {
         Ok(Value::Text(s.to_owned()))

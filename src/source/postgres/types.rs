@@ -375,8 +375,14 @@ fn decode_str(ty: &PgType, s: &str) -> Result<Value, TypeError> {
         PgType::Bytea => decode_bytea(s.as_bytes()).map(Value::Bytes),
         PgType::Uuid => decode_uuid(s).map(Value::Uuid),
         PgType::Json => {
-            serde_json::from_str::<serde::de::IgnoredAny>(s)
-                .map_err(|e| invalid("json", format!("not valid JSON: {e}")))?;
+            if !crate::json_check::is_valid(s) {
+                // serde_json's message says where and why.
+                let why = serde_json::from_str::<serde::de::IgnoredAny>(s)
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                return Err(invalid("json", format!("not valid JSON: {why}")));
+            }
             Ok(Value::Json(s.to_owned()))
         }
         PgType::Date => decode_date(s).map(Value::Date),
