@@ -196,14 +196,20 @@ impl ChangeEvent {
         let mut out = Vec::with_capacity(self.table.key.len());
         for &i in &self.table.key {
             let name = self.table.columns.get(i)?;
-            let v = if self.op == Op::Delete {
-                cell(&self.before, i).or_else(|| cell(&self.after, i))
-            } else {
-                cell(&self.after, i).or_else(|| cell(&self.before, i))
-            }?;
-            out.push((name.as_str(), v));
+            out.push((name.as_str(), self.key_cell(i)?));
         }
         Some(out)
+    }
+
+    /// Key column `i`'s value, from the image [`ChangeEvent::key`] takes it from; `None`
+    /// when neither image holds it or `i` is not a column.
+    fn key_cell(&self, i: usize) -> Option<&Value> {
+        self.table.columns.get(i)?;
+        if self.op == Op::Delete {
+            cell(&self.before, i).or_else(|| cell(&self.after, i))
+        } else {
+            cell(&self.after, i).or_else(|| cell(&self.before, i))
+        }
     }
 
     /// Names of the `after` columns the source did not send (unchanged values).
@@ -237,20 +243,22 @@ impl ChangeEvent {
         out.write_all(b",\"after\":")?;
         write_row(out, &enc.columns, self.after.as_ref())?;
         out.write_all(b",\"key\":")?;
-        match self.key() {
-            Some(k) => {
-                out.write_all(b"{")?;
-                for (i, (n, v)) in k.iter().enumerate() {
-                    if i > 0 {
+        // As [`ChangeEvent::key`], without collecting it: `null` unless every key column
+        // has a value.
+        if !t.key.is_empty() && t.key.iter().all(|&i| self.key_cell(i).is_some()) {
+            out.write_all(b"{")?;
+            for (n, &i) in t.key.iter().enumerate() {
+                if let (Some(name), Some(v)) = (enc.columns.get(i), self.key_cell(i)) {
+                    if n > 0 {
                         out.write_all(b",")?;
                     }
-                    write_json_str(out, n)?;
-                    out.write_all(b":")?;
+                    out.write_all(name)?;
                     v.write_json(out)?;
                 }
-                out.write_all(b"}")?;
             }
-            None => out.write_all(b"null")?,
+            out.write_all(b"}")?;
+        } else {
+            out.write_all(b"null")?;
         }
         if let Some(a) = &self.after {
             if a.iter().any(Option::is_none) {
@@ -498,5 +506,39 @@ mod tests {
         // No image has it: null.
         let e = ev(Op::Update, None, Some(vec![None, None, None]));
         assert_eq!(e.to_json(5)["key"], serde_json::Value::Null);
+    }
+
+    /// A two-column key is written in key order, each column from the image that has it,
+    /// and is `null` (never half a key) when one of them is in no image.
+    #[test]
+    fn a_composite_key_is_whole_or_null() {
+        let mut e = ev(
+            Op::Update,
+            Some(vec![Some(Value::Int(4)), None, Some(Value::Int(8))]),
+            Some(vec![
+                None,
+                Some(Value::Text("new".into())),
+                Some(Value::Int(9)),
+            ]),
+        );
+        e.table = Arc::new(TableSchema {
+            key: vec![2, 0],
+            ..(*e.table).clone()
+        });
+        let line = String::from_utf8({
+            let mut b = Vec::new();
+            e.write_json_line(&mut b, 5).expect("write");
+            b
+        })
+        .expect("utf8");
+        assert!(line.contains(r#""key":{"doc":9,"id":4}"#), "{line}");
+        assert_eq!(
+            e.key()
+                .map(|k| k.iter().map(|(n, _)| *n).collect::<Vec<_>>()),
+            Some(vec!["doc", "id"])
+        );
+        e.before = None;
+        assert_eq!(e.to_json(5)["key"], serde_json::Value::Null);
+        assert!(e.key().is_none());
     }
 }

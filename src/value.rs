@@ -190,6 +190,19 @@ pub(crate) fn digits_into(buf: &mut [u8; 20], mut n: u64) -> usize {
 /// `{:0width$}` does, without the formatting machinery: date and time values of both
 /// engines format their fields with it per row.
 pub(crate) fn push_padded(s: &mut String, v: u64, width: usize) {
+    // Date and time fields (2, 4 and 6 digits): a character per digit, no buffer to check.
+    if (1..=8).contains(&width) && v < 10u64.pow(width as u32) {
+        let mut digits = [b'0'; 8];
+        let mut x = v;
+        for d in digits[..width].iter_mut().rev() {
+            *d = b'0' + (x % 10) as u8;
+            x /= 10;
+        }
+        for &d in &digits[..width] {
+            s.push(char::from(d));
+        }
+        return;
+    }
     // Zeros first: the padding is the part of the buffer the digits do not reach.
     let mut buf = [b'0'; 20];
     let i = digits_into(&mut buf, v);
