@@ -19,6 +19,7 @@
 #        ROWS=200000 SINGLE=20000 RUNS=1 scripts/bench_mysql.sh
 # LOGTIDE_BIN=path skips the release build. PERF=/tmp/prof records a perf profile of each
 # logtide run (/tmp/prof.<workload>.<run>; the timings then include perf's overhead).
+# BATCH / CHANNEL set the pipeline's max_batch_events / channel_capacity (4096 / 16384).
 # BENCH_SHAPE=narrow (default) or realistic: (id BIGINT PK, user_id BIGINT, kind VARCHAR,
 # amount DECIMAL(12,2), payload JSON, created_at DATETIME(6)), ~210 bytes as text.
 # Besides its table line, each workload prints two RESULT lines (scripts/bench_lib.sh) for
@@ -98,6 +99,7 @@ path = "$1/state"
 
 [pipeline]
 max_batch_events = ${BATCH:-4096}
+channel_capacity = ${CHANNEL:-16384}
 
 [[sources]]
 kind = "mysql"
