@@ -23,6 +23,30 @@ fn cols(e: &ChangeEvent) -> Vec<&str> {
     e.table.columns.iter().map(String::as_str).collect()
 }
 
+/// A source config for `db` logging in as `user` (created afresh, with `grants` on
+/// everything and a password of its own, set in its own environment variable).
+fn own_user(
+    server: &MariaServer,
+    db: &str,
+    user: &str,
+    grants: &str,
+) -> logtide::config::MysqlSourceConfig {
+    let password = format!("{user}-secret");
+    server.sql(
+        "",
+        &format!(
+            "CREATE OR REPLACE USER '{user}'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('{password}'); \
+             GRANT {grants} ON *.* TO '{user}'@'%'"
+        ),
+    );
+    let env = format!("LOGTIDE_TEST_{}_PW", user.to_ascii_uppercase());
+    crate::common::set_env(&env, &password);
+    let mut cfg = source_config(server, db, "");
+    cfg.user = user.into();
+    cfg.password_env = Some(env);
+    cfg
+}
+
 #[test]
 fn ddl_mid_stream_keeps_names_right_and_truncate_is_one_event() {
     ddl_suite(MariaServer::get());
@@ -232,12 +256,12 @@ fn a_stopped_source_leaves_no_dump_thread_on_the_server() {
     let server = MariaServer::get();
     let db = server.fresh_db();
     // A user of its own: other tests' dumps on the shared server are not counted.
-    server.sql(
-        "",
-        "CREATE USER IF NOT EXISTS 'dumpend'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('de-secret'); \
-         GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT ON *.* TO 'dumpend'@'%'",
+    let mut cfg = own_user(
+        server,
+        &db,
+        "dumpend",
+        "REPLICATION SLAVE, BINLOG MONITOR, SELECT",
     );
-    crate::common::set_env("LOGTIDE_TEST_DUMPEND_PW", "de-secret");
     let dumps = || {
         server
             .sql(
@@ -248,9 +272,6 @@ fn a_stopped_source_leaves_no_dump_thread_on_the_server() {
             .trim()
             .to_owned()
     };
-    let mut cfg = source_config(server, &db, "");
-    cfg.user = "dumpend".into();
-    cfg.password_env = Some("LOGTIDE_TEST_DUMPEND_PW".into());
     cfg.heartbeat = Duration::from_secs(30);
     for round in 0..2 {
         let mut stream = Stream::start(cfg.clone(), None, 4);
@@ -315,15 +336,7 @@ fn statement_format_is_a_clear_permanent_error() {
 fn missing_privilege_and_wrong_password_are_clear_errors() {
     let server = MariaServer::get();
     let db = server.fresh_db();
-    server.sql(
-        "",
-        "CREATE USER IF NOT EXISTS 'noslave'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('np-secret'); \
-         GRANT BINLOG MONITOR, SELECT ON *.* TO 'noslave'@'%'",
-    );
-    crate::common::set_env("LOGTIDE_TEST_NOSLAVE_PW", "np-secret");
-    let mut cfg = source_config(server, &db, "");
-    cfg.user = "noslave".into();
-    cfg.password_env = Some("LOGTIDE_TEST_NOSLAVE_PW".into());
+    let cfg = own_user(server, &db, "noslave", "BINLOG MONITOR, SELECT");
     let err = Stream::start(cfg, None, 4).error(WAIT);
     let msg = err.to_string();
     assert!(
