@@ -420,6 +420,7 @@ async fn state_disk_full_loses_nothing() {
         None => kill9(&mut child),
     }
     std::fs::remove_file(&filler).expect("free the disk");
+    let streams_before = logs(&w).matches("starting replication").count();
     let mut child = spawn_run(&w, &[], &env());
     assert!(
         wait_until(WAIT, || {
@@ -427,6 +428,15 @@ async fn state_disk_full_loses_nothing() {
             got.len() == 2000
         }),
         "rows missing after the restart\n{}",
+        logs(&w)
+    );
+    // The first run may have delivered every row already: the restart is stopped once it
+    // streams, not while it is still starting (a SIGTERM before the handler is installed
+    // ends a process by the signal, which is not what this test is about).
+    assert!(
+        wait_until(WAIT, || logs(&w).matches("starting replication").count()
+            > streams_before),
+        "the restart did not start streaming\n{}",
         logs(&w)
     );
     sigterm(&child);
